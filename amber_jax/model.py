@@ -1,0 +1,269 @@
+"""A BERT-style encoder in Flax linen, with logical axis names on every parameter and activation.
+
+The layout follows HuggingFace's `BertForMaskedLM` (post-LN, exact GELU, token + position + segment
+embeddings, MLM head = dense transform + GELU + LayerNorm + decoder tied to the word embeddings +
+bias), so that a checkpoint maps one-to-one onto it (see `amber_jax.hf`).
+
+Attention can return its probabilities under any [batch, length, length] mask: the word-alignment
+objective needs the last layer's probabilities under a special mask.
+
+Logical axes: 'batch', 'length', 'embed', 'heads', 'kv', 'mlp', 'vocab' (activations use the
+'act_*' names so that a parameter's 'embed' and an activation's embedding axis can be sharded
+differently; `amber_jax.partitioning` holds the one rules table).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+Array = jax.Array
+
+# The fixed ids of the BERT specials in every vocabulary this project builds.
+PAD_ID, UNK_ID, CLS_ID, SEP_ID, MASK_ID = 0, 1, 2, 3, 4
+NUM_SPECIALS = 5
+
+
+@dataclasses.dataclass(frozen=True)
+class EncoderConfig:
+  """The encoder's shape. Field names mirror HF's BertConfig where one exists."""
+
+  vocab_size: int = 119_547
+  hidden_size: int = 768
+  num_layers: int = 12
+  num_heads: int = 12
+  intermediate_size: int = 3072
+  max_position_embeddings: int = 512
+  type_vocab_size: int = 2
+  dropout_rate: float = 0.1
+  attention_dropout_rate: float = 0.1
+  layer_norm_eps: float = 1e-12
+  initializer_range: float = 0.02
+  dtype: Any = jnp.float32  # compute dtype (bf16 on accelerators); params stay float32.
+
+  def __post_init__(self):
+    if self.hidden_size % self.num_heads:
+      raise ValueError(
+          f'hidden_size={self.hidden_size} is not divisible by num_heads={self.num_heads}; '
+          'choose a head count that divides the hidden size.')
+
+  @property
+  def head_dim(self) -> int:
+    return self.hidden_size // self.num_heads
+
+  @classmethod
+  def from_config(cls, model_cfg) -> 'EncoderConfig':
+    """Builds the dataclass from a `config.model` ConfigDict (unknown fields raise)."""
+    fields = {f.name for f in dataclasses.fields(cls)}
+    given = dict(model_cfg)
+    unknown = sorted(set(given) - fields)
+    if unknown:
+      raise ValueError(f'Unknown model config fields {unknown}; allowed: {sorted(fields)}')
+    if isinstance(given.get('dtype'), str):
+      given['dtype'] = jnp.dtype(given['dtype'])
+    return cls(**given)
+
+
+def _init(std):
+  return nn.initializers.normal(stddev=std)
+
+
+def _constrain(x, axes):
+  return nn.with_logical_constraint(x, axes)
+
+
+class LayerNorm(nn.Module):
+  """LayerNorm with logically annotated scale and bias (named as HF: weight/bias via hf.py)."""
+
+  eps: float
+  dtype: Any
+
+  @nn.compact
+  def __call__(self, x):
+    return nn.LayerNorm(
+        epsilon=self.eps, dtype=self.dtype, param_dtype=jnp.float32,
+        scale_init=nn.with_logical_partitioning(nn.initializers.ones, ('embed',)),
+        bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ('embed',)),
+        name='ln')(x)
+
+
+class Embeddings(nn.Module):
+  cfg: EncoderConfig
+
+  @nn.compact
+  def __call__(self, ids, segments, deterministic: bool):
+    cfg = self.cfg
+    init = _init(cfg.initializer_range)
+    word = self.param('word_embeddings',
+                      nn.with_logical_partitioning(init, ('vocab', 'embed')),
+                      (cfg.vocab_size, cfg.hidden_size), jnp.float32)
+    pos = self.param('position_embeddings',
+                     nn.with_logical_partitioning(init, (None, 'embed')),
+                     (cfg.max_position_embeddings, cfg.hidden_size), jnp.float32)
+    seg = self.param('token_type_embeddings',
+                     nn.with_logical_partitioning(init, (None, 'embed')),
+                     (cfg.type_vocab_size, cfg.hidden_size), jnp.float32)
+    length = ids.shape[1]
+    if length > cfg.max_position_embeddings:
+      raise ValueError(f'Sequence length {length} exceeds max_position_embeddings='
+                       f'{cfg.max_position_embeddings}; truncate inputs or enlarge the model.')
+    x = (jnp.take(word, ids, axis=0) + pos[None, :length] +
+         jnp.take(seg, segments, axis=0))  # [batch, length, embed]
+    x = _constrain(x.astype(cfg.dtype), ('act_batch', 'act_length', 'act_embed'))
+    x = LayerNorm(cfg.layer_norm_eps, cfg.dtype, name='layer_norm')(x)
+    return nn.Dropout(cfg.dropout_rate)(x, deterministic=deterministic)
+
+
+class SelfAttention(nn.Module):
+  cfg: EncoderConfig
+
+  @nn.compact
+  def __call__(self, x, mask, deterministic: bool, return_probs: bool):
+    """x: [batch, length, embed]; mask: bool [batch, 1 or heads, q_length, kv_length]."""
+    cfg = self.cfg
+    init = _init(cfg.initializer_range)
+
+    def proj(name):
+      return nn.DenseGeneral(
+          features=(cfg.num_heads, cfg.head_dim), axis=-1, dtype=cfg.dtype,
+          param_dtype=jnp.float32,
+          kernel_init=nn.with_logical_partitioning(init, ('embed', 'heads', 'kv')),
+          bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ('heads', 'kv')),
+          name=name)(x)  # [batch, length, heads, kv]
+
+    q, k, v = proj('query'), proj('key'), proj('value')
+    q = _constrain(q, ('act_batch', 'act_length', 'act_heads', 'act_kv'))
+    k = _constrain(k, ('act_batch', 'act_length', 'act_heads', 'act_kv'))
+    v = _constrain(v, ('act_batch', 'act_length', 'act_heads', 'act_kv'))
+    scores = jnp.einsum('bqhd,bkhd->bhqk', q, k) / jnp.sqrt(cfg.head_dim).astype(cfg.dtype)
+    big_neg = jnp.finfo(jnp.float32).min
+    scores = jnp.where(mask, scores.astype(jnp.float32), big_neg)  # [batch, heads, q, k]
+    probs = jax.nn.softmax(scores, axis=-1)
+    dropped = nn.Dropout(cfg.attention_dropout_rate)(probs, deterministic=deterministic)
+    ctx = jnp.einsum('bhqk,bkhd->bqhd', dropped.astype(cfg.dtype), v)  # [batch, q, heads, kv]
+    ctx = _constrain(ctx, ('act_batch', 'act_length', 'act_heads', 'act_kv'))
+    out = nn.DenseGeneral(
+        features=cfg.hidden_size, axis=(-2, -1), dtype=cfg.dtype, param_dtype=jnp.float32,
+        kernel_init=nn.with_logical_partitioning(init, ('heads', 'kv', 'embed')),
+        bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ('embed',)),
+        name='output')(ctx)  # [batch, length, embed]
+    return out, (probs if return_probs else None)
+
+
+class Layer(nn.Module):
+  cfg: EncoderConfig
+
+  @nn.compact
+  def __call__(self, x, mask, deterministic: bool, return_probs: bool):
+    cfg = self.cfg
+    init = _init(cfg.initializer_range)
+    attn, probs = SelfAttention(cfg, name='attention')(x, mask, deterministic, return_probs)
+    attn = nn.Dropout(cfg.dropout_rate)(attn, deterministic=deterministic)
+    x = LayerNorm(cfg.layer_norm_eps, cfg.dtype, name='attention_layer_norm')(x + attn)
+    h = nn.Dense(cfg.intermediate_size, dtype=cfg.dtype, param_dtype=jnp.float32,
+                 kernel_init=nn.with_logical_partitioning(init, ('embed', 'mlp')),
+                 bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ('mlp',)),
+                 name='intermediate')(x)  # [batch, length, mlp]
+    h = _constrain(jax.nn.gelu(h, approximate=False), ('act_batch', 'act_length', 'act_mlp'))
+    h = nn.Dense(cfg.hidden_size, dtype=cfg.dtype, param_dtype=jnp.float32,
+                 kernel_init=nn.with_logical_partitioning(init, ('mlp', 'embed')),
+                 bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ('embed',)),
+                 name='output')(h)  # [batch, length, embed]
+    h = nn.Dropout(cfg.dropout_rate)(h, deterministic=deterministic)
+    x = LayerNorm(cfg.layer_norm_eps, cfg.dtype, name='output_layer_norm')(x + h)
+    return _constrain(x, ('act_batch', 'act_length', 'act_embed')), probs
+
+
+def padding_mask(ids: Array) -> Array:
+  """Keys that are real tokens, as a [batch, 1, 1, length] bool mask (every query sees them)."""
+  return (ids != PAD_ID)[:, None, None, :]
+
+
+class Encoder(nn.Module):
+  """The encoder with its MLM head.
+
+  `__call__` runs the encoder; `mlm_logits` applies the head at chosen positions only, so
+  vocabulary-sized logits are computed for the masked tokens and nothing else.
+  """
+
+  cfg: EncoderConfig
+
+  def setup(self):
+    cfg = self.cfg
+    self.embeddings = Embeddings(cfg)
+    self.layers = [Layer(cfg, name=f'layer_{i}') for i in range(cfg.num_layers)]
+    init = _init(cfg.initializer_range)
+    self.mlm_transform = nn.Dense(
+        cfg.hidden_size, dtype=cfg.dtype, param_dtype=jnp.float32,
+        kernel_init=nn.with_logical_partitioning(init, ('embed', 'mlp')),
+        bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ('mlp',)))
+    self.mlm_layer_norm = LayerNorm(cfg.layer_norm_eps, cfg.dtype)
+    self.mlm_bias = self.param('mlm_bias',
+                               nn.with_logical_partitioning(nn.initializers.zeros, ('vocab',)),
+                               (cfg.vocab_size,), jnp.float32)
+
+  def __call__(self, ids, segments=None, attention_mask=None, *, deterministic: bool = True,
+               return_last_probs: bool = False, return_all_hidden: bool = False):
+    """Encodes token ids.
+
+    Args:
+      ids: int [batch, length]; PAD_ID marks padding.
+      segments: int [batch, length] segment (token type) ids; zeros when None.
+      attention_mask: bool [batch, length, length] (query, key) or None for "every query sees every
+        real key". Keys that are padding are always masked.
+      deterministic: no dropout when True.
+      return_last_probs: also return the last layer's attention probabilities.
+      return_all_hidden: also return the embeddings' output and every layer's output.
+
+    Returns:
+      dict with 'hidden' [batch, length, embed]; 'last_probs' [batch, heads, length, length] and
+      'all_hidden' (tuple of num_layers + 1 arrays) when asked for.
+    """
+    if segments is None:
+      segments = jnp.zeros_like(ids)
+    mask = padding_mask(ids)
+    if attention_mask is not None:
+      mask = jnp.logical_and(mask, attention_mask[:, None, :, :])
+    x = self.embeddings(ids, segments, deterministic)
+    all_hidden = [x]
+    probs = None
+    for i, layer in enumerate(self.layers):
+      want = return_last_probs and i == len(self.layers) - 1
+      x, p = layer(x, mask, deterministic, want)
+      if want:
+        probs = p
+      all_hidden.append(x)
+    out = {'hidden': x}
+    if return_last_probs:
+      out['last_probs'] = probs
+    if return_all_hidden:
+      out['all_hidden'] = tuple(all_hidden)
+    return out
+
+  def mlm_logits(self, hidden, positions=None):
+    """MLM logits: [batch, k, vocab] at `positions` int [batch, k], or at every position if None."""
+    if positions is not None:
+      hidden = jnp.take_along_axis(hidden, positions[..., None], axis=1)  # [batch, k, embed]
+    h = self.mlm_transform(hidden)
+    h = self.mlm_layer_norm(jax.nn.gelu(h, approximate=False))
+    word = self.embeddings.variables['params']['word_embeddings']
+    word = nn.meta.unbox(word) if isinstance(word, nn.meta.AxisMetadata) else word
+    logits = jnp.einsum('bke,ve->bkv', h, word.astype(self.cfg.dtype))
+    logits = logits.astype(jnp.float32) + self.mlm_bias
+    return _constrain(logits, ('act_batch', 'act_length', 'act_vocab'))
+
+  def encode_and_predict(self, ids, segments=None, positions=None, deterministic: bool = True):
+    """Both at once (used at init so that every parameter is created)."""
+    out = self(ids, segments, deterministic=deterministic)
+    return out['hidden'], self.mlm_logits(out['hidden'], positions)
+
+
+def init_params(cfg: EncoderConfig, rng: Array, length: int = 8):
+  """Parameters (boxed with their logical axis names) for a model of `cfg`."""
+  model = Encoder(cfg)
+  ids = jnp.full((1, length), CLS_ID, jnp.int32)
+  return model.init(rng, ids, method=Encoder.encode_and_predict)['params']
