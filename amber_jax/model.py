@@ -118,6 +118,25 @@ class Embeddings(nn.Module):
     return nn.Dropout(cfg.dropout_rate)(x, deterministic=deterministic)
 
 
+class _Projection(nn.Module):
+  """An einsum projection whose kernel is created in its final (multi-axis) shape."""
+
+  cfg: EncoderConfig
+  kernel_axes: tuple
+  bias_axes: tuple
+  kernel_shape: tuple
+
+  @nn.compact
+  def __call__(self, x, equation):
+    kernel = self.param('kernel', nn.with_logical_partitioning(
+        _init(self.cfg.initializer_range), self.kernel_axes), self.kernel_shape, jnp.float32)
+    bias_shape = self.kernel_shape[-len(self.bias_axes):]
+    bias = self.param('bias', nn.with_logical_partitioning(nn.initializers.zeros, self.bias_axes),
+                      bias_shape, jnp.float32)
+    dtype = self.cfg.dtype
+    return jnp.einsum(equation, x.astype(dtype), kernel.astype(dtype)) + bias.astype(dtype)
+
+
 class SelfAttention(nn.Module):
   cfg: EncoderConfig
 
@@ -128,12 +147,9 @@ class SelfAttention(nn.Module):
     init = _init(cfg.initializer_range)
 
     def proj(name):
-      return nn.DenseGeneral(
-          features=(cfg.num_heads, cfg.head_dim), axis=-1, dtype=cfg.dtype,
-          param_dtype=jnp.float32,
-          kernel_init=nn.with_logical_partitioning(init, ('embed', 'heads', 'kv')),
-          bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ('heads', 'kv')),
-          name=name)(x)  # [batch, length, heads, kv]
+      with_bias = _Projection(cfg, ('embed', 'heads', 'kv'), ('heads', 'kv'),
+                              (cfg.hidden_size, cfg.num_heads, cfg.head_dim), name=name)
+      return with_bias(x, 'ble,ehd->blhd')  # [batch, length, heads, kv]
 
     q, k, v = proj('query'), proj('key'), proj('value')
     q = _constrain(q, ('act_batch', 'act_length', 'act_heads', 'act_kv'))
@@ -146,11 +162,9 @@ class SelfAttention(nn.Module):
     dropped = nn.Dropout(cfg.attention_dropout_rate)(probs, deterministic=deterministic)
     ctx = jnp.einsum('bhqk,bkhd->bqhd', dropped.astype(cfg.dtype), v)  # [batch, q, heads, kv]
     ctx = _constrain(ctx, ('act_batch', 'act_length', 'act_heads', 'act_kv'))
-    out = nn.DenseGeneral(
-        features=cfg.hidden_size, axis=(-2, -1), dtype=cfg.dtype, param_dtype=jnp.float32,
-        kernel_init=nn.with_logical_partitioning(init, ('heads', 'kv', 'embed')),
-        bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ('embed',)),
-        name='output')(ctx)  # [batch, length, embed]
+    out = _Projection(cfg, ('heads', 'kv', 'embed'), ('embed',),
+                      (cfg.num_heads, cfg.head_dim, cfg.hidden_size),
+                      name='output')(ctx, 'bqhd,hde->bqe')  # [batch, length, embed]
     return out, (probs if return_probs else None)
 
 

@@ -1,0 +1,277 @@
+"""TrainState, the jitted AMBER step, and the training loop.
+
+The state is a plain dict {'step', 'params', 'opt_state'} whose leaves are global jax.Arrays laid
+out by `amber_jax.partitioning`; the step is one `jax.jit` with explicit in/out shardings and the
+state donated. Nothing here imports TensorFlow: the input pipeline is imported only when a run
+reads real data (`amber_jax.data`), and synthetic batches need none.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import pathlib
+import time
+from typing import Any, Callable, Iterator
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from amber_jax import checkpoint, objectives, partitioning, paths
+from amber_jax.model import Encoder, EncoderConfig, init_params
+
+State = dict  # {'step': int32 [], 'params': tree, 'opt_state': tree}
+
+
+def resolve(config) -> None:
+  """Fills the config's '' paths with their defaults under the cache folder (in place)."""
+  with config.unlocked():
+    if not config.data.corpus_dir:
+      config.data.corpus_dir = str(paths.corpus_dir(config.data.task_prefix))
+    if not config.data.vocab_path:
+      config.data.vocab_path = str(paths.vocab_path(config.data.task_prefix))
+    if not config.workdir:
+      config.workdir = str(paths.cache_dir() / 'runs' / 'default')
+
+
+def learning_rate_schedule(ocfg, total_steps: int) -> optax.Schedule:
+  """Linear warmup to the peak, then linear decay to 0 at `total_steps` (BERT's schedule)."""
+  warmup = max(1, min(ocfg.warmup_steps, total_steps))
+  return optax.join_schedules([
+      optax.linear_schedule(0.0, ocfg.learning_rate, warmup),
+      optax.linear_schedule(ocfg.learning_rate, 0.0, max(1, total_steps - warmup)),
+  ], [warmup])
+
+
+def make_optimizer(ocfg, total_steps: int) -> optax.GradientTransformation:
+  """AdamW with warmup + linear decay; no weight decay on biases and LayerNorm parameters."""
+  decay_mask = lambda params: jax.tree_util.tree_map(lambda p: p.ndim >= 2, params)
+  chain = []
+  if ocfg.grad_clip_norm:
+    chain.append(optax.clip_by_global_norm(ocfg.grad_clip_norm))
+  chain.append(optax.adamw(learning_rate_schedule(ocfg, total_steps), b1=ocfg.b1, b2=ocfg.b2,
+                           eps=ocfg.eps, weight_decay=ocfg.weight_decay, mask=decay_mask))
+  return optax.chain(*chain)
+
+
+@dataclasses.dataclass
+class Setup:
+  """Everything a run needs that follows from the config and the mesh."""
+
+  config: Any
+  mesh: jax.sharding.Mesh
+  model: Encoder
+  tx: optax.GradientTransformation
+  state_shardings: Any
+  abstract_state: Any  # ShapeDtypeStructs with shardings (restore target, AOT compile input)
+
+
+def setup(config, mesh=None) -> Setup:
+  """Builds mesh, model, optimizer and the state's shardings (no arrays are allocated)."""
+  mesh = mesh if mesh is not None else partitioning.make_mesh(dict(config.mesh))
+  mcfg = EncoderConfig.from_config(config.model)
+  model = Encoder(mcfg)
+  tx = make_optimizer(config.optimizer, config.train.steps)
+  partitioning.check_batch_divisible(
+      {'mono': config.data.mono_batch_size, 'parallel': config.data.parallel_batch_size}, mesh)
+  boxed = jax.eval_shape(lambda: init_params(mcfg, jax.random.key(0)))
+  param_sh = partitioning.param_shardings(boxed, mesh)
+  params_abs = nn.meta.unbox(boxed)
+  opt_abs = jax.eval_shape(tx.init, params_abs)
+  # Optimizer moments follow their parameter's sharding; scalars (counts) are replicated.
+  opt_sh = _opt_state_shardings(opt_abs, params_abs, param_sh, mesh)
+  state_sh = {'step': partitioning.replicated(mesh), 'params': param_sh, 'opt_state': opt_sh}
+  state_abs = {'step': jax.ShapeDtypeStruct((), jnp.int32), 'params': params_abs,
+               'opt_state': opt_abs}
+  return Setup(config, mesh, model, tx, state_sh, checkpoint.abstract_like(state_abs, state_sh))
+
+
+def _opt_state_shardings(opt_abs, params_abs, param_sh, mesh):
+  """Each optimizer leaf whose path ends with a parameter's path (and has its shape) gets that
+  parameter's sharding (Adam's moments); everything else (counts) is replicated."""
+  by_path = {}
+  for (path, leaf), sh in zip(jax.tree_util.tree_leaves_with_path(params_abs),
+                              jax.tree_util.tree_leaves(param_sh)):
+    by_path[tuple(path)] = (leaf.shape, sh)
+
+  def pick(path, leaf):
+    for i in range(len(path)):
+      hit = by_path.get(tuple(path[i:]))
+      if hit is not None and hit[0] == getattr(leaf, 'shape', None):
+        return hit[1]
+    return partitioning.replicated(mesh)
+
+  return jax.tree_util.tree_map_with_path(pick, opt_abs)
+
+
+def init_state(s: Setup, seed: int) -> State:
+  """A fresh state, created directly in its sharded layout."""
+
+  def init():
+    params = nn.meta.unbox(init_params(s.model.cfg, jax.random.key(seed)))
+    return {'step': jnp.zeros((), jnp.int32), 'params': params, 'opt_state': s.tx.init(params)}
+
+  with partitioning.activation_rules(s.mesh):
+    return jax.jit(init, out_shardings=s.state_shardings)()
+
+
+def make_train_step(s: Setup) -> Callable[[State, dict], tuple[State, dict]]:
+  """The jitted step: masks, runs the AMBER passes, applies AdamW. Donates the old state."""
+  ocfg = s.config.objectives
+  base_key = jax.random.key(s.config.seed)
+
+  def step_fn(state, batch):
+    rng = jax.random.fold_in(base_key, state['step'])
+    loss_fn = lambda p: objectives.amber_losses(s.model, p, batch, rng, ocfg)
+    (_, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state['params'])
+    updates, opt_state = s.tx.update(grads, state['opt_state'], state['params'])
+    params = optax.apply_updates(state['params'], updates)
+    metrics['grad_norm'] = optax.global_norm(grads)
+    return {'step': state['step'] + 1, 'params': params, 'opt_state': opt_state}, metrics
+
+  batch_sh = partitioning.batch_sharding(s.mesh)
+  jitted = jax.jit(step_fn, in_shardings=(s.state_shardings, batch_sh),
+                   out_shardings=(s.state_shardings, partitioning.replicated(s.mesh)),
+                   donate_argnums=(0,))
+
+  def run(state, batch):
+    with partitioning.activation_rules(s.mesh):
+      return jitted(state, batch)
+
+  run.jitted = jitted
+  return run
+
+
+class MetricsWriter:
+  """TensorBoard scalars (tensorboardX: no TensorFlow needed) plus a JSON-lines copy."""
+
+  def __init__(self, workdir: pathlib.Path, enabled: bool = True):
+    self.enabled = enabled and jax.process_index() == 0
+    self._tb = None
+    self._jsonl = None
+    if self.enabled:
+      from tensorboardX import SummaryWriter  # pylint: disable=import-outside-toplevel
+      self._tb = SummaryWriter(str(workdir / 'tensorboard'))
+      self._jsonl = open(workdir / 'metrics.jsonl', 'a', encoding='utf-8')
+
+  def write(self, step: int, scalars: dict[str, float]) -> None:
+    if not self.enabled:
+      return
+    for k, v in scalars.items():
+      self._tb.add_scalar(k, v, step)
+    self._jsonl.write(json.dumps({'step': step, **scalars}) + '\n')
+    self._jsonl.flush()
+
+  def close(self) -> None:
+    if self.enabled:
+      self._tb.close()
+      self._jsonl.close()
+
+
+def real_batches(config, start_step: int) -> Iterator[dict]:
+  """This process's share of the real input pipeline, from `start_step` on."""
+  from amber_jax import data  # pylint: disable=import-outside-toplevel  (imports TensorFlow)
+  return data.make_train_iterator(config.data, seed=config.seed, start_step=start_step,
+                                  shard_index=jax.process_index(),
+                                  num_shards=jax.process_count())
+
+
+def train(config, *, batches: Callable[[int], Iterator[dict]] | None = None,
+          mesh=None, print_fn=print) -> tuple[State, list[dict]]:
+  """Trains until config.train.steps, resuming from the latest checkpoint in config.workdir.
+
+  Args:
+    config: a resolved config (see `resolve`).
+    batches: start_step -> iterator of numpy batches (this process's rows); default: the seqio
+      pipeline of config.data.
+    mesh: an explicit mesh (default: from config.mesh).
+    print_fn: where progress lines go.
+
+  Returns:
+    (final state, the logged metrics as a list of dicts).
+  """
+  workdir = pathlib.Path(config.workdir)
+  workdir.mkdir(parents=True, exist_ok=True)
+  s = setup(config, mesh)
+  tcfg = config.train
+  mgr = checkpoint.manager(workdir, keep=tcfg.keep_checkpoints, every=tcfg.checkpoint_every)
+  restored = checkpoint.restore_latest(mgr, s.abstract_state)
+  if restored is None:
+    state, start = init_state(s, config.seed), 0
+  else:
+    state, _, start = restored
+    print_fn(f'Resumed from step {start} ({mgr.directory})')
+  if jax.process_index() == 0:
+    (workdir / 'config.json').write_text(config.to_json_best_effort(indent=2))
+  step_fn = make_train_step(s)
+  it = (batches or (lambda k: real_batches(config, k)))(start)
+  writer = MetricsWriter(workdir)
+  history: list[dict] = []
+  meta = {'config': json.loads(config.to_json_best_effort())}
+  t_start = t_window = time.time()
+  tokens_window, steps_window = 0, 0
+  for step in range(start, tcfg.steps):
+    local = next(it)
+    tokens_window += count_tokens(local) * jax.process_count()
+    steps_window += 1
+    state, metrics = step_fn(state, partitioning.to_global(local, s.mesh))
+    done = step + 1
+    if done % tcfg.log_every == 0 or done == tcfg.steps or step == start:
+      scalars = {k: float(v) for k, v in jax.device_get(metrics).items()}  # the only host sync
+      elapsed = max(time.time() - t_window, 1e-9)
+      scalars.update(tokens_per_s=tokens_window / elapsed, steps_per_s=steps_window / elapsed)
+      writer.write(done, scalars)
+      history.append({'step': done, **scalars})
+      rate = (done - start) / max(time.time() - t_start, 1e-9)
+      losses = ' '.join(f'{k}={v:.4f}' for k, v in sorted(scalars.items()) if k.endswith('loss'))
+      print_fn(f'step {done}/{tcfg.steps} {losses} tok/s={scalars["tokens_per_s"]:.0f} '
+               f'eta={_format_eta((tcfg.steps - done) / rate)}'
+               + (' (includes compilation)' if step == start else ''))
+      t_window, tokens_window, steps_window = time.time(), 0, 0
+    checkpoint.save(mgr, done, state, {**meta, 'step': done})
+  if start < tcfg.steps and mgr.latest_step() != tcfg.steps:
+    checkpoint.save(mgr, tcfg.steps, state, {**meta, 'step': tcfg.steps}, force=True)
+  mgr.wait_until_finished()
+  mgr.close()
+  writer.close()
+  return state, history
+
+
+def count_tokens(batch: dict) -> int:
+  """Non-pad tokens of the rows that define a step's work (mono rows and [x; y] pairs)."""
+  return int(sum(np.count_nonzero(batch[k]) for k in ('mono_ids', 'pair_ids') if k in batch))
+
+
+def _format_eta(seconds: float) -> str:
+  seconds = int(max(0, seconds))
+  return f'{seconds // 3600:d}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}'
+
+
+def synthetic_batches(config, start_step: int = 0) -> Iterator[dict]:
+  """Random token batches with the real batch layout (benchmarks, TF-free machines)."""
+  from amber_jax.data import batch_spec  # pylint: disable=import-outside-toplevel (no TF at import)
+  spec = batch_spec(config.data)
+  step = start_step
+  while True:
+    rng = np.random.default_rng([config.seed, step])
+    yield {name: _synthetic_array(name, shape, dtype, rng, config.model.vocab_size)
+           for name, (shape, dtype) in spec.items()}
+    step += 1
+
+
+def _synthetic_array(name, shape, dtype, rng, vocab_size):
+  from amber_jax.model import CLS_ID, NUM_SPECIALS, SEP_ID  # pylint: disable=import-outside-toplevel
+  if name.endswith('segments'):
+    half = shape[1] // 2
+    return np.concatenate([np.zeros((shape[0], half)), np.ones((shape[0], shape[1] - half))],
+                          axis=1).astype(dtype)
+  ids = rng.integers(NUM_SPECIALS, vocab_size, size=shape).astype(dtype)
+  ids[:, 0] = CLS_ID
+  if name in ('pair_ids', 'swap_ids'):
+    ids[:, shape[1] // 2 - 1] = SEP_ID
+  ids[:, -1] = SEP_ID
+  return ids

@@ -1,0 +1,81 @@
+"""Every field of an amber-jax run, with its default. Presets (tiny.py, base.py) override a few.
+
+Override from the shell: `amber-jax train --config=configs/tiny.py --config.train.steps=100`.
+The returned ConfigDict is locked: a misspelled field fails at start with its name.
+"""
+
+import ml_collections
+
+
+def get_config() -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict()
+  c.seed = 0
+  c.workdir = ''  # checkpoints, TensorBoard events and the export; '' = <cache>/runs/<preset>
+
+  # The encoder; field names mirror HF BertConfig (see amber_jax.model.EncoderConfig).
+  c.model = ml_collections.ConfigDict(dict(
+      vocab_size=119_547,
+      hidden_size=768,
+      num_layers=12,
+      num_heads=12,
+      intermediate_size=3072,
+      max_position_embeddings=512,
+      type_vocab_size=2,
+      dropout_rate=0.1,
+      attention_dropout_rate=0.1,
+      layer_norm_eps=1e-12,
+      initializer_range=0.02,
+      dtype='float32',  # compute dtype; 'bfloat16' on accelerators (params stay float32)
+  ))
+
+  # The AMBER objectives (PAPER.md). A weight of 0 removes the loss and its passes.
+  c.objectives = ml_collections.ConfigDict(dict(
+      mlm_weight=1.0,        # MLM on monolingual rows
+      tlm_weight=1.0,        # MLM on [x; y] translation pairs
+      sa_weight=1.0,         # sentence alignment (in-batch softmax)
+      wa_weight=1.0,         # word alignment (attention symmetry)
+      mask_rate=0.15,
+      sa_cosine=False,       # paper: plain dot product
+      sa_temperature=1.0,    # scores divided by it
+      sa_margin=0.0,         # additive margin on the positive (LaBSE)
+      sa_bidirectional=False,  # paper: x->y only
+      wa_mask='paper',       # 'paper' (y sees x and earlier y) or 'cross' (each side sees the other)
+  ))
+
+  # Input: two seqio mixtures, registered by `task_module.register(config.data)`.
+  c.data = ml_collections.ConfigDict(dict(
+      task_module='tasks.django',
+      task_prefix='django',
+      corpus_dir='',         # '' = <cache>/corpora/django
+      vocab_path='',         # '' = <cache>/vocab/django.model
+      languages=[],          # [] = every language of the corpus
+      alpha=0.7,             # language sampling exponent: rate ~ n^alpha
+      mono_batch_size=32,    # rows of monolingual text per step (0: no MLM)
+      parallel_batch_size=32,  # translation pairs per step (0: no TLM/SA/WA)
+      mono_length=64,        # tokens per monolingual row, [CLS] and [SEP] included
+      sentence_length=64,    # tokens per sentence of a pair, [CLS] and [SEP] included
+      shuffle_buffer=10_000,
+  ))
+
+  c.optimizer = ml_collections.ConfigDict(dict(
+      learning_rate=1e-4,
+      warmup_steps=10_000,
+      weight_decay=0.01,
+      b1=0.9,
+      b2=0.999,
+      eps=1e-6,
+      grad_clip_norm=1.0,    # 0 disables clipping
+  ))
+
+  c.train = ml_collections.ConfigDict(dict(
+      steps=1_000_000,
+      log_every=100,         # progress line and TensorBoard scalars
+      checkpoint_every=10_000,
+      keep_checkpoints=3,
+  ))
+
+  # Mesh axes sizes; -1 fills in the remaining devices.
+  c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1))
+
+  c.lock()
+  return c

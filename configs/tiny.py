@@ -1,0 +1,16 @@
+"""A CPU-sized AMBER for the demo: 4 layers, 256 wide, 4 heads, 8k SentencePiece vocabulary."""
+
+from configs import default
+
+
+def get_config():
+  c = default.get_config()
+  c.model.update(vocab_size=8000, hidden_size=256, num_layers=4, num_heads=4,
+                 intermediate_size=1024, max_position_embeddings=128, dropout_rate=0.1,
+                 attention_dropout_rate=0.1)
+  c.data.update(mono_batch_size=16, parallel_batch_size=32, mono_length=48, sentence_length=40)
+  c.optimizer.update(learning_rate=5e-4, warmup_steps=50)
+  c.train.update(steps=600, log_every=20, checkpoint_every=200)
+  # Measured on the demo corpus (PAPER.md): cosine + temperature, both directions, aligns fast.
+  c.objectives.update(sa_cosine=True, sa_temperature=0.05, sa_bidirectional=True)
+  return c
