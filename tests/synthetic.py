@@ -1,0 +1,47 @@
+"""Random token batches in the layout of amber_jax.data, for tests that need no corpus or TF."""
+
+import numpy as np
+
+from amber_jax.model import CLS_ID, NUM_SPECIALS, SEP_ID
+
+
+def random_batch(rng, *, vocab, mono_rows=4, mono_length=16, pairs=4, sentence_length=12):
+  """A batch with random sentences of random lengths (pads included)."""
+
+  def sentence(max_len):
+    return list(rng.integers(NUM_SPECIALS, vocab, size=int(rng.integers(2, max_len - 1))))
+
+  batch = {}
+  if mono_rows:
+    ids = np.zeros((mono_rows, mono_length), np.int32)
+    for i in range(mono_rows):
+      s = [CLS_ID] + sentence(mono_length) + [SEP_ID]
+      ids[i, :len(s)] = s
+    batch.update(mono_ids=ids, mono_segments=np.zeros_like(ids))
+  if pairs:
+    ls, lp = sentence_length, 2 * sentence_length
+    shapes = dict(src_ids=ls, tgt_ids=ls, pair_ids=lp, pair_segments=lp, swap_ids=lp,
+                  swap_segments=lp)
+    arr = {k: np.zeros((pairs, n), np.int32) for k, n in shapes.items()}
+    for i in range(pairs):
+      x, y = sentence(ls), sentence(ls)
+      arr['src_ids'][i, :len(x) + 2] = [CLS_ID] + x + [SEP_ID]
+      arr['tgt_ids'][i, :len(y) + 2] = [CLS_ID] + y + [SEP_ID]
+      for name, a, b in (('pair', x, y), ('swap', y, x)):
+        s = [CLS_ID] + a + [SEP_ID] + b + [SEP_ID]
+        arr[name + '_ids'][i, :len(s)] = s
+        arr[name + '_segments'][i, len(a) + 2:len(s)] = 1
+    batch.update(arr)
+  return batch
+
+
+def batches(seed, **kwargs):
+  """An endless deterministic stream: batch k depends only on (seed, k)."""
+
+  def from_step(start):
+    k = start
+    while True:
+      yield random_batch(np.random.default_rng([seed, k]), **kwargs)
+      k += 1
+
+  return from_step
