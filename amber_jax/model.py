@@ -73,6 +73,10 @@ def _init(std):
 
 
 def _constrain(x, axes):
+  """Pins an activation's layout. Every projection's output is pinned: without these, XLA's SPMD
+  partitioner (jax 0.10.2, CPU) computed wrong gradients on a data x fsdp x tensor mesh (a dense
+  layer followed by a nonlinearity, with fsdp/tensor-sharded kernels; tests/test_partitioning.py
+  guards it)."""
   return nn.with_logical_constraint(x, axes)
 
 
@@ -165,6 +169,7 @@ class SelfAttention(nn.Module):
     out = _Projection(cfg, ('heads', 'kv', 'embed'), ('embed',),
                       (cfg.num_heads, cfg.head_dim, cfg.hidden_size),
                       name='output')(ctx, 'bqhd,hde->bqe')  # [batch, length, embed]
+    out = _constrain(out, ('act_batch', 'act_length', 'act_embed'))
     return out, (probs if return_probs else None)
 
 
@@ -187,6 +192,7 @@ class Layer(nn.Module):
                  kernel_init=nn.with_logical_partitioning(init, ('mlp', 'embed')),
                  bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ('embed',)),
                  name='output')(h)  # [batch, length, embed]
+    h = _constrain(h, ('act_batch', 'act_length', 'act_embed'))
     h = nn.Dropout(cfg.dropout_rate)(h, deterministic=deterministic)
     x = LayerNorm(cfg.layer_norm_eps, cfg.dtype, name='output_layer_norm')(x + h)
     return _constrain(x, ('act_batch', 'act_length', 'act_embed')), probs
@@ -262,7 +268,8 @@ class Encoder(nn.Module):
     """MLM logits: [batch, k, vocab] at `positions` int [batch, k], or at every position if None."""
     if positions is not None:
       hidden = jnp.take_along_axis(hidden, positions[..., None], axis=1)  # [batch, k, embed]
-    h = self.mlm_transform(hidden)
+    hidden = _constrain(hidden, ('act_batch', 'act_length', 'act_embed'))
+    h = _constrain(self.mlm_transform(hidden), ('act_batch', 'act_length', 'act_embed'))
     h = self.mlm_layer_norm(jax.nn.gelu(h, approximate=False))
     word = self.embeddings.variables['params']['word_embeddings']
     word = nn.meta.unbox(word) if isinstance(word, nn.meta.AxisMetadata) else word

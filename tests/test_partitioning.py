@@ -1,0 +1,99 @@
+"""Mesh construction, sharding rules, and one AMBER step agreeing across mesh layouts on 8 CPU
+devices (run in a subprocess: the device count is fixed when JAX starts)."""
+
+import json
+import os
+import pathlib
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from amber_jax import partitioning
+
+
+def test_mesh_shape_fills_minus_one():
+  assert partitioning.mesh_shape({'data': -1, 'fsdp': 2, 'tensor': 1}, 8) == {
+      'data': 4, 'fsdp': 2, 'tensor': 1}
+
+
+@pytest.mark.parametrize('shape, message', [
+    ({'data': 3, 'fsdp': 1, 'tensor': 1}, 'covers 3 devices'),
+    ({'data': -1, 'fsdp': -1}, 'At most one'),
+    ({'data': -1, 'fsdp': 3}, 'do not divide'),
+    ({'data': -1, 'pipeline': 2}, 'Unknown mesh axes'),
+])
+def test_mesh_shape_errors_name_the_problem(shape, message):
+  with pytest.raises(ValueError, match=message):
+    partitioning.mesh_shape(shape, 8)
+
+
+SCRIPT = textwrap.dedent("""
+    import json, sys
+    import jax, numpy as np
+    sys.path.insert(0, {tests!r})
+    import synthetic, test_train
+    from amber_jax import objectives, partitioning, train
+
+    cfg = test_train.small_config({workdir!r})
+    with cfg.unlocked():
+      cfg.data.update(mono_batch_size=8, parallel_batch_size=8)
+    batch = synthetic.random_batch(np.random.default_rng(0), vocab=64, mono_rows=8, pairs=8)
+    results = {{}}
+    layouts = {{
+        'single': (dict(data=1, fsdp=1, tensor=1), jax.devices()[:1]),
+        'data8': (dict(data=8, fsdp=1, tensor=1), None),
+        'fsdp8': (dict(data=1, fsdp=8, tensor=1), None),
+        'd2f2t2': (dict(data=2, fsdp=2, tensor=2), None),
+    }}
+    params = None
+    for name, (shape, devices) in layouts.items():
+      mesh = partitioning.make_mesh(shape, devices=devices)
+      s = train.setup(cfg, mesh)
+      if params is None:
+        params = jax.device_get(train.init_state(s, 0)['params'])
+      p = jax.device_put(params, s.state_shardings['params'])
+      b = partitioning.to_global(batch, mesh)
+      def loss(p, b):
+        return objectives.amber_losses(s.model, p, b, jax.random.key(1), cfg.objectives,
+                                       deterministic=True)
+      with partitioning.activation_rules(mesh):
+        (total, metrics), grads = jax.jit(jax.value_and_grad(loss, has_aux=True))(p, b)
+      flat = np.concatenate([np.ravel(g) for g in jax.tree_util.tree_leaves(jax.device_get(grads))])
+      results[name] = dict(metrics={{k: float(v) for k, v in metrics.items()}},
+                           grads=flat.tolist(),
+                           embedding_shard=list(s.state_shardings['params']['embeddings']
+                                                ['word_embeddings'].shard_shape((64, 32))))
+    print('RESULT' + json.dumps(results))
+""")
+
+
+@pytest.fixture(scope='module')
+def layouts(tmp_path_factory):
+  tests = str(pathlib.Path(__file__).parent)
+  code = SCRIPT.format(tests=tests, workdir=str(tmp_path_factory.mktemp('mesh')))
+  env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=8',
+             JAX_PLATFORMS='cpu')
+  out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, env=env,
+                       timeout=600)
+  assert out.returncode == 0, out.stderr[-4000:]
+  line = [l for l in out.stdout.splitlines() if l.startswith('RESULT')][0]
+  return json.loads(line[len('RESULT'):])
+
+
+@pytest.mark.slow
+def test_loss_and_gradients_agree_across_meshes(layouts):
+  import numpy as np
+  ref = layouts['single']
+  assert set(ref['metrics']) >= {'mlm_loss', 'tlm_loss', 'sa_loss', 'wa_loss'}
+  for name in ('data8', 'fsdp8', 'd2f2t2'):
+    for k, v in ref['metrics'].items():
+      np.testing.assert_allclose(layouts[name]['metrics'][k], v, rtol=1e-5, atol=1e-6,
+                                 err_msg=f'{name}: {k}')
+    np.testing.assert_allclose(layouts[name]['grads'], ref['grads'], rtol=1e-4, atol=1e-5,
+                               err_msg=name)
+  # data parallel replicates parameters; FSDP splits the embedding axis 8 ways; tensor splits vocab
+  assert layouts['data8']['embedding_shard'] == [64, 32]
+  assert layouts['fsdp8']['embedding_shard'] == [64, 4]
+  assert layouts['d2f2t2']['embedding_shard'] == [32, 16]
