@@ -1,0 +1,173 @@
+"""The `amber-jax` command line.
+
+  amber-jax demo                                  corpus -> vocab -> train tiny -> eval -> export
+  amber-jax data build django [--out DIR]         the Django catalog corpus (DATA.md §1)
+  amber-jax vocab train [--size N] [--out PATH]   SentencePiece with BERT specials
+  amber-jax train --config=configs/tiny.py [--config.train.steps=N ...]
+  amber-jax export WORKDIR OUT_DIR [--head mlm|base] [--dtype float32|bfloat16]
+  amber-jax eval retrieval WORKDIR_OR_HF_DIR [--split validation]
+  amber-jax import HF_DIR OUT_WORKDIR [--config=configs/tiny.py --config.a.b=V ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pathlib
+import sys
+
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+
+USAGE = __doc__
+
+
+def load_config(argv: list[str], default: str = 'configs/tiny.py'):
+  """Parses --config=FILE and --config.a.b=V overrides (ml_collections); returns (config, rest).
+
+  A misspelled field fails here, naming it.
+  """
+  from absl import flags  # pylint: disable=import-outside-toplevel
+  from ml_collections import config_flags  # pylint: disable=import-outside-toplevel
+
+  argv = [_find_config_file(a) for a in argv]
+  if not any(a.startswith('--config=') or a == '--config' for a in argv):
+    argv = [f'--config={_find_config_file("--config=" + default)[len("--config="):]}'] + argv
+  fv = flags.FlagValues()
+  config_flags.DEFINE_config_file('config', None, 'Config file.', flag_values=fv,
+                                  lock_config=True)
+  try:
+    rest = fv(['amber-jax'] + argv, known_only=False)
+  except flags.Error as e:
+    raise SystemExit(f'amber-jax: bad config flag: {e}') from None
+  return fv.config, rest[1:]
+
+
+def _find_config_file(arg: str) -> str:
+  """`--config=tiny` or a path relative to the package finds configs/<name>.py too."""
+  if not arg.startswith('--config='):
+    return arg
+  path = arg[len('--config='):]
+  if pathlib.Path(path).exists():
+    return arg
+  import configs  # pylint: disable=import-outside-toplevel
+  here = pathlib.Path(configs.__file__).parent
+  for candidate in (here / pathlib.Path(path).name, here / f'{path}.py'):
+    if candidate.exists():
+      return f'--config={candidate}'
+  return arg
+
+
+def cmd_train(argv):
+  from amber_jax import train  # pylint: disable=import-outside-toplevel
+  config, rest = load_config(argv)
+  if rest:
+    raise SystemExit(f'amber-jax train: unexpected arguments {rest}')
+  train.resolve(config)
+  _state, history = train.train(config)
+  if history:
+    print(json.dumps(history[-1]))
+
+
+def cmd_data(argv):
+  p = argparse.ArgumentParser(prog='amber-jax data')
+  p.add_argument('action', choices=['build'])
+  p.add_argument('corpus', choices=['django'])
+  p.add_argument('--out', default='', help='output folder (default: the cache folder)')
+  args = p.parse_args(argv)
+  from amber_jax import paths  # pylint: disable=import-outside-toplevel
+  from amber_jax.ingest import django_po  # pylint: disable=import-outside-toplevel
+  out = pathlib.Path(args.out) if args.out else paths.corpus_dir('django')
+  manifest = django_po.build_django_corpus(out)
+  print(f'Built {out}: {len(manifest["languages"])} languages, '
+        f'{sum(v["train"] + v["validation"] for v in manifest["pairs"].values())} pairs; '
+        f'skipped: {manifest["skipped"]}')
+
+
+def cmd_vocab(argv):
+  p = argparse.ArgumentParser(prog='amber-jax vocab')
+  p.add_argument('action', choices=['train'])
+  p.add_argument('--corpus', default='', help='corpus folder (default: the Django corpus)')
+  p.add_argument('--out', default='', help='model path (default: the cache folder)')
+  p.add_argument('--size', type=int, default=8000)
+  p.add_argument('--alpha', type=float, default=0.7)
+  args = p.parse_args(argv)
+  from amber_jax import paths, vocab  # pylint: disable=import-outside-toplevel
+  corpus = pathlib.Path(args.corpus) if args.corpus else paths.corpus_dir('django')
+  out = pathlib.Path(args.out) if args.out else paths.vocab_path('django')
+  print(vocab.train_sentencepiece(corpus, out, vocab_size=args.size, alpha=args.alpha))
+
+
+def cmd_export(argv):
+  p = argparse.ArgumentParser(prog='amber-jax export')
+  p.add_argument('workdir', help='a training run folder (checkpoints/ and config.json)')
+  p.add_argument('out_dir')
+  p.add_argument('--step', type=int, default=None, help='default: the latest checkpoint')
+  p.add_argument('--head', choices=['mlm', 'base'], default='mlm')
+  p.add_argument('--dtype', choices=['float32', 'bfloat16'], default='float32')
+  args = p.parse_args(argv)
+  from amber_jax import runs  # pylint: disable=import-outside-toplevel
+  out = runs.export_run(args.workdir, args.out_dir, step=args.step, head=args.head,
+                          dtype=args.dtype)
+  print(f'Exported to {out}')
+
+
+def cmd_eval(argv):
+  p = argparse.ArgumentParser(prog='amber-jax eval')
+  p.add_argument('kind', choices=['retrieval'])
+  p.add_argument('model', help='a training run folder or an exported HF folder')
+  p.add_argument('--corpus', default='', help='corpus folder (default: the Django corpus)')
+  p.add_argument('--split', default='validation')
+  p.add_argument('--layer', type=int, default=-1)
+  args = p.parse_args(argv)
+  from amber_jax import evaluate, paths, runs  # pylint: disable=import-outside-toplevel
+  from amber_jax.ingest import django_po  # pylint: disable=import-outside-toplevel
+  corpus = pathlib.Path(args.corpus) if args.corpus else paths.corpus_dir('django')
+  pairs = django_po.read_pairs(corpus, args.split)
+  embed = runs.embedder_for(args.model)
+  result = evaluate.retrieval(embed, pairs, layer=args.layer)
+  for lang, (fwd, bwd) in sorted(result.items()):
+    print(f'{lang:10s} en->xx {fwd:.3f}  xx->en {bwd:.3f}  (n={len(pairs[lang])})')
+  fwd, bwd = evaluate.mean_accuracy(result)
+  print(f'{"mean":10s} en->xx {fwd:.3f}  xx->en {bwd:.3f}  ({len(result)} languages)')
+
+
+def cmd_import(argv):
+  p = argparse.ArgumentParser(
+      prog='amber-jax import', allow_abbrev=False,
+      description='A local HF BERT folder -> a run folder at step 0 that `amber-jax train '
+      '--config=OUT_WORKDIR/config.py` continues; --config=FILE and --config.a.b=V overrides '
+      'give everything but the model shape (default configs/tiny.py).')
+  p.add_argument('hf_dir', help='config.json, model.safetensors or pytorch_model.bin, tokenizer')
+  p.add_argument('workdir', help='the run folder to create')
+  args, config_argv = p.parse_known_args(argv)
+  config, rest = load_config(config_argv)
+  if rest:
+    raise SystemExit(f'amber-jax import: unexpected arguments {rest}')
+  from amber_jax import hf_import  # pylint: disable=import-outside-toplevel
+  hf_import.import_run(args.hf_dir, args.workdir, config)
+
+
+def cmd_demo(argv):
+  from amber_jax import demo  # pylint: disable=import-outside-toplevel
+  config, rest = load_config(argv)
+  p = argparse.ArgumentParser(prog='amber-jax demo')
+  p.add_argument('--out', default='', help='where the HF export goes (default: ./amber-demo-hf)')
+  args = p.parse_args(rest)
+  demo.run(config, hf_out=args.out or 'amber-demo-hf')
+
+
+COMMANDS = {'train': cmd_train, 'data': cmd_data, 'vocab': cmd_vocab, 'export': cmd_export,
+            'eval': cmd_eval, 'demo': cmd_demo, 'import': cmd_import}
+
+
+def main(argv=None):
+  argv = sys.argv[1:] if argv is None else argv
+  if not argv or argv[0] in ('-h', '--help') or argv[0] not in COMMANDS:
+    print(USAGE)
+    raise SystemExit(0 if not argv or argv[0] in ('-h', '--help') else 2)
+  COMMANDS[argv[0]](argv[1:])
+
+
+if __name__ == '__main__':
+  main()

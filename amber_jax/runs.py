@@ -1,0 +1,95 @@
+"""A training run folder (config.json + checkpoints/) as something to load, evaluate and export.
+
+Restores onto this machine's first device whatever mesh the run was saved from.
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+
+import jax
+import ml_collections
+import numpy as np
+
+from amber_jax import checkpoint, evaluate, hf, partitioning, train
+from amber_jax.model import EncoderConfig
+
+
+def load_config(workdir: str | pathlib.Path) -> ml_collections.ConfigDict:
+  path = pathlib.Path(workdir) / 'config.json'
+  if not path.exists():
+    raise FileNotFoundError(f'{path} not found: {workdir} is not a training run folder '
+                            '(expected config.json and checkpoints/ written by `amber-jax train`).')
+  return ml_collections.ConfigDict(json.loads(path.read_text()))
+
+
+def load_params(workdir: str | pathlib.Path, step: int | None = None):
+  """(params as numpy, EncoderConfig, run config, step) of a run's checkpoint (default latest)."""
+  config = load_config(workdir)
+  mesh = partitioning.make_mesh({'data': 1, 'fsdp': 1, 'tensor': 1}, devices=jax.devices()[:1])
+  with config.unlocked():
+    config.mesh = ml_collections.ConfigDict({'data': 1, 'fsdp': 1, 'tensor': 1})
+    config.data.mono_batch_size = config.data.parallel_batch_size = 0  # nothing to divide
+  s = train.setup(config, mesh)
+  mgr = checkpoint.manager(workdir, keep=config.train.keep_checkpoints)
+  step = mgr.latest_step() if step is None else step
+  if step is None:
+    raise FileNotFoundError(f'No checkpoint in {pathlib.Path(workdir) / "checkpoints"}; '
+                            'train first (`amber-jax train`).')
+  state, _ = checkpoint.restore(mgr, step, s.abstract_state)
+  mgr.close()
+  params = jax.tree_util.tree_map(np.asarray, state['params'])
+  return params, EncoderConfig.from_config(config.model), config, step
+
+
+def model_card(config, step: int, figures: dict | None = None) -> str:
+  o = config.objectives
+  weights = {k: o[k] for k in ('mlm_weight', 'tlm_weight', 'sa_weight', 'wa_weight')}
+  lines = [
+      '# AMBER encoder (amber-jax export)', '',
+      'A BERT-style multilingual encoder pretrained with the AMBER objectives '
+      '(Hu et al., arXiv 2010.07972) by amber-jax.', '',
+      f'- steps: {step}',
+      f'- objectives (weights): {weights}',
+      f'- sentence alignment: cosine={o.sa_cosine}, temperature={o.sa_temperature}, '
+      f'margin={o.sa_margin}, bidirectional={o.sa_bidirectional}; word-alignment mask: {o.wa_mask}',
+      f'- data: task module `{config.data.task_module}` (prefix `{config.data.task_prefix}`), '
+      f'language sampling alpha={config.data.alpha}, languages: '
+      f'{list(config.data.languages) or "all of the corpus"}',
+      f'- batch: {config.data.mono_batch_size} monolingual rows + '
+      f'{config.data.parallel_batch_size} pairs per step',
+      f'- shape: {config.model.num_layers} layers, hidden {config.model.hidden_size}, '
+      f'{config.model.num_heads} heads, vocabulary {config.model.vocab_size}',
+  ]
+  if figures:
+    lines += ['', '## Evaluation', '']
+    lines += [f'- {k}: {v}' for k, v in figures.items()]
+  return '\n'.join(lines) + '\n'
+
+
+def export_run(workdir, out_dir, *, step=None, head='mlm', dtype='float32',
+               figures: dict | None = None) -> pathlib.Path:
+  """Writes a transformers folder (config, safetensors, tokenizer, model card) for a run."""
+  from amber_jax import vocab  # pylint: disable=import-outside-toplevel
+  params, mcfg, config, step = load_params(workdir, step)
+  out = pathlib.Path(out_dir)
+  hf.export(params, mcfg, out, head=head, dtype=dtype,
+            tokenizer_fn=lambda d: vocab.export_hf_tokenizer(
+                config.data.vocab_path, d, model_max_length=mcfg.max_position_embeddings),
+            model_card=model_card(config, step, figures))
+  return out
+
+
+def embedder_for(path: str | pathlib.Path) -> evaluate.Embedder:
+  """An embedder from a run folder (our encoder) or an exported HF folder (transformers)."""
+  path = pathlib.Path(path)
+  if (path / 'config.json').exists() and (path / 'checkpoints').exists():
+    import sentencepiece as spm  # pylint: disable=import-outside-toplevel
+    params, mcfg, config, _ = load_params(path)
+    sp = spm.SentencePieceProcessor(model_file=config.data.vocab_path)
+    return evaluate.jax_embedder(params, mcfg, sp, max_length=mcfg.max_position_embeddings)
+  if (path / 'config.json').exists():
+    return evaluate.hf_embedder(str(path))
+  raise FileNotFoundError(f'{path} is neither a training run folder (config.json + checkpoints/) '
+                          'nor an exported HuggingFace folder (config.json + model.safetensors).')
