@@ -243,41 +243,24 @@ def nearest_translations(embed: Embedder, queries: Sequence[str], candidates: Se
   return [(queries[i], candidates[j], float(sim[i, j])) for i, j in enumerate(best)]
 
 
-class HFPieces:
-  """A transformers tokenizer seen as a SentencePiece processor: `encode` (no specials) and
-  `id_to_piece`, so that an exported folder runs through the same code as a run folder."""
-
-  def __init__(self, tokenizer):
-    self.tokenizer = tokenizer
-
-  def encode(self, sentences):
-    return [self.tokenizer(s, add_special_tokens=False)['input_ids'] for s in sentences]
-
-  def id_to_piece(self, i: int) -> str:
-    return self.tokenizer.convert_ids_to_tokens(int(i))
-
-
 def load_encoder(path: str | pathlib.Path):
-  """(params, EncoderConfig, tokenizer, run config or None) of a run folder (latest checkpoint,
-  its SentencePiece model) or of an exported HF folder (weights imported into our encoder, its
-  tokenizer through `HFPieces`)."""
+  """(params, EncoderConfig, tokenizer, run config or None) of a run folder (latest checkpoint) or
+  of a HuggingFace BERT folder (weights imported into our encoder as `amber-jax import` does, the
+  specials moved to our ids; the tokenizer speaks our ids). The tokenizer has `encode(list[str])`
+  and `id_to_piece(id)`, like a SentencePiece processor."""
   # pylint: disable=import-outside-toplevel
   import json
+  from amber_jax import hf, hf_import, hf_vocab
   path = pathlib.Path(path)
   if (path / 'config.json').exists() and (path / 'checkpoints').exists():
-    import sentencepiece as spm
     from amber_jax import runs
     params, cfg, config, _ = runs.load_params(path)
-    return params, cfg, spm.SentencePieceProcessor(model_file=config.data.vocab_path), config
+    return params, cfg, hf_vocab.load_processor(config.data.vocab_path), config
   if (path / 'config.json').exists():
-    from transformers import AutoTokenizer
-    from amber_jax import hf
-    state = hf.load_hf_state_dict(path)
-    cfg = hf.encoder_config_from_hf(json.loads((path / 'config.json').read_text()))
-    head = 'mlm' if any(k.startswith('bert.') for k in state) else 'base'
-    params = hf.from_hf_state_dict(state, cfg, head, ignore=hf.HF_EXTRAS)
-    if head == 'base':  # the encoder builds its MLM bias eagerly: give it zeros (never used here)
-      params['mlm_bias'] = np.zeros((cfg.vocab_size,), np.float32)
-    return params, cfg, HFPieces(AutoTokenizer.from_pretrained(str(path))), None
+    cfg = hf_import.encoder_config_from_hf(json.loads((path / 'config.json').read_text()))
+    params, _, _ = hf_import.params_from_hf(hf_import.load_hf_state_dict(path), cfg)
+    tok = hf_vocab.HFTokenizer(path)
+    params = hf.reorder_vocab(params, hf_vocab.special_order(tok.hf_specials, cfg.vocab_size))
+    return params, cfg, tok, None
   raise FileNotFoundError(f'{path} is neither a training run folder (config.json + checkpoints/) '
-                          'nor an exported HuggingFace folder (config.json + model.safetensors).')
+                          'nor a HuggingFace folder (config.json + model.safetensors).')

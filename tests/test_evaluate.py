@@ -1,0 +1,92 @@
+"""Retrieval: accuracy on known answers, every layer in one run, the table, periodic_eval, and the
+same figures from a run's params and from their HuggingFace export."""
+
+import numpy as np
+import pytest
+
+from amber_jax import evaluate
+from amber_jax.model import EncoderConfig, init_params
+
+import flax.linen as nn
+import jax
+
+TINY = EncoderConfig(vocab_size=4000, hidden_size=32, num_layers=2, num_heads=2,
+                     intermediate_size=64, max_position_embeddings=64)
+
+
+def test_retrieval_accuracy_known_answer():
+  src = np.array([[1.0, 0], [0, 1], [1, 1]])
+  tgt = np.array([[1.0, 0.1], [1, 0.2], [1, 1]])
+  # src->tgt: src0 -> tgt0 (right), src1 -> tgt2 (wrong), src2 -> tgt2 (right).
+  # tgt->src: tgt0 -> src0 (right), tgt1 -> src0 (wrong), tgt2 -> src2 (right).
+  assert evaluate.retrieval_accuracy(src, tgt) == (pytest.approx(2 / 3), pytest.approx(2 / 3))
+  assert evaluate.retrieval_accuracy(src, src) == (1.0, 1.0)
+
+
+def test_retrieval_by_layer_scores_every_layer_and_marks_the_best():
+  rng = np.random.default_rng(0)
+  noise = rng.normal(size=(10, 8))
+  exact = rng.normal(size=(10, 8))
+  # Layer 0: targets are unrelated rows (chance); layer 1: targets are their sources.
+  src_layers = [noise, exact]
+  tgt_layers = [rng.normal(size=(10, 8)), exact]
+  table = lambda sents: np.stack(
+      [(s_l if sents[0].startswith('en') else t_l)[[int(s.split()[-1]) for s in sents]]
+       for s_l, t_l in zip(src_layers, tgt_layers)])
+  pairs = {'de': [(f'en {i}', f'de {i}') for i in range(10)],
+           'fr': [(f'en {i}', f'fr {i}') for i in range(6)]}
+  by_layer = evaluate.retrieval_by_layer(table, pairs)
+  assert by_layer['de'].shape == (2, 2)
+  np.testing.assert_array_equal(by_layer['de'][1], [1.0, 1.0])
+  assert evaluate.best_layer(by_layer) == 1
+  text = evaluate.format_layer_table(by_layer, {'de': 10, 'fr': 6})
+  assert 'L1*' in text and 'L0*' not in text and 'best layer: 1' in text
+  assert evaluate.retrieval(table, pairs, layer=1)['fr'] == (1.0, 1.0)
+
+
+def test_unique_pairs_drops_repeated_sources_and_targets():
+  pairs = [('a', '1'), ('a', '2'), ('b', '1'), ('c', '3')]
+  assert evaluate.unique_pairs(pairs) == [('a', '1'), ('c', '3')]
+
+
+def test_read_pairs_tsv_with_and_without_language(tmp_path):
+  path = tmp_path / 'p.tsv'
+  path.write_text('de\tHello\tHallo\nfr\tHello\tBonjour\n\n', encoding='utf-8')
+  assert evaluate.read_pairs_tsv(path) == {'de': [('Hello', 'Hallo')], 'fr': [('Hello', 'Bonjour')]}
+  path.write_text('Hello\tHallo\n', encoding='utf-8')
+  assert evaluate.read_pairs_tsv(path, default_lang='de') == {'de': [('Hello', 'Hallo')]}
+  path.write_text('Hello\n', encoding='utf-8')
+  with pytest.raises(ValueError, match=r'p.tsv:1: expected'):
+    evaluate.read_pairs_tsv(path)
+
+
+@pytest.fixture(scope='module')
+def tiny_params():
+  return nn.meta.unbox(init_params(TINY, jax.random.key(0)))
+
+
+def test_periodic_eval_returns_the_three_figures(tiny_params, django_vocab, django_corpus):
+  import sentencepiece as spm
+  from amber_jax.ingest import django_po
+  sp = spm.SentencePieceProcessor(model_file=str(django_vocab))
+  pairs = django_po.read_pairs(django_corpus, 'validation', ['de', 'fr'])
+  out = evaluate.periodic_eval(tiny_params, TINY, sp, pairs, max_pairs=8)
+  assert set(out) == {'retrieval_fwd', 'retrieval_bwd', 'retrieval_mean'}
+  assert all(0.0 <= v <= 1.0 for v in out.values())
+  assert out['retrieval_mean'] == pytest.approx((out['retrieval_fwd'] + out['retrieval_bwd']) / 2)
+
+
+def test_hf_export_gives_the_same_embeddings_as_our_params(tiny_params, django_vocab, tmp_path):
+  import sentencepiece as spm
+  from amber_jax import hf, vocab
+  out = hf.export(tiny_params, TINY, tmp_path / 'hf', head='base',
+                  tokenizer_fn=lambda d: vocab.export_hf_tokenizer(django_vocab, d,
+                                                                   model_max_length=64))
+  sentences = ['Enter a valid email address.', 'Geben Sie eine gültige E-Mail-Adresse ein.']
+  ours = evaluate.jax_embedder(tiny_params, TINY, spm.SentencePieceProcessor(
+      model_file=str(django_vocab)))(sentences)                       # [3, 2, 32]
+  torch_side = evaluate.hf_embedder(str(out))(sentences)
+  np.testing.assert_allclose(ours, torch_side, atol=2e-5)
+  params, cfg, tok, _ = evaluate.load_encoder(out)                    # HF folder -> our encoder
+  imported = evaluate.jax_embedder(params, cfg, tok)(sentences)
+  np.testing.assert_allclose(ours, imported, atol=2e-5)
