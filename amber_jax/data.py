@@ -1,0 +1,286 @@
+"""seqio mixtures -> one dict of fixed-shape int32 numpy arrays per training step.
+
+The batch contract (B_m = mono_batch_size, L_m = mono_length, B_p = parallel_batch_size,
+L_s = sentence_length, L_p = 2 * L_s; a part whose batch size is 0 has none of its keys):
+  mono_ids       [B_m, L_m]  [CLS] x [SEP] PAD...          x: one text, cut to L_m - 2 tokens
+  mono_segments  [B_m, L_m]  zeros
+  src_ids        [B_p, L_s]  [CLS] x [SEP] PAD...          x: English, cut to L_s - 2 tokens
+  tgt_ids        [B_p, L_s]  [CLS] y [SEP] PAD...          y: its translation, cut likewise
+  pair_ids       [B_p, L_p]  [CLS] x [SEP] y [SEP] PAD...
+  pair_segments  [B_p, L_p]  0 on [CLS] x [SEP], 1 on y [SEP], 0 on pads
+  swap_ids       [B_p, L_p]  [CLS] y [SEP] x [SEP] PAD...
+  swap_segments  [B_p, L_p]  0 on [CLS] y [SEP], 1 on x [SEP], 0 on pads
+x and y are the same token lists in every array of a row.
+
+No two rows of a parallel batch share the same x (after truncation): a duplicate would be a false
+negative for the in-batch sentence-alignment softmax. A pair whose x is already in the batch waits
+in a carry-over pool and goes into the next batch it fits (order otherwise kept; deterministic).
+
+Examples come from the two mixtures that `data_cfg.task_module`'s `register(data_cfg)` returns
+(see tasks/django.py). Only this module of amber_jax imports TensorFlow, and only inside the
+functions that build the pipeline: `batch_spec` and the numpy helpers work without it.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import os
+from typing import Iterator
+
+import numpy as np
+
+from amber_jax.model import CLS_ID, MASK_ID, PAD_ID, SEP_ID, UNK_ID
+
+# A parallel batch that cannot be filled with distinct English sentences from this many
+# batches' worth of consecutive pairs means the corpus has too few of them for the batch size.
+_MAX_POOL_BATCHES = 16
+
+
+def batch_spec(data_cfg) -> dict[str, tuple[tuple[int, int], np.dtype]]:
+  """The arrays `make_train_iterator` yields: name -> (shape, dtype). Needs no TensorFlow."""
+  _check_sizes(data_cfg)
+  bm, lm = data_cfg.mono_batch_size, data_cfg.mono_length
+  bp, ls = data_cfg.parallel_batch_size, data_cfg.sentence_length
+  int32 = np.dtype(np.int32)
+  spec = {}
+  if bm:
+    spec.update(mono_ids=((bm, lm), int32), mono_segments=((bm, lm), int32))
+  if bp:
+    spec.update(src_ids=((bp, ls), int32), tgt_ids=((bp, ls), int32))
+    for name in ('pair_ids', 'pair_segments', 'swap_ids', 'swap_segments'):
+      spec[name] = ((bp, 2 * ls), int32)
+  return spec
+
+
+def make_train_iterator(data_cfg, *, seed: int, start_step: int = 0, shard_index: int = 0,
+                        num_shards: int = 1) -> 'TrainIterator':
+  """An endless, deterministic iterator of training batches (see the module docstring).
+
+  Args:
+    data_cfg: `config.data`: task_module, mono/parallel_batch_size, mono_length, sentence_length,
+      and whatever the task module's `register` reads (tasks/django.py).
+    seed: shuffling and mixture-sampling seed; two iterators with the same arguments yield
+      identical batches.
+    start_step: yield the batches that an iterator from step 0 yields from its start_step-th on.
+    shard_index: this host's shard of the examples (seqio ShardInfo), in [0, num_shards).
+    num_shards: number of hosts reading disjoint shards.
+
+  Returns:
+    A `TrainIterator` (its `stats` count truncations and deferred duplicates).
+  """
+  spec = batch_spec(data_cfg)
+  if not 0 <= shard_index < num_shards:
+    raise ValueError(f'shard_index must be in [0, num_shards={num_shards}); got {shard_index}.')
+  if start_step < 0:
+    raise ValueError(f'start_step must be >= 0; got {start_step}.')
+  tf, seqio = _import_tf()
+  names = importlib.import_module(data_cfg.task_module).register(data_cfg)
+  shard = seqio.ShardInfo(index=shard_index, num_shards=num_shards)
+  options = tf.data.Options()
+  options.deterministic = True
+
+  mono = parallel = None
+  if 'mono_ids' in spec:
+    length = data_cfg.mono_length
+    ds = _examples(data_cfg, names, 'mono', ('tokens',), seed, shard)
+    ds = ds.map(lambda ex: _frame(ex['tokens'], length), num_parallel_calls=tf.data.AUTOTUNE)
+    ds = ds.batch(data_cfg.mono_batch_size, drop_remainder=True).skip(start_step)
+    mono = ds.with_options(options).prefetch(tf.data.AUTOTUNE).as_numpy_iterator()
+  if 'src_ids' in spec:
+    length = data_cfg.sentence_length
+
+    def sides(ex):
+      (src, src_cut), (tgt, tgt_cut) = _frame(ex['src'], length), _frame(ex['tgt'], length)
+      return {'src_ids': src, 'tgt_ids': tgt, 'src_truncated': src_cut,
+              'tgt_truncated': tgt_cut}
+
+    ds = _examples(data_cfg, names, 'parallel', ('src', 'tgt'), seed, shard)
+    ds = ds.map(sides, num_parallel_calls=tf.data.AUTOTUNE)
+    ds = ds.batch(data_cfg.parallel_batch_size, drop_remainder=True)
+    parallel = UniqueSourceBatcher(ds.with_options(options).prefetch(tf.data.AUTOTUNE)
+                                   .as_numpy_iterator(), data_cfg.parallel_batch_size)
+    for _ in range(start_step):  # the carry-over pool is state: replay it (cheap, no framing)
+      parallel.next()
+  return TrainIterator(mono, parallel)
+
+
+class TrainIterator:
+  """Yields the contract's batch dicts forever.
+
+  `stats` counts over the yielded batches: steps, mono_rows, mono_truncated (texts cut to
+  mono_length - 2 tokens), pairs, src_truncated, tgt_truncated, deferred (pairs passed over
+  because their English sentence was already in the batch; one pair can count more than once).
+  """
+
+  def __init__(self, mono: Iterator[dict] | None, parallel: 'UniqueSourceBatcher | None'):
+    self._mono, self._parallel = mono, parallel
+    self.stats = dict.fromkeys(('steps', 'mono_rows', 'mono_truncated', 'pairs', 'src_truncated',
+                                'tgt_truncated', 'deferred'), 0)
+
+  def __iter__(self) -> 'TrainIterator':
+    return self
+
+  def __next__(self) -> dict[str, np.ndarray]:
+    batch = {}
+    if self._mono is not None:
+      ids, truncated = next(self._mono)  # [B_m, L_m], [B_m]
+      batch.update(mono_ids=ids, mono_segments=np.zeros_like(ids))
+      self.stats['mono_rows'] += len(ids)
+      self.stats['mono_truncated'] += int(truncated.sum())
+    if self._parallel is not None:
+      rows, deferred = self._parallel.next()
+      src, tgt = rows['src_ids'], rows['tgt_ids']  # [B_p, L_s] each
+      pair, pair_segments = join_pair(src, tgt)  # [B_p, 2 L_s] each
+      swap, swap_segments = join_pair(tgt, src)
+      batch.update(src_ids=src, tgt_ids=tgt, pair_ids=pair, pair_segments=pair_segments,
+                   swap_ids=swap, swap_segments=swap_segments)
+      self.stats['pairs'] += len(src)
+      self.stats['src_truncated'] += int(rows['src_truncated'].sum())
+      self.stats['tgt_truncated'] += int(rows['tgt_truncated'].sum())
+      self.stats['deferred'] += deferred
+    self.stats['steps'] += 1
+    return batch
+
+
+class UniqueSourceBatcher:
+  """Cuts chunks of framed pairs into batches whose `src_ids` rows are all distinct.
+
+  A batch takes, in arrival order, each pair whose English row is not yet in it, until it has
+  `batch_size`; the pairs passed over stay in the pool, ahead of newer ones, for the next batch.
+  """
+
+  def __init__(self, chunks: Iterator[dict[str, np.ndarray]], batch_size: int):
+    self._chunks = chunks  # dicts of arrays with a leading [rows] axis, 'src_ids' among them
+    self._batch_size = batch_size
+    self._pool: dict[str, np.ndarray] | None = None
+
+  def next(self) -> tuple[dict[str, np.ndarray], int]:
+    """Returns (the next batch's arrays, how many pooled pairs it passed over)."""
+    pool, size = self._pool, self._batch_size
+    while True:
+      if pool is not None:
+        take = first_unique_rows(pool['src_ids'], size)
+        if take is not None:
+          break
+        if len(pool['src_ids']) >= _MAX_POOL_BATCHES * size:
+          found = len(np.unique(pool['src_ids'], axis=0))
+          raise ValueError(
+              f'Could not fill a parallel batch of {size} distinct English sentences: '
+              f'{len(pool["src_ids"])} consecutive pairs hold only {found}. The corpus has too '
+              'few distinct English sentences for this batch; lower '
+              'config.data.parallel_batch_size (or add data).')
+      chunk = next(self._chunks)
+      pool = chunk if pool is None else {k: np.concatenate([pool[k], chunk[k]]) for k in pool}
+    keep = np.ones(len(pool['src_ids']), bool)  # [pool]
+    keep[take] = False
+    self._pool = {k: v[keep] for k, v in pool.items()}
+    return {k: v[take] for k, v in pool.items()}, int(take[-1]) + 1 - size
+
+
+def first_unique_rows(rows: np.ndarray, count: int) -> np.ndarray | None:
+  """Positions of the first `count` rows equal to no earlier row, ascending; None if fewer.
+
+  Taking them is what a walk in order that skips already-taken rows would take.
+  """
+  _, first = np.unique(rows, axis=0, return_index=True)  # first occurrence of each distinct row
+  if len(first) < count:
+    return None
+  return np.sort(first)[:count]
+
+
+def join_pair(first: np.ndarray, second: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+  """Joins framed sentences into one input per row, with its segment ids.
+
+  Args:
+    first: int32 [rows, length], rows [CLS] a [SEP] PAD... (a holds no PAD id).
+    second: int32 [rows, length], rows [CLS] b [SEP] PAD...
+
+  Returns:
+    ids [rows, 2 length] = [CLS] a [SEP] b [SEP] PAD..., and segments [rows, 2 length] = 1 on
+    b [SEP], else 0.
+  """
+  length = first.shape[1]
+  n_first = np.count_nonzero(first != PAD_ID, axis=1)[:, None]  # [rows, 1]: [CLS] a [SEP]
+  n_second = np.count_nonzero(second != PAD_ID, axis=1)[:, None] - 1  # [rows, 1]: b [SEP]
+  pos = np.arange(2 * length)[None, :]  # [1, 2 length]
+  in_first = pos < n_first  # [rows, 2 length]
+  in_second = (pos >= n_first) & (pos < n_first + n_second)  # [rows, 2 length]
+  first_wide = np.pad(first, ((0, 0), (0, length)))  # [rows, 2 length]
+  second_at = np.take_along_axis(second, np.clip(pos - n_first + 1, 0, length - 1), axis=1)
+  ids = np.where(in_first, first_wide, np.where(in_second, second_at, PAD_ID))
+  return ids.astype(np.int32), in_second.astype(np.int32)
+
+
+def _check_sizes(data_cfg) -> None:
+  sizes = {k: getattr(data_cfg, k) for k in ('mono_batch_size', 'parallel_batch_size',
+                                             'mono_length', 'sentence_length')}
+  negative = {k: v for k, v in sizes.items() if v < 0}
+  if negative:
+    raise ValueError(f'config.data sizes must be >= 0; got {negative}.')
+  if not sizes['mono_batch_size'] and not sizes['parallel_batch_size']:
+    raise ValueError('config.data.mono_batch_size and parallel_batch_size are both 0: there is '
+                     'nothing to train on; set at least one.')
+  for batch, length in (('mono_batch_size', 'mono_length'),
+                        ('parallel_batch_size', 'sentence_length')):
+    if sizes[batch] and sizes[length] < 3:
+      raise ValueError(f'config.data.{length}={sizes[length]} leaves no room for a token between '
+                       f'[CLS] and [SEP]; use >= 3 (or set {batch}=0).')
+
+
+@functools.cache
+def _import_tf():
+  """TensorFlow (CPU only: JAX owns the accelerators) and seqio."""
+  os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+  import tensorflow as tf  # pylint: disable=import-outside-toplevel
+  try:
+    tf.config.set_visible_devices([], 'GPU')
+  except RuntimeError:  # devices already initialised by an earlier import; nothing to do.
+    pass
+  import seqio  # pylint: disable=import-outside-toplevel
+  return tf, seqio
+
+
+def _examples(data_cfg, names: dict, part: str, features: tuple[str, ...], seed: int, shard):
+  """The endless shuffled example stream of mixture `names[part]`, after checking it."""
+  _, seqio = _import_tf()
+  name = names.get(part)
+  if name is None:
+    raise ValueError(
+        f'{data_cfg.task_module}.register returned no {part} mixture (the corpus has no {part} '
+        f'examples for the chosen languages), but config.data.{part}_batch_size is '
+        f'{getattr(data_cfg, part + "_batch_size")}; set it to 0 or add {part} data.')
+  provider = seqio.get_mixture_or_task(name)
+  missing = [f for f in features if f not in provider.output_features]
+  if missing:
+    raise ValueError(f'{part} mixture {name!r} lacks the output features {missing}: amber_jax.data '
+                     f'expects {list(features)} (int32 token ids without [CLS]/[SEP]); it has '
+                     f'{list(provider.output_features)}. Fix {data_cfg.task_module}.register.')
+  for feature in features:
+    _check_special_ids(provider.output_features[feature].vocabulary, f'{name}:{feature}')
+  return provider.get_dataset(sequence_length=None, split='train', shuffle=True, seed=seed,
+                              shard_info=shard, num_epochs=None, trim_output_features=False)
+
+
+def _check_special_ids(vocab, where: str) -> None:
+  """A SentencePiece vocabulary must put the specials at the ids the model and batches use."""
+  _, seqio = _import_tf()
+  if not isinstance(vocab, seqio.SentencePieceVocabulary):
+    return
+  sp = vocab.tokenizer
+  want = {'pad': PAD_ID, 'unk': UNK_ID, 'bos ([CLS])': CLS_ID, 'eos ([SEP])': SEP_ID,
+          '[MASK]': MASK_ID}
+  got = {'pad': sp.pad_id(), 'unk': sp.unk_id(), 'bos ([CLS])': sp.bos_id(),
+         'eos ([SEP])': sp.eos_id(), '[MASK]': sp.piece_to_id('[MASK]')}
+  if got != want:
+    raise ValueError(f'The vocabulary of {where} has special ids {got}; expected {want}. '
+                     'Rebuild it with amber_jax.vocab (which fixes these ids).')
+
+
+def _frame(tokens, length: int):
+  """int32 [n] ids -> ([CLS] x [SEP] PAD... as int32 [length], 1 if x was cut to length - 2)."""
+  tf, _ = _import_tf()
+  tokens = tf.cast(tokens, tf.int32)
+  framed = tf.concat([[CLS_ID], tokens[:length - 2], [SEP_ID]], axis=0)  # [<= length]
+  framed = tf.pad(framed, [[0, length - tf.size(framed)]], constant_values=PAD_ID)
+  return tf.ensure_shape(framed, [length]), tf.cast(tf.size(tokens) > length - 2, tf.int32)

@@ -1,0 +1,249 @@
+"""seqio Tasks and Mixtures over a built corpus folder (the Django catalogs by default).
+
+The corpus folder (written by `amber_jax.ingest`) holds:
+  manifest.json                   {"languages": [...], "pairs": {"en-xx": {"train": n, ...}},
+                                   "mono": {"xx": {"train": n, ...}}}
+  parallel/en-<xx>/{train,validation}.tsv   one pair a line: english<TAB>translation
+  mono/<lang>/{train,validation}.txt        one sentence a line (blank lines are skipped)
+
+`register(data_cfg)` registers, for `<prefix>` = `data_cfg.task_prefix`:
+  <prefix>_mono_<lang>    features 'tokens' (int32 ids, no specials) and 'text' (the raw line)
+  <prefix>_para_en_<xx>   features 'src', 'tgt' (int32 ids: English, translation) and
+                          'src_text', 'tgt_text' (the raw sides)
+  <prefix>_mono, <prefix>_parallel   Mixtures; task i is sampled with rate n_i^alpha / sum_j n_j^alpha
+                          (n_i: its train examples in the manifest; see `smoothed_rates`).
+Language codes are turned into task names with every character outside [A-Za-z0-9_] -> '_'
+(e.g. 'pt-br' -> <prefix>_mono_pt_br). It is idempotent: a second call replaces the first's
+registrations (so a changed corpus or config takes effect).
+
+A parallel line without exactly one tab, or with an empty (or all-blank) side, is never dropped:
+reading it fails the input pipeline with `<file>:<line number>` and what was wrong
+(a `tf.errors.InvalidArgumentError` carrying that message). The check runs when the line is read,
+not at registration, so a large corpus costs nothing up front.
+
+Writing your own task module
+----------------------------
+Point `config.data.task_module` at any importable module with
+
+  def register(data_cfg) -> dict:
+    '''Registers seqio Tasks/Mixtures; returns {'mono': name or None, 'parallel': name or None}.'''
+
+`amber_jax.data` calls it, then reads `seqio.get_mixture_or_task(name)` for the 'train' split with
+num_epochs=None, shuffling with the run's seed. What each must yield per example:
+  mono      'tokens': int32 [n] SentencePiece ids of one text, without [CLS]/[SEP]
+  parallel  'src', 'tgt': int32 [n] ids of an English sentence and its translation, no specials
+The framing ([CLS] x [SEP], pairs, segments, padding, truncation) is done by `amber_jax.data`; ids
+must come from a vocabulary with PAD 0, UNK 1, [CLS] 2 (bos), [SEP] 3 (eos), [MASK] 4. A name may
+be a Task or a Mixture; return None for a part you do not have (its batch size must then be 0).
+The config is locked: a data_cfg field your module needs beyond those above must first be added
+to configs/default.py.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import pathlib
+import re
+
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+
+import tensorflow as tf  # pylint: disable=g-import-not-at-top
+
+try:
+  tf.config.set_visible_devices([], 'GPU')  # JAX owns the accelerators; TF only reads text.
+except RuntimeError:  # TF already initialised its devices elsewhere; nothing left to do here.
+  pass
+
+import seqio  # pylint: disable=g-import-not-at-top
+
+from amber_jax import paths, vocab as vocabulary  # pylint: disable=g-import-not-at-top
+
+SPLITS = ('train', 'validation')
+
+
+def smoothed_rates(counts: dict[str, int], alpha: float) -> dict[str, float]:
+  """Exponentially smoothed sampling rates: rate_i = n_i^alpha / sum_j n_j^alpha.
+
+  alpha=1 samples in proportion to size, alpha=0 uniformly, 0.7 (XLM-R) in between. A name with
+  n_i = 0 gets rate 0 whatever alpha is (it has nothing to sample).
+
+  Args:
+    counts: name -> number of examples (>= 0).
+    alpha: the exponent, >= 0.
+
+  Returns:
+    name -> rate, the rates summing to 1.
+  """
+  if alpha < 0:
+    raise ValueError(f'alpha must be >= 0 (1: proportional, 0: uniform); got {alpha}.')
+  negative = {k: n for k, n in counts.items() if n < 0}
+  if negative:
+    raise ValueError(f'Example counts must be >= 0; got {negative}. Check the corpus manifest.')
+  weights = {k: (float(n) ** alpha if n > 0 else 0.0) for k, n in counts.items()}
+  total = sum(weights.values())
+  if total <= 0:
+    raise ValueError(f'No name has any example to sample from: counts={counts}.')
+  return {k: w / total for k, w in weights.items()}
+
+
+def task_name(prefix: str, kind: str, lang: str) -> str:
+  """`<prefix>_<kind>_<lang>` with `lang` made safe for a seqio name ('pt-br' -> 'pt_br')."""
+  return f'{prefix}_{kind}_{re.sub(r"[^A-Za-z0-9_]", "_", lang)}'
+
+
+def register(data_cfg) -> dict[str, str | None]:
+  """Registers the mono and parallel Tasks of a corpus folder and their two Mixtures.
+
+  Args:
+    data_cfg: `config.data`; reads corpus_dir ('' = <cache>/corpora/<task_prefix>), vocab_path
+      ('' = <cache>/vocab/<task_prefix>.model), task_prefix, alpha, languages ([] = all in the
+      manifest; English monolingual text is always included when present), shuffle_buffer.
+
+  Returns:
+    {'mono': mixture name or None, 'parallel': mixture name or None}; None where the corpus has
+    no examples of that kind for the chosen languages.
+  """
+  prefix = data_cfg.task_prefix
+  corpus = pathlib.Path(data_cfg.corpus_dir or paths.corpus_dir(prefix))
+  vocab_path = pathlib.Path(data_cfg.vocab_path or paths.vocab_path(prefix))
+  manifest = _read_manifest(corpus)
+  vocab = vocabulary.load_vocabulary(vocab_path)  # raises, saying what to do, if it is missing
+  langs = _chosen_languages(manifest, list(data_cfg.languages), corpus)
+  shuffle_buffer = int(getattr(data_cfg, 'shuffle_buffer', 10_000))
+
+  for name in list(seqio.TaskRegistry.names()):
+    if name.startswith((f'{prefix}_mono_', f'{prefix}_para_')):
+      seqio.TaskRegistry.remove(name)
+  mono_counts, para_counts = {}, {}
+  for lang in ['en'] + langs:
+    if lang in manifest['mono']:
+      name = task_name(prefix, 'mono', lang)
+      files = {s: str(corpus / 'mono' / lang / f'{s}.txt') for s in SPLITS}
+      mono_counts[name] = _add_task(
+          name, manifest['mono'][lang], shuffle_buffer,
+          seqio.TextLineDataSource(files, num_input_examples=_sizes(manifest['mono'][lang])),
+          [_mono_features], {'tokens': seqio.Feature(vocab, add_eos=False)})
+  for lang in langs:
+    pair = f'en-{lang}'
+    if pair in manifest['pairs']:
+      name = task_name(prefix, 'para', f'en_{lang}')
+      files = {s: str(corpus / 'parallel' / pair / f'{s}.tsv') for s in SPLITS}
+      para_counts[name] = _add_task(
+          name, manifest['pairs'][pair], shuffle_buffer,
+          seqio.FileDataSource(_numbered_lines, files,
+                               num_input_examples=_sizes(manifest['pairs'][pair])),
+          [_split_pairs],
+          {'src': seqio.Feature(vocab, add_eos=False), 'tgt': seqio.Feature(vocab, add_eos=False)})
+  return {'mono': _add_mixture(f'{prefix}_mono', mono_counts, data_cfg.alpha),
+          'parallel': _add_mixture(f'{prefix}_parallel', para_counts, data_cfg.alpha)}
+
+
+def _read_manifest(corpus: pathlib.Path) -> dict:
+  path = corpus / 'manifest.json'
+  if not path.is_file():
+    raise FileNotFoundError(
+        f'No manifest.json in {corpus}: expected a corpus folder built by amber_jax.ingest '
+        '(manifest.json, parallel/, mono/). Build it or set config.data.corpus_dir.')
+  manifest = json.loads(path.read_text())
+  missing = [k for k in ('languages', 'pairs', 'mono') if k not in manifest]
+  if missing:
+    raise ValueError(f'{path} lacks the keys {missing} (expected languages, pairs, mono); '
+                     'rebuild the corpus with amber_jax.ingest.')
+  return manifest
+
+
+def _chosen_languages(manifest: dict, wanted: list[str], corpus: pathlib.Path) -> list[str]:
+  """The non-English languages to use: `wanted`, or every one in the manifest if empty."""
+  known = list(manifest['languages'])
+  unknown = sorted(set(wanted) - set(known) - {'en'})
+  if unknown:
+    raise ValueError(f'config.data.languages names {unknown}, which the corpus at {corpus} does '
+                     f'not have; it has {sorted(known)}. Use those codes or [] for all.')
+  return [lang for lang in (wanted or known) if lang != 'en']
+
+
+def _sizes(counts: dict) -> dict[str, int]:
+  """Split sizes for seqio (known sizes let it cache small tasks in memory)."""
+  return {s: int(counts.get(s, 0)) for s in SPLITS}
+
+
+def _add_task(name, counts, shuffle_buffer, source, preprocessors, features) -> int:
+  """Registers one Task reading `source`; returns its number of train examples."""
+  seqio.TaskRegistry.add(
+      name,
+      source=source,
+      preprocessors=[*preprocessors, _tokenize],
+      output_features=features,
+      # A buffer larger than the task would only mix epochs (and read them all before step 1).
+      shuffle_buffer_size=max(1, min(shuffle_buffer, int(counts.get('train', 0)))))
+  return int(counts.get('train', 0))
+
+
+def _add_mixture(name: str, counts: dict[str, int], alpha: float) -> str | None:
+  """Registers a Mixture of the tasks with train examples at the smoothed rates."""
+  seqio.MixtureRegistry.remove(name)
+  counts = {k: n for k, n in counts.items() if n > 0}
+  if not counts:
+    return None
+  rates = smoothed_rates(counts, alpha)
+  seqio.MixtureRegistry.add(name, sorted(rates.items()))
+  return name
+
+
+def _mono_features(dataset: tf.data.Dataset) -> tf.data.Dataset:
+  """line -> {'text': line, 'tokens': line} (tokenized next); blank lines are skipped."""
+  dataset = dataset.filter(_graph(lambda line: tf.strings.length(tf.strings.strip(line)) > 0))
+  return dataset.map(_graph(lambda line: {'text': line, 'tokens': line}),
+                     num_parallel_calls=tf.data.AUTOTUNE)
+
+
+def _tokenize(dataset: tf.data.Dataset, output_features) -> tf.data.Dataset:
+  """Encodes each output feature's text with its vocabulary: int32 ids, no [CLS]/[SEP].
+
+  `seqio.preprocessors.tokenize` without autograph, which costs ~0.3 s per task to build.
+  """
+
+  def encode(ex):
+    return {**ex, **{k: tf.cast(f.vocabulary.encode_tf(ex[k]), f.dtype)
+                     for k, f in output_features.items()}}
+
+  return dataset.map(_graph(encode), num_parallel_calls=tf.data.AUTOTUNE)
+
+
+def _graph(fn):
+  """`fn` traced as plain graph code: autograph's source conversion costs seconds per task."""
+  return tf.autograph.experimental.do_not_convert(fn)
+
+
+def _numbered_lines(path: tf.Tensor) -> tf.data.Dataset:
+  """A text file -> {'path', 'line_number' (from 1), 'line'}: TextLineDataSource plus where."""
+  return tf.data.TextLineDataset(path).enumerate(start=1).map(
+      _graph(lambda number, line: {'path': path, 'line_number': number, 'line': line}))
+
+
+def _split_pairs(dataset: tf.data.Dataset) -> tf.data.Dataset:
+  """{'line': 'english<TAB>translation', ...} -> {'src', 'tgt', 'src_text', 'tgt_text'}.
+
+  A line without exactly one tab or with a blank side fails the pipeline with its file and line.
+  """
+
+  def split(ex):
+    parts = tf.strings.split(ex['line'], '\t')  # [tabs + 1]
+    src, tgt = tf.unstack(tf.concat([parts, ['', '']], axis=0)[:2], num=2)
+    src_blank = tf.equal(tf.strings.length(tf.strings.strip(src)), 0)
+    tgt_blank = tf.equal(tf.strings.length(tf.strings.strip(tgt)), 0)
+    tabs = tf.size(parts) - 1
+    problem = tf.where(tf.not_equal(tabs, 1), tf.strings.format('{} tabs', tabs),
+                       tf.where(src_blank, 'an empty English side', 'an empty translation'))
+    ok = tf.logical_and(tf.equal(tabs, 1), tf.logical_not(tf.logical_or(src_blank, tgt_blank)))
+    message = tf.strings.join([
+        'Bad parallel line at ', ex['path'], ':', tf.strings.as_string(ex['line_number']),
+        ": expected 'english<TAB>translation' with both sides non-empty, found ", problem,
+        ": '", tf.strings.substr(ex['line'], 0, 200, unit='UTF8_CHAR'),
+        "'. Fix or remove the line in the corpus builder and rebuild the corpus."])
+    with tf.control_dependencies([tf.debugging.Assert(ok, [message])]):
+      return {'src': tf.identity(src), 'tgt': tf.identity(tgt), 'src_text': src, 'tgt_text': tgt}
+
+  return dataset.map(_graph(split), num_parallel_calls=tf.data.AUTOTUNE)

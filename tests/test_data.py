@@ -1,0 +1,285 @@
+"""amber_jax.data and tasks.django on a tiny corpus built here (three languages, Cyrillic included)."""
+
+import collections
+import itertools
+import json
+import os
+import subprocess
+import sys
+
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+
+import numpy as np  # pylint: disable=g-import-not-at-top
+import pytest  # pylint: disable=g-import-not-at-top
+import sentencepiece as spm  # pylint: disable=g-import-not-at-top
+import tensorflow as tf  # pylint: disable=g-import-not-at-top
+
+tf.config.set_visible_devices([], 'GPU')
+
+import seqio  # pylint: disable=g-import-not-at-top
+
+from amber_jax import data  # pylint: disable=g-import-not-at-top
+from amber_jax.model import CLS_ID, PAD_ID, SEP_ID  # pylint: disable=g-import-not-at-top
+from configs import default  # pylint: disable=g-import-not-at-top
+from tasks import django  # pylint: disable=g-import-not-at-top
+
+# A tiny dictionary: English sentence i is 'the <adj> <noun> <verb> <place>' (plus a long tail for
+# some, to force truncation); a translation maps each word.
+WORDS = {
+    'en': dict(adj='red green small old quiet', noun='cat dog bird horse fish',
+               verb='sleeps runs waits sings', place='here outside today'),
+    'de': dict(adj='rote grüne kleine alte stille', noun='Katze Hund Vogel Pferd Fisch',
+               verb='schläft läuft wartet singt', place='hier draußen heute'),
+    'ru': dict(adj='красная зелёная малая старая тихая', noun='кошка собака птица лошадь рыба',
+               verb='спит бежит ждёт поёт', place='здесь снаружи сегодня'),
+    'pt-br': dict(adj='vermelho verde pequeno velho quieto', noun='gato cão pássaro cavalo peixe',
+                  verb='dorme corre espera canta', place='aqui fora hoje'),
+}
+PAIRS = {'de': 30, 'ru': 20, 'pt-br': 10}  # train pairs per language
+MONO = {'en': 40, 'de': 30, 'ru': 20, 'pt-br': 10}  # train lines per language
+LANGS = list(PAIRS)
+
+
+def sentence(lang, i):
+  w = {k: v.split() for k, v in WORDS[lang].items()}
+  words = [w['adj'][i % 5], w['noun'][i // 5 % 5], w['verb'][i % 4], w['place'][i % 3]]
+  if i % 7 == 0:  # a long one, cut at sentence_length
+    words += [w['noun'][j % 5] for j in range(12)]
+  return ' '.join(words)
+
+
+def write_corpus(root, *, pairs=PAIRS, mono=MONO, bad_lines=()):
+  """The corpus folder layout of amber_jax.ingest; `bad_lines` are appended to de's train TSV."""
+  manifest = {'languages': list(pairs), 'pairs': {}, 'mono': {}}
+  for lang, n in pairs.items():
+    folder = root / 'parallel' / f'en-{lang}'
+    folder.mkdir(parents=True)
+    for split, rows in (('train', range(n)), ('validation', range(100, 103))):
+      lines = [f'{sentence("en", i)}\t{sentence(lang, i)}' for i in rows]
+      if split == 'train' and lang == 'de':
+        lines[2:2] = list(bad_lines)
+      (folder / f'{split}.tsv').write_text('\n'.join(lines) + '\n', encoding='utf-8')
+    manifest['pairs'][f'en-{lang}'] = {'train': n + (len(bad_lines) if lang == 'de' else 0),
+                                       'validation': 3}
+  for lang, n in mono.items():
+    folder = root / 'mono' / lang
+    folder.mkdir(parents=True)
+    for split, rows in (('train', range(200, 200 + n)), ('validation', range(300, 303))):
+      text = '\n'.join(f'{lang} {sentence(lang, i)}' for i in rows) + '\n'
+      (folder / f'{split}.txt').write_text(text, encoding='utf-8')
+    manifest['mono'][lang] = {'train': n, 'validation': 3}
+  (root / 'manifest.json').write_text(json.dumps(manifest))
+  return root
+
+
+@pytest.fixture(scope='module')
+def vocab_path(tmp_path_factory):
+  folder = tmp_path_factory.mktemp('vocab')
+  text = [sentence(lang, i) for lang in WORDS for i in range(60)]
+  (folder / 'text.txt').write_text('\n'.join(text), encoding='utf-8')
+  spm.SentencePieceTrainer.train(
+      input=str(folder / 'text.txt'), model_prefix=str(folder / 'sp'), vocab_size=160,
+      pad_id=0, unk_id=1, bos_id=2, eos_id=3, pad_piece='[PAD]', unk_piece='[UNK]',
+      bos_piece='[CLS]', eos_piece='[SEP]', user_defined_symbols=['[MASK]'],
+      character_coverage=1.0, hard_vocab_limit=False, minloglevel=2)
+  return str(folder / 'sp.model')
+
+
+@pytest.fixture(scope='module')
+def corpus(tmp_path_factory):
+  return write_corpus(tmp_path_factory.mktemp('corpus'))
+
+
+def make_cfg(corpus_dir, vocab_path, **overrides):
+  cfg = default.get_config().data
+  cfg.update(dict(task_prefix='t', corpus_dir=str(corpus_dir), vocab_path=vocab_path,
+                  mono_batch_size=4, parallel_batch_size=8, mono_length=16, sentence_length=12,
+                  shuffle_buffer=64))
+  cfg.update(overrides)
+  return cfg
+
+
+@pytest.fixture(scope='module')
+def cfg(corpus, vocab_path):
+  return make_cfg(corpus, vocab_path)
+
+
+@pytest.fixture(scope='module')
+def first_batches(cfg):
+  """Eight batches of a seed-0 iterator from step 0, and its stats after them."""
+  it = data.make_train_iterator(cfg, seed=0)
+  return [next(it) for _ in range(8)], dict(it.stats)
+
+
+def framed(ids):
+  """The tokens between [CLS] and the first [SEP] of a framed row, checking the frame."""
+  assert ids[0] == CLS_ID
+  end = list(ids).index(SEP_ID)
+  assert (ids[end + 1:] == PAD_ID).all()
+  assert PAD_ID not in ids[1:end]
+  return list(ids[1:end])
+
+
+def test_batches_have_the_contracted_shapes_and_dtypes(cfg, first_batches):
+  spec = data.batch_spec(cfg)
+  assert set(spec) == {'mono_ids', 'mono_segments', 'src_ids', 'tgt_ids', 'pair_ids',
+                       'pair_segments', 'swap_ids', 'swap_segments'}
+  assert spec['mono_ids'][0] == (4, 16) and spec['pair_ids'][0] == (8, 24)
+  for batch in first_batches[0]:
+    assert {k: (v.shape, v.dtype) for k, v in batch.items()} == spec
+
+
+def test_batch_spec_leaves_out_a_part_whose_batch_size_is_zero(cfg):
+  assert set(data.batch_spec(make_cfg('', '', mono_batch_size=0))) == {
+      'src_ids', 'tgt_ids', 'pair_ids', 'pair_segments', 'swap_ids', 'swap_segments'}
+  assert set(data.batch_spec(make_cfg('', '', parallel_batch_size=0))) == {
+      'mono_ids', 'mono_segments'}
+  with pytest.raises(ValueError, match='both 0'):
+    data.batch_spec(make_cfg('', '', parallel_batch_size=0, mono_batch_size=0))
+
+
+def test_rows_are_framed_and_pair_and_swap_hold_the_same_tokens(first_batches):
+  for batch in first_batches[0]:
+    for ids, segments in zip(batch['mono_ids'], batch['mono_segments']):
+      assert framed(ids) and not segments.any()
+    for i in range(len(batch['src_ids'])):
+      x, y = framed(batch['src_ids'][i]), framed(batch['tgt_ids'][i])
+      assert 1 <= len(x) <= 10 and 1 <= len(y) <= 10
+      for name, a, b in (('pair', x, y), ('swap', y, x)):
+        want = np.zeros(24, np.int32)
+        want[:len(a) + len(b) + 3] = [CLS_ID] + a + [SEP_ID] + b + [SEP_ID]
+        want_segments = np.zeros(24, np.int32)
+        want_segments[len(a) + 2:len(a) + len(b) + 3] = 1
+        np.testing.assert_array_equal(batch[f'{name}_ids'][i], want)
+        np.testing.assert_array_equal(batch[f'{name}_segments'][i], want_segments)
+
+
+def test_long_sentences_are_cut_and_counted(first_batches, vocab_path):
+  batches, stats = first_batches
+  assert stats['steps'] == 8 and stats['pairs'] == 64 and stats['mono_rows'] == 32
+  sp = spm.SentencePieceProcessor(model_file=vocab_path)
+  is_cut = {}  # the first 10 tokens of an English sentence -> whether it has more
+  for i in range(PAIRS['de']):
+    tokens = sp.encode(sentence('en', i))
+    is_cut[tuple(tokens[:10])] = len(tokens) > 10
+  cut = sum(is_cut[tuple(framed(row))] for b in batches for row in b['src_ids'])
+  assert 0 < cut < 64  # every 7th sentence is long
+  assert stats['src_truncated'] == cut
+
+
+def test_no_english_sentence_twice_in_a_parallel_batch(first_batches):
+  batches, stats = first_batches
+  for batch in batches:
+    assert len(np.unique(batch['src_ids'], axis=0)) == len(batch['src_ids'])
+  assert stats['deferred'] > 0  # the languages share English sentences: duplicates were met
+
+
+def test_unique_source_batcher_defers_duplicates_in_order():
+  src = np.array([[1], [2], [1], [3], [2], [4], [1], [5], [6]])  # [rows, 1]
+  chunks = iter([{'src_ids': src[:3], 'n': np.arange(3)}, {'src_ids': src[3:6], 'n': np.arange(3, 6)},
+                 {'src_ids': src[6:], 'n': np.arange(6, 9)}])
+  batcher = data.UniqueSourceBatcher(chunks, 3)
+  got = [batcher.next() for _ in range(2)]
+  assert list(got[0][0]['n']) == [0, 1, 3] and got[0][1] == 1  # row 2 (a second 1) waits
+  assert list(got[1][0]['n']) == [2, 4, 5] and got[1][1] == 0
+
+
+def test_unique_source_batcher_fails_when_the_corpus_is_too_repetitive():
+  chunks = itertools.repeat({'src_ids': np.array([[1], [2], [1]])})
+  with pytest.raises(ValueError, match='too few distinct English sentences'):
+    data.UniqueSourceBatcher(chunks, 3).next()
+
+
+def test_same_seed_gives_identical_batches_and_another_seed_does_not(cfg, first_batches):
+  again = data.make_train_iterator(cfg, seed=0)
+  other = data.make_train_iterator(cfg, seed=1)
+  for want in first_batches[0][:3]:
+    got, different = next(again), next(other)
+    for k in want:
+      np.testing.assert_array_equal(got[k], want[k])
+  assert any(not np.array_equal(different[k], want[k]) for k in want)
+
+
+def test_start_step_yields_the_batches_of_a_fresh_iterator_from_that_step(cfg, first_batches):
+  it = data.make_train_iterator(cfg, seed=0, start_step=5)
+  for want in first_batches[0][5:8]:
+    got = next(it)
+    for k in want:
+      np.testing.assert_array_equal(got[k], want[k], err_msg=k)
+
+
+def test_shards_read_different_examples(cfg):
+  a = next(data.make_train_iterator(cfg, seed=0, shard_index=0, num_shards=2))
+  b = next(data.make_train_iterator(cfg, seed=0, shard_index=1, num_shards=2))
+  assert not np.array_equal(a['mono_ids'], b['mono_ids'])
+  with pytest.raises(ValueError, match='shard_index'):
+    data.make_train_iterator(cfg, seed=0, shard_index=2, num_shards=2)
+
+
+def test_smoothed_rates_match_a_hand_computation():
+  counts = {'a': 100, 'b': 10, 'c': 1, 'empty': 0}
+  assert django.smoothed_rates(counts, 1.0) == pytest.approx(
+      {'a': 100 / 111, 'b': 10 / 111, 'c': 1 / 111, 'empty': 0})
+  assert django.smoothed_rates(counts, 0.0) == pytest.approx(
+      {'a': 1 / 3, 'b': 1 / 3, 'c': 1 / 3, 'empty': 0})
+  # 100^0.7 = 25.1189, 10^0.7 = 5.0119, 1^0.7 = 1; sum 31.1307.
+  assert django.smoothed_rates(counts, 0.7) == pytest.approx(
+      {'a': 0.806883, 'b': 0.160994, 'c': 0.032123, 'empty': 0}, abs=1e-6)
+  with pytest.raises(ValueError, match='alpha'):
+    django.smoothed_rates(counts, -1)
+
+
+def test_register_is_idempotent_and_the_mixtures_use_the_smoothed_rates(cfg):
+  names = django.register(cfg)
+  assert django.register(cfg) == names == {'mono': 't_mono', 'parallel': 't_parallel'}
+  mixture = seqio.get_mixture_or_task('t_parallel')
+  want = django.smoothed_rates({f't_para_en_{k.replace("-", "_")}': n for k, n in PAIRS.items()},
+                               0.7)
+  assert {t.name: mixture.get_rate(t) for t in mixture.tasks} == pytest.approx(want)
+  assert {t.name for t in seqio.get_mixture_or_task('t_mono').tasks} == {
+      't_mono_en', 't_mono_de', 't_mono_ru', 't_mono_pt_br'}
+
+
+def test_register_keeps_only_the_chosen_languages_and_english(cfg):
+  names = django.register(make_cfg(cfg.corpus_dir, cfg.vocab_path, task_prefix='only',
+                                   languages=['ru']))
+  assert [t.name for t in seqio.get_mixture_or_task(names['parallel']).tasks] == ['only_para_en_ru']
+  assert {t.name for t in seqio.get_mixture_or_task(names['mono']).tasks} == {
+      'only_mono_en', 'only_mono_ru'}
+  with pytest.raises(ValueError, match='does not have'):
+    django.register(make_cfg(cfg.corpus_dir, cfg.vocab_path, languages=['xx']))
+
+
+def test_mixture_sampling_follows_the_rates(cfg):
+  names = django.register(cfg)
+  ds = seqio.get_mixture_or_task(names['mono']).get_dataset(
+      None, split='train', seed=3, num_epochs=None, passthrough_features=['text'],
+      trim_output_features=False)
+  n = 4000
+  seen = collections.Counter(ex['text'].decode().split()[0] for ex in ds.take(n).as_numpy_iterator())
+  want = django.smoothed_rates(MONO, 0.7)
+  for lang, rate in want.items():
+    assert seen[lang] / n == pytest.approx(rate, abs=0.03), (lang, seen)
+
+
+@pytest.mark.parametrize('bad, problem', [('no tab here', '0 tabs'),
+                                          ('the cat\t ', 'an empty translation')])
+def test_a_bad_parallel_line_fails_with_its_file_and_line(tmp_path, vocab_path, bad, problem):
+  corpus = write_corpus(tmp_path, pairs={'de': 4}, mono={'en': 5}, bad_lines=[bad])
+  it = data.make_train_iterator(make_cfg(corpus, vocab_path, task_prefix='bad',
+                                         parallel_batch_size=2), seed=0)
+  with pytest.raises(tf.errors.InvalidArgumentError,
+                     match=rf'en-de/train\.tsv:3: .*found {problem}'):
+    for _ in range(4):
+      next(it)
+
+
+def test_data_and_batch_spec_import_without_tensorflow():
+  code = ('import sys; sys.modules["tensorflow"] = None; sys.modules["seqio"] = None\n'
+          'import types, amber_jax.data as d\n'
+          'c = types.SimpleNamespace(mono_batch_size=2, parallel_batch_size=3, mono_length=8, '
+          'sentence_length=5)\n'
+          'print(sorted((k, v[0]) for k, v in d.batch_spec(c).items()))')
+  out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, check=True,
+                       env={**os.environ, 'JAX_PLATFORMS': 'cpu'})
+  assert "('pair_ids', (3, 10))" in out.stdout and "('mono_ids', (2, 8))" in out.stdout
