@@ -5,7 +5,8 @@
   amber-jax vocab train [--size N] [--out PATH]   SentencePiece with BERT specials
   amber-jax train --config=configs/tiny.py [--config.train.steps=N ...]
   amber-jax export WORKDIR OUT_DIR [--head mlm|base] [--dtype float32|bfloat16]
-  amber-jax eval retrieval WORKDIR_OR_HF_DIR [--split validation]
+  amber-jax eval retrieval|mining|transfer WORKDIR_OR_HF_DIR [--pairs FILE.tsv] [--plot PNG]
+  amber-jax align WORKDIR_OR_HF_DIR --pairs FILE [--method attention|similarity] [--gold FILE]
   amber-jax import HF_DIR OUT_WORKDIR [--config=configs/tiny.py --config.a.b=V ...]
 """
 
@@ -112,24 +113,111 @@ def cmd_export(argv):
   print(f'Exported to {out}')
 
 
+def _eval_pairs(args):
+  """{lang: [(src, tgt)]} from --pairs FILE.tsv or the corpus split, filtered as asked."""
+  from amber_jax import evaluate, paths  # pylint: disable=import-outside-toplevel
+  from amber_jax.ingest import django_po  # pylint: disable=import-outside-toplevel
+  if args.pairs:
+    pairs = evaluate.read_pairs_tsv(args.pairs)
+  else:
+    pairs = django_po.read_pairs(pathlib.Path(args.corpus) if args.corpus else
+                                 paths.corpus_dir('django'), args.split)
+  if args.languages:
+    pairs = {k: pairs[k] for k in args.languages.split(',') if k in pairs}
+  pairs = {k: v for k, v in pairs.items() if len(evaluate.unique_pairs(v)) >= args.min_pairs}
+  if not pairs:
+    raise SystemExit('amber-jax eval: no language left (check --languages and --min-pairs).')
+  return pairs
+
+
 def cmd_eval(argv):
   p = argparse.ArgumentParser(prog='amber-jax eval')
-  p.add_argument('kind', choices=['retrieval'])
+  p.add_argument('kind', choices=['retrieval', 'mining', 'transfer'])
   p.add_argument('model', help='a training run folder or an exported HF folder')
+  p.add_argument('--pairs', default='', help='TSV of `lang<TAB>src<TAB>tgt` or `src<TAB>tgt` '
+                 'lines (default: the corpus split)')
   p.add_argument('--corpus', default='', help='corpus folder (default: the Django corpus)')
   p.add_argument('--split', default='validation')
-  p.add_argument('--layer', type=int, default=-1)
+  p.add_argument('--languages', default='', help='comma-separated codes (default: all)')
+  p.add_argument('--min-pairs', type=int, default=1, help='skip languages with fewer pairs')
+  p.add_argument('--plot', default='', help='retrieval: PNG of the accuracy by layer')
+  p.add_argument('--layer', type=int, default=-1, help='mining: the layer (0 = embeddings)')
+  p.add_argument('--k', type=int, default=4, help='mining: margin neighbourhood')
+  p.add_argument('--mode', default='intersection',
+                 choices=['forward', 'backward', 'intersection', 'union'], help='mining')
+  p.add_argument('--threshold', type=float, default=None, help='mining: margin threshold')
+  p.add_argument('--epochs', type=int, default=4, help='transfer: fine-tuning epochs')
+  p.add_argument('--pooling', choices=['mean', 'cls'], default='mean')
+  p.add_argument('--freeze-encoder', action='store_true', help='transfer: train the head only')
+  p.add_argument('--min-per-class', type=int, default=40, help='transfer: English examples')
   args = p.parse_args(argv)
-  from amber_jax import evaluate, paths, runs  # pylint: disable=import-outside-toplevel
-  from amber_jax.ingest import django_po  # pylint: disable=import-outside-toplevel
-  corpus = pathlib.Path(args.corpus) if args.corpus else paths.corpus_dir('django')
-  pairs = django_po.read_pairs(corpus, args.split)
+  # pylint: disable=import-outside-toplevel
+  from amber_jax import evaluate, mining, plots, runs, transfer
+  if args.kind == 'transfer':
+    params, cfg, tok, _ = evaluate.load_encoder(args.model)
+    train, test, classes = transfer.split_examples(transfer.django_app_examples(),
+                                                   min_per_class=args.min_per_class)
+    if args.languages:
+      test = {k: v for k, v in test.items() if k in ['en'] + args.languages.split(',')}
+    print(f'classes {classes}; {len(train)} English training sentences; {len(test)} test '
+          'languages')
+    result = transfer.sentence_transfer(params, cfg, tok, train, test, classes, print_fn=print,
+                                        epochs=args.epochs, pooling=args.pooling,
+                                        freeze_encoder=args.freeze_encoder)
+    print(transfer.format_transfer_table(result))
+    return
+  pairs = _eval_pairs(args)
   embed = runs.embedder_for(args.model)
-  result = evaluate.retrieval(embed, pairs, layer=args.layer)
-  for lang, (fwd, bwd) in sorted(result.items()):
-    print(f'{lang:10s} en->xx {fwd:.3f}  xx->en {bwd:.3f}  (n={len(pairs[lang])})')
-  fwd, bwd = evaluate.mean_accuracy(result)
-  print(f'{"mean":10s} en->xx {fwd:.3f}  xx->en {bwd:.3f}  ({len(result)} languages)')
+  if args.kind == 'retrieval':
+    by_layer = evaluate.retrieval_by_layer(embed, pairs)
+    names = ('src->tgt', 'tgt->src') if args.pairs else ('en->xx', 'xx->en')
+    counts = {k: len(evaluate.unique_pairs(v)) for k, v in pairs.items()}
+    print(evaluate.format_layer_table(by_layer, counts, names))
+    if args.plot:
+      print(f'Wrote {plots.retrieval_by_layer(by_layer, args.plot, names=names)}')
+  else:
+    print(mining.format_mining_table(mining.evaluate_mining(
+        embed, pairs, layer=args.layer, k=args.k, mode=args.mode, threshold=args.threshold)))
+
+
+def cmd_align(argv):
+  p = argparse.ArgumentParser(prog='amber-jax align')
+  p.add_argument('model', help='a training run folder or an exported HF folder')
+  p.add_argument('--pairs', required=True, help='`src words<TAB>tgt words` (or `src ||| tgt`) '
+                 'lines, pre-tokenised')
+  p.add_argument('--method', choices=['attention', 'similarity'], default='attention')
+  p.add_argument('--rule', choices=['argmax', 'product'], default='argmax',
+                 help='attention: how the two passes combine')
+  p.add_argument('--threshold', type=float, default=None,
+                 help='product threshold (0.1) or similarity softmax threshold (1e-3)')
+  p.add_argument('--layer', type=int, default=None, help='similarity: layer (default 2/3 deep)')
+  p.add_argument('--out', default='', help='Pharaoh output file (default: stdout)')
+  p.add_argument('--gold', default='', help='gold Pharaoh file (`i-j` sure, `i?j` possible)')
+  p.add_argument('--possible', default='', help='a separate file of possible links')
+  p.add_argument('--heatmap', default='', help='PNG of the matrices of pair --index')
+  p.add_argument('--index', type=int, default=0)
+  args = p.parse_args(argv)
+  from amber_jax import align, evaluate, plots  # pylint: disable=import-outside-toplevel
+  params, cfg, tok, config = evaluate.load_encoder(args.model)
+  wa_mask = config.objectives.wa_mask if config is not None else 'paper'
+  aligner = align.Aligner(params, cfg, tok, wa_mask=wa_mask, layer=args.layer)
+  pairs = align.read_word_pairs(args.pairs)
+  links = aligner.align(pairs, args.method, rule=args.rule, threshold=args.threshold)
+  text = '\n'.join(align.to_pharaoh(l) for l in links) + '\n'
+  if args.out:
+    pathlib.Path(args.out).write_text(text, encoding='utf-8')
+    print(f'Wrote {len(links)} alignments to {args.out}')
+  else:
+    print(text, end='')
+  if args.gold:
+    gold = align.read_gold(args.gold, args.possible or None)
+    print(f'AER {align.aer(links, gold):.4f} ({args.method}, {len(links)} pairs)')
+  if args.heatmap:
+    m = aligner.matrices(*pairs[args.index])
+    out = plots.alignment_heatmap({k: m[k] for k in ('attention', 'similarity')},
+                                  m['src_pieces'], m['tgt_pieces'], args.heatmap,
+                                  title=f'pair {args.index}')
+    print(f'Wrote {out}')
 
 
 def cmd_import(argv):
@@ -158,7 +246,7 @@ def cmd_demo(argv):
 
 
 COMMANDS = {'train': cmd_train, 'data': cmd_data, 'vocab': cmd_vocab, 'export': cmd_export,
-            'eval': cmd_eval, 'demo': cmd_demo, 'import': cmd_import}
+            'eval': cmd_eval, 'demo': cmd_demo, 'import': cmd_import, 'align': cmd_align}
 
 
 def main(argv=None):

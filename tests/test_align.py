@@ -163,3 +163,24 @@ def test_read_word_pairs_both_formats(tmp_path):
   (tmp_path / 'p').write_text('the cat\tdie Katze\na dog ||| ein Hund\n')
   assert align.read_word_pairs(tmp_path / 'p') == [(['the', 'cat'], ['die', 'Katze']),
                                                    (['a', 'dog'], ['ein', 'Hund'])]
+
+
+def test_cli_align_writes_pharaoh_scores_aer_and_draws(tmp_path, capsys):
+  """`amber-jax align` end to end on a transformers folder of a tiny random encoder."""
+  from amber_jax import cli, hf, vocab
+  sp_path = tmp_path / 'sp.model'
+  sp_path.write_bytes(tiny_sp().serialized_model_proto())
+  params = nn.meta.unbox(init_params(TINY, jax.random.key(1)))
+  folder = hf.export(params, TINY, tmp_path / 'hf', head='base',
+                     tokenizer_fn=lambda d: vocab.export_hf_tokenizer(sp_path, d,
+                                                                      model_max_length=64))
+  (tmp_path / 'pairs').write_text('the cat sat\tdie Katze sitzt\na red house\tein rot Haus\n')
+  (tmp_path / 'gold').write_text('0-0 1-1 2-2\n0-0 1-1 2-2\n')
+  cli.main(['align', str(folder), '--pairs', str(tmp_path / 'pairs'), '--method', 'similarity',
+            '--threshold', '0', '--gold', str(tmp_path / 'gold'),
+            '--heatmap', str(tmp_path / 'map.png')])
+  lines = capsys.readouterr().out.splitlines()
+  every = ' '.join(f'{i}-{j}' for i in range(3) for j in range(3))
+  assert lines[:2] == [every, every]            # threshold 0 links every word pair
+  assert lines[2] == 'AER 0.5000 (similarity, 2 pairs)'  # 1 - (3 + 3) / (9 + 3) per pair
+  assert (tmp_path / 'map.png').stat().st_size > 5_000

@@ -76,17 +76,46 @@ def test_periodic_eval_returns_the_three_figures(tiny_params, django_vocab, djan
   assert out['retrieval_mean'] == pytest.approx((out['retrieval_fwd'] + out['retrieval_bwd']) / 2)
 
 
-def test_hf_export_gives_the_same_embeddings_as_our_params(tiny_params, django_vocab, tmp_path):
-  import sentencepiece as spm
+@pytest.fixture(scope='module')
+def hf_dir(tiny_params, django_vocab, tmp_path_factory):
+  """Our tiny random encoder exported as a transformers folder (BertModel + fast tokenizer)."""
   from amber_jax import hf, vocab
-  out = hf.export(tiny_params, TINY, tmp_path / 'hf', head='base',
-                  tokenizer_fn=lambda d: vocab.export_hf_tokenizer(django_vocab, d,
-                                                                   model_max_length=64))
-  sentences = ['Enter a valid email address.', 'Geben Sie eine gültige E-Mail-Adresse ein.']
+  return hf.export(tiny_params, TINY, tmp_path_factory.mktemp('hf') / 'tiny', head='base',
+                   tokenizer_fn=lambda d: vocab.export_hf_tokenizer(django_vocab, d,
+                                                                    model_max_length=64))
+
+
+SENTENCES = ['Enter a valid email address.', 'Geben Sie eine gültige E-Mail-Adresse ein.']
+
+
+def test_hf_export_gives_the_same_embeddings_as_our_params(tiny_params, django_vocab, hf_dir):
+  import sentencepiece as spm
   ours = evaluate.jax_embedder(tiny_params, TINY, spm.SentencePieceProcessor(
-      model_file=str(django_vocab)))(sentences)                       # [3, 2, 32]
-  torch_side = evaluate.hf_embedder(str(out))(sentences)
-  np.testing.assert_allclose(ours, torch_side, atol=2e-5)
-  params, cfg, tok, _ = evaluate.load_encoder(out)                    # HF folder -> our encoder
-  imported = evaluate.jax_embedder(params, cfg, tok)(sentences)
-  np.testing.assert_allclose(ours, imported, atol=2e-5)
+      model_file=str(django_vocab)))(SENTENCES)                       # [3, 2, 32]
+  np.testing.assert_allclose(ours, evaluate.hf_embedder(str(hf_dir))(SENTENCES), atol=2e-5)
+  params, cfg, tok, config = evaluate.load_encoder(hf_dir)            # HF folder -> our encoder
+  assert config is None
+  np.testing.assert_allclose(ours, evaluate.jax_embedder(params, cfg, tok)(SENTENCES), atol=2e-5)
+
+
+def test_cli_eval_retrieval_and_mining_on_a_tsv(hf_dir, tmp_path, capsys):
+  from amber_jax import cli
+  tsv = tmp_path / 'pairs.tsv'
+  rows = [('de', 'Enter a number.', 'Bitte eine Zahl eingeben.'),
+          ('de', 'Past 7 days', 'Letzte 7 Tage'),
+          ('de', 'Log in again', 'Erneut anmelden'),
+          ('de', 'Reset my password', 'Mein Passwort zurücksetzen'),
+          ('fr', 'Enter a number.', 'Saisissez un nombre.'),
+          ('fr', 'Log in again', 'Connectez-vous à nouveau')]
+  tsv.write_text(''.join('\t'.join(r) + '\n' for r in rows), encoding='utf-8')
+  cli.main(['eval', 'retrieval', str(hf_dir), '--pairs', str(tsv), '--plot',
+            str(tmp_path / 'layers.png')])
+  out = capsys.readouterr().out
+  assert 'src->tgt/tgt->src by layer' in out and 'best layer:' in out
+  assert [line.split()[:2] for line in out.splitlines() if line.startswith(('de ', 'fr '))] == \
+      [['de', '4'], ['fr', '2']]
+  assert (tmp_path / 'layers.png').stat().st_size > 5_000
+  cli.main(['eval', 'mining', str(hf_dir), '--pairs', str(tsv), '--k', '2'])
+  out = capsys.readouterr().out
+  assert out.splitlines()[0].split()[:4] == ['lang', 'src', 'tgt', 'gold']
+  assert out.splitlines()[-1].startswith('mean')
