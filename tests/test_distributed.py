@@ -1,0 +1,322 @@
+"""Multi-host start-up: the cluster chosen from the environment, meshes across hosts (fake
+devices), and a real two-process run on localhost that trains, checkpoints and resumes."""
+
+import dataclasses
+import json
+import os
+import pathlib
+import socket
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+from amber_jax import distributed
+
+TESTS = pathlib.Path(__file__).parent
+
+
+# --- expand_nodelist ------------------------------------------------------------------------
+
+@pytest.mark.parametrize('nodelist, hosts', [
+    ('node01', ['node01']),
+    ('node[01-03,07]', ['node01', 'node02', 'node03', 'node07']),
+    ('a1,b[8-10]', ['a1', 'b8', 'b9', 'b10']),
+    ('gpu[08-10]', ['gpu08', 'gpu09', 'gpu10']),
+    ('rack[1-2]-n[1,3]', ['rack1-n1', 'rack1-n3', 'rack2-n1', 'rack2-n3']),
+    ('x-[1-2],y', ['x-1', 'x-2', 'y']),
+])
+def test_expand_nodelist_matches_scontrol(nodelist, hosts):
+  assert distributed.expand_nodelist(nodelist) == hosts
+
+
+@pytest.mark.parametrize('nodelist', ['node[01-03', 'node[3-1]', 'node[a-b]', ''])
+def test_expand_nodelist_rejects_malformed_lists(nodelist):
+  with pytest.raises(ValueError, match='node list'):
+    distributed.expand_nodelist(nodelist)
+
+
+# --- resolve_cluster ------------------------------------------------------------------------
+
+def test_no_cluster_environment_means_single_process():
+  assert distributed.resolve_cluster({'HOME': '/root'}) is None
+
+
+def test_amber_variables_give_coordinator_count_and_id():
+  env = {'AMBER_COORDINATOR': '10.0.0.2:1234', 'AMBER_NUM_PROCESSES': '4', 'AMBER_PROCESS_ID': '3'}
+  assert distributed.resolve_cluster(env) == dict(
+      source='amber', coordinator='10.0.0.2:1234', num_processes=4, process_id=3)
+
+
+def test_amber_variables_win_over_slurm():
+  env = {'AMBER_COORDINATOR': 'h:1', 'AMBER_NUM_PROCESSES': '2', 'AMBER_PROCESS_ID': '0',
+         'SLURM_JOB_NODELIST': 'n[1-4]', 'SLURM_NTASKS': '4', 'SLURM_PROCID': '2'}
+  assert distributed.resolve_cluster(env)['source'] == 'amber'
+
+
+@pytest.mark.parametrize('env, message', [
+    ({'AMBER_COORDINATOR': 'h:1', 'AMBER_NUM_PROCESSES': '2'}, 'AMBER_PROCESS_ID'),
+    ({'AMBER_COORDINATOR': 'h:1', 'AMBER_NUM_PROCESSES': 'two', 'AMBER_PROCESS_ID': '0'},
+     'must be an integer'),
+    ({'AMBER_COORDINATOR': 'h:1', 'AMBER_NUM_PROCESSES': '2', 'AMBER_PROCESS_ID': '2'},
+     r'not in \[0, 2\)'),
+    ({'AMBER_COORDINATOR': 'h', 'AMBER_NUM_PROCESSES': '2', 'AMBER_PROCESS_ID': '0'},
+     'host:port'),
+])
+def test_incomplete_or_bad_amber_variables_say_what_to_set(env, message):
+  with pytest.raises(ValueError, match=message):
+    distributed.resolve_cluster(env)
+
+
+def test_slurm_coordinator_is_first_node_with_a_port_from_the_job_id():
+  env = {'SLURM_JOB_NODELIST': 'gpu[07-08,11]', 'SLURM_NTASKS': '3', 'SLURM_PROCID': '1',
+         'SLURM_JOB_ID': '4097'}
+  assert distributed.resolve_cluster(env) == dict(
+      source='slurm', coordinator=f'gpu07:{65535 - 4096 + 1 + 1}', num_processes=3, process_id=1)
+
+
+def test_slurm_port_can_be_set():
+  env = {'SLURM_JOB_NODELIST': 'n1,n2', 'SLURM_NTASKS': '2', 'SLURM_PROCID': '0',
+         'AMBER_COORDINATOR_PORT': '5555'}
+  assert distributed.resolve_cluster(env)['coordinator'] == 'n1:5555'
+
+
+def test_slurm_step_nodelist_is_preferred_over_the_job_one():
+  env = {'SLURM_JOB_NODELIST': 'n[1-8]', 'SLURM_STEP_NODELIST': 'n[5-6]', 'SLURM_NTASKS': '2',
+         'SLURM_PROCID': '0', 'AMBER_COORDINATOR_PORT': '1'}
+  assert distributed.resolve_cluster(env)['coordinator'] == 'n5:1'
+
+
+def test_single_task_slurm_job_is_a_single_process():
+  env = {'SLURM_JOB_NODELIST': 'n1', 'SLURM_NTASKS': '1', 'SLURM_PROCID': '0'}
+  assert distributed.resolve_cluster(env) is None
+
+
+def test_slurm_uses_the_given_hostname_expander():
+  env = {'SLURM_JOB_NODELIST': 'whatever', 'SLURM_NTASKS': '2', 'SLURM_PROCID': '0',
+         'AMBER_COORDINATOR_PORT': '9'}
+  got = distributed.resolve_cluster(env, hostnames=lambda s: ['from-scontrol', 'other'])
+  assert got['coordinator'] == 'from-scontrol:9'
+
+
+@pytest.mark.parametrize('env, chips', [({}, 4), ({'TPU_WORKER_HOSTNAMES': 'a,b'}, 0),
+                                        ({'MEGASCALE_COORDINATOR_ADDRESS': 'a'}, 0)])
+def test_tpu_host_leaves_discovery_to_jax(env, chips):
+  assert distributed.resolve_cluster(env, tpu_chips=chips) == {'source': 'tpu'}
+
+
+def test_count_tpu_chips_reads_google_tpu_pci_ids(tmp_path):
+  for name, vendor, device in (('a', '0x1ae0', '0x0063'), ('b', '0x1ae0', '0x0063'),
+                               ('nic', '0x1ae0', '0x0042'), ('gpu', '0x10de', '0x2330')):
+    d = tmp_path / 'bus/pci/devices' / name
+    d.mkdir(parents=True)
+    (d / 'vendor').write_text(vendor + '\n')
+    (d / 'device').write_text(device + '\n')
+  assert distributed.count_tpu_chips(str(tmp_path)) == 2
+
+
+def test_initialize_is_a_no_op_for_a_single_process(monkeypatch):
+  for k in list(os.environ):
+    if k.startswith(('AMBER_', 'SLURM_', 'TPU_', 'MEGASCALE_')):
+      monkeypatch.delenv(k)
+  monkeypatch.setattr(distributed, 'count_tpu_chips', lambda: 0)
+  assert distributed.initialize() is None
+
+
+def test_initialize_wants_all_three_arguments():
+  with pytest.raises(ValueError, match='together'):
+    distributed.initialize(coordinator='h:1', num_processes=2)
+
+
+# --- meshes across hosts (fake devices) -----------------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class FakeDevice:
+  id: int
+  process_index: int
+  platform: str = 'gpu'
+  device_kind: str = 'fake'
+  slice_index: int | None = None
+
+
+def gpus(nodes, per_node):
+  # Interleave the ids so that a layout by id alone would mix nodes.
+  return [FakeDevice(id=g * nodes + n, process_index=n) for n in range(nodes)
+          for g in range(per_node)]
+
+
+@pytest.mark.parametrize('tensor, fsdp', [(8, 1), (4, 2), (2, -1), (1, 4)])
+def test_gpu_mesh_keeps_each_tensor_group_inside_a_node(tensor, fsdp):
+  arr = distributed.gpu_device_array(4, 8, tensor=tensor, fsdp=fsdp, devices=gpus(4, 8))
+  assert arr.shape[2] == tensor and arr.size == 32
+  assert sorted(d.id for d in arr.flat) == list(range(32))
+  for group in arr.reshape(-1, tensor):
+    assert len({d.process_index for d in group}) == 1
+
+
+def test_gpu_mesh_puts_data_across_nodes():
+  arr = distributed.gpu_device_array(4, 8, tensor=8, devices=gpus(4, 8))
+  assert arr.shape == (4, 1, 8)
+  assert [arr[i, 0, 0].process_index for i in range(4)] == [0, 1, 2, 3]
+
+
+@pytest.mark.parametrize('kwargs, message', [
+    (dict(num_nodes=2, gpus_per_node=8, tensor=3), 'must divide gpus_per_node'),
+    (dict(num_nodes=3, gpus_per_node=8, tensor=8), 'but there are 16'),
+    (dict(num_nodes=4, gpus_per_node=4, tensor=4), 'one process per node'),
+])
+def test_gpu_mesh_errors_name_the_problem(kwargs, message):
+  with pytest.raises(ValueError, match=message):
+    distributed.gpu_device_array(devices=gpus(2, 8), **kwargs)
+
+
+
+def test_hybrid_mesh_multiplies_ici_and_dcn_sizes():
+  arr = distributed.hybrid_device_array({'fsdp': 8}, {'data': 2}, gpus(2, 8))
+  assert arr.shape == (2, 8, 1)
+  assert [{d.process_index for d in arr[i].flat} for i in range(2)] == [{0}, {1}]
+
+
+def test_hybrid_mesh_keeps_tensor_inside_a_granule():
+  arr = distributed.hybrid_device_array({'fsdp': 2, 'tensor': 4}, {'fsdp': 2}, gpus(2, 8))
+  assert arr.shape == (1, 4, 4)
+  for group in arr.reshape(-1, 4):
+    assert len({d.process_index for d in group}) == 1
+
+
+@pytest.mark.parametrize('ici, dcn, message', [
+    ({'fsdp': 8}, {'tensor': 2}, 'tensor parallelism across slices'),
+    ({'fsdp': 8}, {'data': 3}, 'covers 24 devices but there are 16'),
+    ({'fsdp': 4}, {'data': 4}, 'wants 4 groups of 4 devices'),
+    ({'pipeline': 8}, {'data': 2}, 'unknown mesh axes'),
+    ({'fsdp': 0}, {'data': 2}, 'positive'),
+])
+def test_hybrid_mesh_errors_name_the_problem(ici, dcn, message):
+  with pytest.raises(ValueError, match=message):
+    distributed.hybrid_device_array(ici, dcn, gpus(2, 8))
+
+
+@pytest.mark.parametrize('shape, ici, dcn', [
+    ({'data': -1, 'fsdp': 16}, {'data': 1, 'fsdp': 16, 'tensor': 1},
+     {'data': 4, 'fsdp': 1, 'tensor': 1}),
+    ({'data': 4, 'fsdp': -1, 'tensor': 4}, {'data': 1, 'fsdp': 4, 'tensor': 4},
+     {'data': 4, 'fsdp': 1, 'tensor': 1}),
+    ({'data': 2, 'fsdp': -1, 'tensor': 4}, {'data': 2, 'fsdp': 2, 'tensor': 4},
+     {'data': 1, 'fsdp': 4, 'tensor': 1}),
+])
+def test_multislice_shapes_put_slices_on_data_then_fsdp(shape, ici, dcn):
+  slices = 64 // 16
+  assert distributed.multislice_shapes(shape, slices, 16) == (ici, dcn)
+
+
+def test_multislice_shapes_refuse_slices_that_divide_no_axis():
+  with pytest.raises(ValueError, match='neither data'):
+    distributed.multislice_shapes({'data': 1, 'fsdp': 2, 'tensor': -1}, 4, 4)
+
+
+def test_hybrid_mesh_on_one_cpu_device_builds_a_real_mesh():
+  import jax  # pylint: disable=import-outside-toplevel
+  mesh = distributed.hybrid_mesh({}, {}, devices=jax.devices()[:1])
+  assert dict(mesh.shape) == {'data': 1, 'fsdp': 1, 'tensor': 1}
+
+
+# --- two real processes on localhost --------------------------------------------------------
+
+WORKER = textwrap.dedent("""
+    import json, sys
+    sys.path.insert(0, {tests!r})
+    from amber_jax import distributed
+    cluster = distributed.initialize()          # reads AMBER_* from the environment
+    import jax, numpy as np
+    from jax.experimental import multihost_utils
+    # Runs with equal configs compile once (the second finds the first's executable on disk).
+    jax.config.update('jax_compilation_cache_dir', {workdir!r} + '/xla_cache')
+    jax.config.update('jax_persistent_cache_min_compile_time_secs', 0)
+    import synthetic, test_train
+    from amber_jax import train
+
+    pid, n = jax.process_index(), jax.process_count()
+    assert cluster['source'] == 'amber' and n == 2 and len(jax.local_devices()) == 2, cluster
+    glob = synthetic.batches(0, vocab=64, mono_rows=4, mono_length=16, pairs=4, sentence_length=12)
+
+    def mine(start):                             # this process's rows of each global batch
+      for batch in glob(start):
+        yield {{k: v[pid * len(v) // n:(pid + 1) * len(v) // n] for k, v in batch.items()}}
+
+    out = {{}}
+    for name, steps in {runs}:
+      cfg = test_train.small_config({workdir!r} + '/' + name, steps=steps)
+      with cfg.unlocked():
+        cfg.mesh.update(data=2, fsdp=2, tensor=1)
+        cfg.model.num_layers = 1
+      lines = []
+      state, history = train.train(cfg, batches=mine, print_fn=lines.append)
+      params = multihost_utils.process_allgather(state["params"], tiled=True)
+      out[name] = dict(losses=[h['loss'] for h in history], lines=lines,
+                       params=[np.asarray(p).ravel().tolist() for p in jax.tree_util.tree_leaves(params)])
+    print('RESULT' + json.dumps(out))
+""")
+
+
+def _free_port():
+  with socket.socket() as s:
+    s.bind(('127.0.0.1', 0))
+    return s.getsockname()[1]
+
+
+def run_two_processes(workdir, runs):
+  """Starts two processes of WORKER on localhost; returns each one's RESULT dict."""
+  code = WORKER.format(tests=str(TESTS), workdir=str(workdir), runs=runs)
+  port = _free_port()
+  procs, logs = [], []
+  for pid in range(2):
+    env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=2',
+               JAX_PLATFORMS='cpu', AMBER_COORDINATOR=f'127.0.0.1:{port}',
+               AMBER_NUM_PROCESSES='2', AMBER_PROCESS_ID=str(pid))
+    # Files, not pipes: a process blocked on a full pipe would stall the other's collectives.
+    logs.append(open(workdir / f'process{pid}-{port}.log', 'w+', encoding='utf-8'))
+    procs.append(subprocess.Popen([sys.executable, '-c', code], env=env, text=True,
+                                  stdout=logs[-1], stderr=subprocess.STDOUT))
+  results = []
+  try:
+    for p, log in zip(procs, logs):
+      p.wait(timeout=300)
+      log.seek(0)
+      text = log.read()
+      assert p.returncode == 0, text[-4000:]
+      results.append(json.loads([l for l in text.splitlines() if l.startswith('RESULT')][0][6:]))
+  finally:
+    for p, log in zip(procs, logs):
+      if p.poll() is None:
+        p.kill()
+      log.close()
+  return results
+
+
+@pytest.fixture(scope='module')
+def two_process_runs(tmp_path_factory):
+  workdir = tmp_path_factory.mktemp('multihost')
+  first = run_two_processes(workdir, [('part', 2)])
+  # A new invocation resumes 'part' at step 2, then runs 4 steps uninterrupted from scratch.
+  second = run_two_processes(workdir, [('part', 4), ('full', 4)])
+  return first, second
+
+
+@pytest.mark.slow
+def test_two_processes_report_identical_losses(two_process_runs):
+  first, second = two_process_runs
+  assert first[0]['part']['losses'] == first[1]['part']['losses']
+  assert second[0]['full']['losses'] == second[1]['full']['losses']
+  assert len(second[0]['full']['losses']) == 3   # steps 1, 2 and 4 (log_every=2)
+
+
+@pytest.mark.slow
+def test_two_processes_resume_to_the_uninterrupted_parameters(two_process_runs):
+  first, second = two_process_runs
+  assert any('Resumed from step 2' in line for line in second[0]['part']['lines'])
+  assert first[0]['part']['losses'] == second[0]['full']['losses'][:2]
+  assert second[0]['part']['losses'][-1] == second[0]['full']['losses'][-1]
+  for full, resumed in zip(second[0]['full']['params'], second[0]['part']['params']):
+    np.testing.assert_array_equal(np.asarray(resumed), np.asarray(full))
