@@ -4,6 +4,7 @@
   amber-jax data build django [--out DIR]         the Django catalog corpus (DATA.md §1)
   amber-jax vocab train [--size N] [--out PATH]   SentencePiece with BERT specials
   amber-jax train --config=configs/tiny.py [--config.train.steps=N ...]
+  amber-jax compile --config=configs/base.py --topology=cpu:8 [--config.mesh.fsdp=8 ...] [--json]
   amber-jax export WORKDIR OUT_DIR [--head mlm|base] [--dtype float32|bfloat16]
   amber-jax eval retrieval|mining|transfer WORKDIR_OR_HF_DIR [--pairs FILE.tsv] [--plot PNG]
   amber-jax align WORKDIR_OR_HF_DIR --pairs FILE [--method attention|similarity] [--gold FILE]
@@ -60,14 +61,37 @@ def _find_config_file(arg: str) -> str:
 
 
 def cmd_train(argv):
-  from amber_jax import train  # pylint: disable=import-outside-toplevel
+  from amber_jax import distributed, train  # pylint: disable=import-outside-toplevel
   config, rest = load_config(argv)
   if rest:
     raise SystemExit(f'amber-jax train: unexpected arguments {rest}')
+  distributed.initialize()  # joins the other hosts (AMBER_*, SLURM, TPU VM); no-op alone
   train.resolve(config)
   _state, history = train.train(config)
   if history:
     print(json.dumps(history[-1]))
+
+
+def cmd_compile(argv):
+  """AOT-compiles the train step for a topology; prints per-device memory and FLOPs."""
+  p = argparse.ArgumentParser(prog='amber-jax compile', allow_abbrev=False)
+  p.add_argument('--topology', default='cpu:8',
+                 help="'cpu:N' (N host devices) or 'tpu:NAME' (e.g. tpu:v5e:2x2; needs libtpu)")
+  p.add_argument('--json', action='store_true', help='print the report as one JSON line')
+  args, rest = p.parse_known_args(argv)
+  config, rest = load_config(rest, default='configs/base.py')
+  if rest:
+    raise SystemExit(f'amber-jax compile: unexpected arguments {rest}')
+  from amber_jax import aot  # pylint: disable=import-outside-toplevel
+  try:
+    platform, count = aot.parse_topology(args.topology)
+    if platform == 'cpu':
+      aot.use_cpu_devices(count)  # before anything touches a device
+    devices = aot.topology_devices(args.topology)
+  except (ValueError, RuntimeError) as e:
+    raise SystemExit(f'amber-jax compile: {e}') from None
+  report, _ = aot.compile_train_step(config, aot.target_mesh(config, devices), args.topology)
+  print(json.dumps(report.to_dict()) if args.json else '\n'.join(report.lines()))
 
 
 def cmd_data(argv):
@@ -245,8 +269,9 @@ def cmd_demo(argv):
   demo.run(config, hf_out=args.out or 'amber-demo-hf')
 
 
-COMMANDS = {'train': cmd_train, 'data': cmd_data, 'vocab': cmd_vocab, 'export': cmd_export,
-            'eval': cmd_eval, 'demo': cmd_demo, 'import': cmd_import, 'align': cmd_align}
+COMMANDS = {'train': cmd_train, 'compile': cmd_compile, 'data': cmd_data, 'vocab': cmd_vocab,
+            'export': cmd_export, 'eval': cmd_eval, 'demo': cmd_demo, 'import': cmd_import,
+            'align': cmd_align}
 
 
 def main(argv=None):
