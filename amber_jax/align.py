@@ -225,12 +225,15 @@ class Aligner:
 
   def pieces(self, words: Sequence[str]) -> tuple[list[int], list[str], list[int]]:
     """(ids, pieces, word index of each piece) of a word list, truncated to max_pieces."""
-    ids = self.sp.encode([' '.join(words)])[0][:self.max_pieces]
+    full = self.sp.encode([' '.join(words)])[0]
+    ids = full[:self.max_pieces]
     pieces = [self.sp.id_to_piece(i) for i in ids]
     index = word_index(pieces)
-    if ids and index[-1] >= len(words):
-      raise ValueError(f'{len(words)} words gave {index[-1] + 1} word starts (pieces {pieces}); '
-                       'words must not contain spaces.')
+    starts = index[-1] + 1 if ids else 0
+    if starts > len(words) or (len(full) == len(ids) and starts != len(words)):
+      raise ValueError(f'{len(words)} words gave {starts} word starts (pieces {pieces}): every '
+                       "word must begin a piece with '▁'; pass whitespace-split words without "
+                       'empty or invisible ones.')
     return ids, pieces, index
 
   def attention(self, src_ids: Sequence[Sequence[int]], tgt_ids: Sequence[Sequence[int]]

@@ -184,3 +184,8 @@ def test_cli_align_writes_pharaoh_scores_aer_and_draws(tmp_path, capsys):
   assert lines[:2] == [every, every]            # threshold 0 links every word pair
   assert lines[2] == 'AER 0.5000 (similarity, 2 pairs)'  # 1 - (3 + 3) / (9 + 3) per pair
   assert (tmp_path / 'map.png').stat().st_size > 5_000
+
+
+def test_pieces_reject_words_the_tokenizer_cannot_start(aligner):
+  with pytest.raises(ValueError, match='word starts'):
+    aligner.pieces(['the', '\u200b', 'cat'])  # a zero-width word vanishes in normalisation
