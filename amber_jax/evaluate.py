@@ -76,10 +76,17 @@ def jax_embedder(params, cfg: EncoderConfig, sp, *, max_length: int = 128,
 def hf_embedder(hf_dir: str, *, max_length: int = 128, batch_size: int = 64) -> Embedder:
   """The same from an exported HF folder: transformers' tokenizer and BertModel, in PyTorch."""
   import torch  # pylint: disable=import-outside-toplevel
-  from transformers import AutoModel, AutoTokenizer  # pylint: disable=import-outside-toplevel
+  # pylint: disable-next=import-outside-toplevel
+  from transformers import AutoConfig, AutoModel, AutoModelForMaskedLM, AutoTokenizer
 
   tok = AutoTokenizer.from_pretrained(hf_dir)
-  model = AutoModel.from_pretrained(hf_dir).eval()
+  config = AutoConfig.from_pretrained(hf_dir)
+  # Our exports carry no pooler (pooled states are means here): don't build a random one.
+  if any(a.endswith('ForMaskedLM') for a in config.architectures or ()):
+    model = AutoModelForMaskedLM.from_pretrained(hf_dir).base_model.eval()  # the head is unused
+  else:
+    extra = {'add_pooling_layer': False} if config.model_type == 'bert' else {}
+    model = AutoModel.from_pretrained(hf_dir, **extra).eval()
 
   def embed(sentences):
     chunks = []

@@ -265,6 +265,8 @@ def synthetic_batches(config, start_step: int = 0) -> Iterator[dict]:
 
 def _synthetic_array(name, shape, dtype, rng, vocab_size):
   from amber_jax.model import CLS_ID, NUM_SPECIALS, SEP_ID  # pylint: disable=import-outside-toplevel
+  if name == 'mono_segments':
+    return np.zeros(shape, dtype)
   if name.endswith('segments'):
     half = shape[1] // 2
     return np.concatenate([np.zeros((shape[0], half)), np.ones((shape[0], shape[1] - half))],
