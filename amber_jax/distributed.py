@@ -134,7 +134,8 @@ def resolve_cluster(env: Mapping[str, str], *, tpu_chips: int = 0,
   Returns:
     None for a single process; else a dict with 'source' ('amber', 'slurm' or 'tpu') and, except
     for 'tpu' (where JAX asks the TPU metadata), 'coordinator' ('host:port'), 'num_processes'
-    and 'process_id'.
+    and 'process_id'; with several SLURM tasks per node also 'local_device_ids' (the task's
+    SLURM_LOCALID).
   """
   amber = [k for k in ('AMBER_COORDINATOR', 'AMBER_NUM_PROCESSES', 'AMBER_PROCESS_ID') if k in env]
   if amber:
@@ -155,8 +156,12 @@ def resolve_cluster(env: Mapping[str, str], *, tpu_chips: int = 0,
       port = _int(env, 'AMBER_COORDINATOR_PORT')
     else:
       port = _SLURM_PORT_BASE + (int(env.get('SLURM_JOB_ID', '0') or 0) % 2**12)
-    return _checked(dict(source='slurm', coordinator=f'{first}:{port}', num_processes=num,
-                         process_id=_int(env, 'SLURM_PROCID')))
+    cluster = _checked(dict(source='slurm', coordinator=f'{first}:{port}', num_processes=num,
+                            process_id=_int(env, 'SLURM_PROCID')))
+    if cluster and int(env.get('SLURM_NTASKS_PER_NODE', '1') or 1) > 1:
+      # One process per GPU (srun --ntasks-per-node=G): each takes the GPU of its local rank.
+      cluster['local_device_ids'] = [_int(env, 'SLURM_LOCALID')]
+    return cluster
   if tpu_chips > 0 or any(k in env for k in _TPU_ENV):
     return dict(source='tpu')
   return None
@@ -223,7 +228,8 @@ def initialize(coordinator: str | None = None, num_processes: int | None = None,
                  cluster['process_id'], cluster['coordinator'], cluster['source'])
     jax.distributed.initialize(coordinator_address=cluster['coordinator'],
                                num_processes=cluster['num_processes'],
-                               process_id=cluster['process_id'])
+                               process_id=cluster['process_id'],
+                               local_device_ids=cluster.get('local_device_ids'))
   return cluster
 
 
