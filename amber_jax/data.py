@@ -54,7 +54,7 @@ def batch_spec(data_cfg) -> dict[str, tuple[tuple[int, int], np.dtype]]:
 
 
 def make_train_iterator(data_cfg, *, seed: int, start_step: int = 0, shard_index: int = 0,
-                        num_shards: int = 1) -> 'TrainIterator':
+                        num_shards: int = 1) -> TrainIterator:
   """An endless, deterministic iterator of training batches (see the module docstring).
 
   Args:
@@ -113,12 +113,12 @@ class TrainIterator:
   because their English sentence was already in the batch; one pair can count more than once).
   """
 
-  def __init__(self, mono: Iterator[dict] | None, parallel: 'UniqueSourceBatcher | None'):
+  def __init__(self, mono: Iterator[tuple] | None, parallel: UniqueSourceBatcher | None):
     self._mono, self._parallel = mono, parallel
     self.stats = dict.fromkeys(('steps', 'mono_rows', 'mono_truncated', 'pairs', 'src_truncated',
                                 'tgt_truncated', 'deferred'), 0)
 
-  def __iter__(self) -> 'TrainIterator':
+  def __iter__(self) -> TrainIterator:
     return self
 
   def __next__(self) -> dict[str, np.ndarray]:

@@ -262,14 +262,12 @@ def test_mixture_sampling_follows_the_rates(cfg):
     assert seen[lang] / n == pytest.approx(rate, abs=0.03), (lang, seen)
 
 
-@pytest.mark.parametrize('bad, problem', [('no tab here', '0 tabs'),
-                                          ('the cat\t ', 'an empty translation')])
-def test_a_bad_parallel_line_fails_with_its_file_and_line(tmp_path, vocab_path, bad, problem):
+@pytest.mark.parametrize('bad', ['no tab here', 'the cat\t ', '\tder Hund', 'a\tb\tc'])
+def test_a_bad_parallel_line_fails_with_its_file_and_line(tmp_path, vocab_path, bad):
   corpus = write_corpus(tmp_path, pairs={'de': 4}, mono={'en': 5}, bad_lines=[bad])
   it = data.make_train_iterator(make_cfg(corpus, vocab_path, task_prefix='bad',
                                          parallel_batch_size=2), seed=0)
-  with pytest.raises(tf.errors.InvalidArgumentError,
-                     match=rf'en-de/train\.tsv:3: .*found {problem}'):
+  with pytest.raises(tf.errors.InvalidArgumentError, match=r'en-de/train\.tsv:3 \(expected'):
     for _ in range(4):
       next(it)
 
@@ -283,3 +281,17 @@ def test_data_and_batch_spec_import_without_tensorflow():
   out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, check=True,
                        env={**os.environ, 'JAX_PLATFORMS': 'cpu'})
   assert "('pair_ids', (3, 10))" in out.stdout and "('mono_ids', (2, 8))" in out.stdout
+
+
+def test_the_built_django_corpus_and_vocabulary_feed_the_pipeline(django_corpus, django_vocab):
+  cfg = make_cfg(django_corpus, str(django_vocab), task_prefix='real', languages=['de', 'ja'],
+                 sentence_length=64)
+  batch = next(data.make_train_iterator(cfg, seed=0))
+  assert {k: v.shape for k, v in batch.items()} == {k: s for k, (s, _) in data.batch_spec(cfg).items()}
+  english = set()
+  for lang in ('de', 'ja'):
+    lines = (django_corpus / 'parallel' / f'en-{lang}' / 'train.tsv').read_text().splitlines()
+    english.update(line.split('\t')[0] for line in lines)
+  sp = spm.SentencePieceProcessor(model_file=str(django_vocab))
+  decoded = [sp.decode(framed(row)) for row in batch['src_ids'] if row[-1] == PAD_ID]
+  assert decoded and all(text in english for text in decoded), decoded
