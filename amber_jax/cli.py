@@ -170,7 +170,8 @@ def cmd_eval(argv):
   p.add_argument('--mode', default='intersection',
                  choices=['forward', 'backward', 'intersection', 'union'], help='mining')
   p.add_argument('--threshold', type=float, default=None, help='mining: margin threshold')
-  p.add_argument('--epochs', type=int, default=4, help='transfer: fine-tuning epochs')
+  p.add_argument('--epochs', type=int, default=10, help='transfer: fine-tuning epochs')
+  p.add_argument('--learning-rate', type=float, default=2e-4, help='transfer: peak AdamW rate')
   p.add_argument('--pooling', choices=['mean', 'cls'], default='mean')
   p.add_argument('--freeze-encoder', action='store_true', help='transfer: train the head only')
   p.add_argument('--min-per-class', type=int, default=40, help='transfer: English examples')
@@ -186,7 +187,8 @@ def cmd_eval(argv):
     print(f'classes {classes}; {len(train)} English training sentences; {len(test)} test '
           'languages')
     result = transfer.sentence_transfer(params, cfg, tok, train, test, classes, print_fn=print,
-                                        epochs=args.epochs, pooling=args.pooling,
+                                        epochs=args.epochs, learning_rate=args.learning_rate,
+                                        pooling=args.pooling,
                                         freeze_encoder=args.freeze_encoder)
     print(transfer.format_transfer_table(result))
     return

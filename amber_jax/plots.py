@@ -27,7 +27,7 @@ def _save(fig, out_png) -> pathlib.Path:
   out.parent.mkdir(parents=True, exist_ok=True)
   with warnings.catch_warnings():  # scripts DejaVu Sans lacks (CJK, ...) draw as boxes
     warnings.filterwarnings('ignore', message='Glyph .* missing')
-    fig.savefig(out, dpi=110, bbox_inches='tight')
+    fig.savefig(out, dpi=110)
   plt.close(fig)
   return out
 
@@ -55,7 +55,7 @@ def alignment_heatmap(matrices: Mapping[str, np.ndarray], src_tokens: Sequence[s
                        f'{len(tgt_tokens)}) = (source tokens, target tokens).')
   n = len(matrices)
   cell = 0.38
-  fig, axes = plt.subplots(1, n, squeeze=False, figsize=(
+  fig, axes = plt.subplots(1, n, squeeze=False, layout='constrained', figsize=(
       max(4.0, n * (len(tgt_tokens) * cell + 2.0)), max(3.0, len(src_tokens) * cell + 1.8)))
   for ax, (name, m) in zip(axes[0], matrices.items()):
     image = ax.imshow(m, cmap='viridis', aspect='equal', vmin=0.0)
@@ -86,7 +86,7 @@ def retrieval_by_layer(accuracy: np.ndarray | Mapping[str, np.ndarray], out_png,
   if accuracy.ndim != 2 or accuracy.shape[1] != 2:
     raise ValueError(f'accuracy has shape {accuracy.shape}; expected [layers + 1, 2].')
   layers = np.arange(len(accuracy))
-  fig, ax = plt.subplots(figsize=(5.5, 3.6))
+  fig, ax = plt.subplots(figsize=(5.5, 3.6), layout='constrained')
   for k, name in enumerate(names):
     ax.plot(layers, accuracy[:, k], marker='o', label=name)
   best = int(np.argmax(accuracy.mean(axis=1)))
@@ -122,7 +122,7 @@ def training_curves(metrics_jsonl_path, out_png) -> pathlib.Path:
   """Losses (left) and non-pad tokens/s (right) against the step, from a run's metrics.jsonl."""
   rows = read_metrics(metrics_jsonl_path)
   steps = np.array([r.get('step', n) for n, r in enumerate(rows)])
-  fig, (ax_loss, ax_speed) = plt.subplots(1, 2, figsize=(10, 3.8))
+  fig, (ax_loss, ax_speed) = plt.subplots(1, 2, figsize=(10, 3.8), layout='constrained')
   plotted = 0
   for key in LOSS_KEYS + tuple(sorted(k for k in rows[0] if k.endswith('_loss')
                                       and k not in LOSS_KEYS)):
