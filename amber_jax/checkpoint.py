@@ -21,7 +21,10 @@ def manager(directory: str | pathlib.Path, *, keep: int, every: int = 1,
   options = ocp.CheckpointManagerOptions(
       max_to_keep=keep, save_interval_steps=every, enable_async_checkpointing=async_save,
       create=True)
-  return ocp.CheckpointManager(path, options=options, item_names=('state', 'meta'))
+  return ocp.CheckpointManager(
+      path, options=options,
+      item_handlers={'state': ocp.StandardCheckpointHandler(),
+                     'meta': ocp.JsonCheckpointHandler()})
 
 
 def save(mgr: ocp.CheckpointManager, step: int, state: Any, meta: dict, *,
@@ -37,18 +40,60 @@ def abstract_like(state: Any, shardings: Any) -> Any:
       lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), state, shardings)
 
 
+class CheckpointMismatchError(ValueError):
+  """The checkpoint's parameters are not the ones the model expects."""
+
+
+def _key_name(k) -> str:
+  for attr in ('key', 'idx', 'name'):  # DictKey, SequenceKey, GetAttrKey
+    if hasattr(k, attr):
+      return str(getattr(k, attr))
+  return str(k)
+
+
+def _paths(tree) -> set[str]:
+  """Leaf paths as 'a/b/0/mu/...' (namedtuples, lists and dicts alike, as orbax stores them)."""
+  leaves = jax.tree_util.tree_leaves_with_path(tree, is_leaf=lambda x: x is None)
+  return {'/'.join(_key_name(k) for k in path) for path, leaf in leaves if leaf is not None}
+
+
+def check_structure(mgr: ocp.CheckpointManager, step: int, abstract_state: Any) -> None:
+  """Raises naming every missing and extra array: no silent partial restore."""
+  metadata = mgr.item_metadata(step)
+  saved = metadata['state'] if 'state' in metadata else metadata
+  saved = getattr(saved, 'tree', saved)
+  have, want = _paths(saved), _paths(abstract_state)
+  if have != want:
+    missing, extra = sorted(want - have), sorted(have - want)
+    raise CheckpointMismatchError(
+        f'Checkpoint step {step} in {mgr.directory} does not match the model: missing '
+        f'{missing[:20]}{" ..." if len(missing) > 20 else ""} ({len(missing)}), extra '
+        f'{extra[:20]}{" ..." if len(extra) > 20 else ""} ({len(extra)}). Use the config the run '
+        'was trained with (its config.json), or import the weights explicitly.')
+
+
 def restore(mgr: ocp.CheckpointManager, step: int, abstract_state: Any) -> tuple[Any, dict]:
   """Restores step `step` onto the shardings carried by `abstract_state`."""
+  check_structure(mgr, step, abstract_state)
   restored = mgr.restore(step, args=ocp.args.Composite(
       state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore()))
   return restored['state'], restored['meta']
 
 
-def restore_latest(mgr: ocp.CheckpointManager, abstract_state: Any):
-  """(state, meta, step) of the latest checkpoint, or None when there is none."""
-  step = mgr.latest_step()
-  if step is None:
-    return None
-  logging.info('Restoring checkpoint at step %d from %s', step, mgr.directory)
-  state, meta = restore(mgr, step, abstract_state)
-  return state, meta, step
+def restore_latest(mgr: ocp.CheckpointManager, abstract_state: Any, print_fn=logging.warning):
+  """(state, meta, step) of the newest readable checkpoint, or None when there is none.
+
+  A checkpoint that cannot be read (partial, corrupt) is reported and the next older one is
+  tried; a structural mismatch (missing/extra parameters) is raised, never skipped.
+  """
+  for step in sorted(mgr.all_steps(read=True), reverse=True):
+    try:
+      state, meta = restore(mgr, step, abstract_state)
+    except CheckpointMismatchError:
+      raise
+    except Exception as e:  # pylint: disable=broad-except  (orbax raises many kinds)
+      print_fn(f'Checkpoint at step {step} in {mgr.directory} is unreadable '
+               f'({type(e).__name__}: {str(e)[:200]}); falling back to an older one.')
+      continue
+    return state, meta, step
+  return None

@@ -12,6 +12,8 @@ import dataclasses
 import json
 import logging
 import pathlib
+import signal
+import threading
 import time
 from typing import Any, Callable, Iterator
 
@@ -24,7 +26,8 @@ import optax
 from amber_jax import checkpoint, objectives, partitioning, paths
 from amber_jax.model import Encoder, EncoderConfig, init_params
 
-State = dict  # {'step': int32 [], 'params': tree, 'opt_state': tree}
+# {'step': int32 [], 'params': tree, 'opt_state': tree, 'nonfinite_streak': int32 []}
+State = dict
 
 
 def resolve(config) -> None:
@@ -84,9 +87,11 @@ def setup(config, mesh=None) -> Setup:
   opt_abs = jax.eval_shape(tx.init, params_abs)
   # Optimizer moments follow their parameter's sharding; scalars (counts) are replicated.
   opt_sh = _opt_state_shardings(opt_abs, params_abs, param_sh, mesh)
-  state_sh = {'step': partitioning.replicated(mesh), 'params': param_sh, 'opt_state': opt_sh}
+  scalar_sh = partitioning.replicated(mesh)
+  state_sh = {'step': scalar_sh, 'params': param_sh, 'opt_state': opt_sh,
+              'nonfinite_streak': scalar_sh}
   state_abs = {'step': jax.ShapeDtypeStruct((), jnp.int32), 'params': params_abs,
-               'opt_state': opt_abs}
+               'opt_state': opt_abs, 'nonfinite_streak': jax.ShapeDtypeStruct((), jnp.int32)}
   return Setup(config, mesh, model, tx, state_sh, checkpoint.abstract_like(state_abs, state_sh))
 
 
@@ -113,7 +118,8 @@ def init_state(s: Setup, seed: int) -> State:
 
   def init():
     params = nn.meta.unbox(init_params(s.model.cfg, jax.random.key(seed)))
-    return {'step': jnp.zeros((), jnp.int32), 'params': params, 'opt_state': s.tx.init(params)}
+    return {'step': jnp.zeros((), jnp.int32), 'params': params, 'opt_state': s.tx.init(params),
+            'nonfinite_streak': jnp.zeros((), jnp.int32)}
 
   with partitioning.activation_rules(s.mesh):
     return jax.jit(init, out_shardings=s.state_shardings)()
@@ -127,11 +133,18 @@ def make_train_step(s: Setup) -> Callable[[State, dict], tuple[State, dict]]:
   def step_fn(state, batch):
     rng = jax.random.fold_in(base_key, state['step'])
     loss_fn = lambda p: objectives.amber_losses(s.model, p, batch, rng, ocfg)
-    (_, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state['params'])
+    (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state['params'])
+    grad_norm = optax.global_norm(grads)
     updates, opt_state = s.tx.update(grads, state['opt_state'], state['params'])
     params = optax.apply_updates(state['params'], updates)
-    metrics['grad_norm'] = optax.global_norm(grads)
-    return {'step': state['step'] + 1, 'params': params, 'opt_state': opt_state}, metrics
+    # A non-finite loss or gradient skips the update (parameters and moments stay) and counts.
+    finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+    keep = lambda new, old: jax.tree_util.tree_map(lambda a, b: jnp.where(finite, a, b), new, old)
+    streak = jnp.where(finite, 0, state['nonfinite_streak'] + 1)
+    metrics.update(grad_norm=grad_norm, nonfinite_streak=streak,
+                   skipped=(~finite).astype(jnp.float32))
+    return {'step': state['step'] + 1, 'params': keep(params, state['params']),
+            'opt_state': keep(opt_state, state['opt_state']), 'nonfinite_streak': streak}, metrics
 
   batch_sh = partitioning.batch_sharding(s.mesh)
   jitted = jax.jit(step_fn, in_shardings=(s.state_shardings, batch_sh),
@@ -180,9 +193,50 @@ def real_batches(config, start_step: int) -> Iterator[dict]:
                                   num_shards=jax.process_count())
 
 
+class NonFiniteLossError(RuntimeError):
+  """Raised after `train.max_nonfinite_steps` non-finite losses in a row."""
+
+
+class _Preemption:
+  """Turns SIGTERM (a preempted TPU VM, `scancel`, Kubernetes) into a flag the loop polls."""
+
+  def __init__(self):
+    self.requested = False
+    self._previous = None
+
+  def __enter__(self):
+    if threading.current_thread() is threading.main_thread():
+      self._previous = signal.signal(signal.SIGTERM, self._handle)
+    return self
+
+  def _handle(self, signum, frame):  # pylint: disable=unused-argument
+    self.requested = True
+
+  def __exit__(self, *exc):
+    if self._previous is not None:
+      signal.signal(signal.SIGTERM, self._previous)
+
+
+def default_eval_fn(config) -> Callable[[Any], dict] | None:
+  """Retrieval on the corpus's validation pairs (config.train.eval_every > 0 and a corpus)."""
+  if not config.train.eval_every:
+    return None
+  import sentencepiece as spm  # pylint: disable=import-outside-toplevel
+  from amber_jax import evaluate  # pylint: disable=import-outside-toplevel
+  from amber_jax.ingest import django_po  # pylint: disable=import-outside-toplevel
+  pairs = django_po.read_pairs(config.data.corpus_dir, 'validation')
+  sp = spm.SentencePieceProcessor(model_file=config.data.vocab_path)
+  mcfg = EncoderConfig.from_config(config.model)
+  return lambda params: evaluate.periodic_eval(params, mcfg, sp, pairs)
+
+
 def train(config, *, batches: Callable[[int], Iterator[dict]] | None = None,
-          mesh=None, print_fn=print) -> tuple[State, list[dict]]:
+          mesh=None, print_fn=print,
+          eval_fn: Callable[[Any], dict] | None = None) -> tuple[State, list[dict]]:
   """Trains until config.train.steps, resuming from the latest checkpoint in config.workdir.
+
+  SIGTERM saves a checkpoint at the current step and returns; `train.max_nonfinite_steps`
+  non-finite losses in a row (their updates are skipped) raise NonFiniteLossError.
 
   Args:
     config: a resolved config (see `resolve`).
@@ -190,6 +244,8 @@ def train(config, *, batches: Callable[[int], Iterator[dict]] | None = None,
       pipeline of config.data.
     mesh: an explicit mesh (default: from config.mesh).
     print_fn: where progress lines go.
+    eval_fn: params -> scalars, run every config.train.eval_every steps (default: retrieval on
+      the corpus's validation pairs when real data is read).
 
   Returns:
     (final state, the logged metrics as a list of dicts).
@@ -199,7 +255,7 @@ def train(config, *, batches: Callable[[int], Iterator[dict]] | None = None,
   s = setup(config, mesh)
   tcfg = config.train
   mgr = checkpoint.manager(workdir, keep=tcfg.keep_checkpoints, every=tcfg.checkpoint_every)
-  restored = checkpoint.restore_latest(mgr, s.abstract_state)
+  restored = checkpoint.restore_latest(mgr, s.abstract_state, print_fn=print_fn)
   if restored is None:
     state, start = init_state(s, config.seed), 0
   else:
@@ -207,34 +263,53 @@ def train(config, *, batches: Callable[[int], Iterator[dict]] | None = None,
     print_fn(f'Resumed from step {start} ({mgr.directory})')
   if jax.process_index() == 0:
     (workdir / 'config.json').write_text(config.to_json_best_effort(indent=2))
+  if eval_fn is None and batches is None:
+    eval_fn = default_eval_fn(config)
   step_fn = make_train_step(s)
   it = (batches or (lambda k: real_batches(config, k)))(start)
   writer = MetricsWriter(workdir)
   history: list[dict] = []
   meta = {'config': json.loads(config.to_json_best_effort())}
+  save = lambda step, force=False: checkpoint.save(mgr, step, state, {**meta, 'step': step},
+                                                   force=force)
   t_start = t_window = time.time()
-  tokens_window, steps_window = 0, 0
-  for step in range(start, tcfg.steps):
-    local = next(it)
-    tokens_window += count_tokens(local) * jax.process_count()
-    steps_window += 1
-    state, metrics = step_fn(state, partitioning.to_global(local, s.mesh))
-    done = step + 1
-    if done % tcfg.log_every == 0 or done == tcfg.steps or step == start:
-      scalars = {k: float(v) for k, v in jax.device_get(metrics).items()}  # the only host sync
-      elapsed = max(time.time() - t_window, 1e-9)
-      scalars.update(tokens_per_s=tokens_window / elapsed, steps_per_s=steps_window / elapsed)
-      writer.write(done, scalars)
-      history.append({'step': done, **scalars})
-      rate = (done - start) / max(time.time() - t_start, 1e-9)
-      losses = ' '.join(f'{k}={v:.4f}' for k, v in sorted(scalars.items()) if k.endswith('loss'))
-      print_fn(f'step {done}/{tcfg.steps} {losses} tok/s={scalars["tokens_per_s"]:.0f} '
-               f'eta={_format_eta((tcfg.steps - done) / rate)}'
-               + (' (includes compilation)' if step == start else ''))
-      t_window, tokens_window, steps_window = time.time(), 0, 0
-    checkpoint.save(mgr, done, state, {**meta, 'step': done})
-  if start < tcfg.steps and mgr.latest_step() != tcfg.steps:
-    checkpoint.save(mgr, tcfg.steps, state, {**meta, 'step': tcfg.steps}, force=True)
+  tokens_window, steps_window, previous = 0, 0, None
+  with _Preemption() as preemption:
+    for step in range(start, tcfg.steps):
+      local = next(it)
+      tokens_window += count_tokens(local) * jax.process_count()
+      steps_window += 1
+      state, metrics = step_fn(state, partitioning.to_global(local, s.mesh))
+      done = step + 1
+      # The previous step's streak is read while this one runs: no stall on the accelerator.
+      if previous is not None and int(previous['nonfinite_streak']) >= tcfg.max_nonfinite_steps:
+        raise NonFiniteLossError(
+            f'{tcfg.max_nonfinite_steps} non-finite losses in a row up to step {done - 1}; their '
+            f'updates were skipped. The last good checkpoint is step {mgr.latest_step()} in '
+            f'{mgr.directory}. Lower the learning rate or inspect the data around this step.')
+      previous = metrics
+      if done % tcfg.log_every == 0 or done == tcfg.steps or step == start:
+        scalars = {k: float(v) for k, v in jax.device_get(metrics).items()}
+        elapsed = max(time.time() - t_window, 1e-9)
+        scalars.update(tokens_per_s=tokens_window / elapsed, steps_per_s=steps_window / elapsed)
+        if eval_fn is not None and tcfg.eval_every and done % tcfg.eval_every == 0:
+          scalars.update({f'eval/{k}': v for k, v in eval_fn(state['params']).items()})
+        writer.write(done, scalars)
+        history.append({'step': done, **scalars})
+        rate = (done - start) / max(time.time() - t_start, 1e-9)
+        shown = ' '.join(f'{k}={v:.4f}' for k, v in sorted(scalars.items())
+                         if k.endswith('loss') or k.startswith('eval/'))
+        print_fn(f'step {done}/{tcfg.steps} {shown} tok/s={scalars["tokens_per_s"]:.0f} '
+                 f'eta={_format_eta((tcfg.steps - done) / rate)}'
+                 + (' (includes compilation)' if step == start else ''))
+        t_window, tokens_window, steps_window = time.time(), 0, 0
+      save(done)
+      if preemption.requested:
+        print_fn(f'SIGTERM: saving a checkpoint at step {done} and stopping.')
+        save(done, force=mgr.latest_step() != done)
+        break
+  if not preemption.requested and start < tcfg.steps and mgr.latest_step() != tcfg.steps:
+    save(tcfg.steps, force=True)
   mgr.wait_until_finished()
   mgr.close()
   writer.close()

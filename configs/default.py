@@ -72,6 +72,8 @@ def get_config() -> ml_collections.ConfigDict:
       log_every=100,         # progress line and TensorBoard scalars
       checkpoint_every=10_000,
       keep_checkpoints=3,
+      eval_every=0,          # retrieval on validation pairs every N steps (0: off); at log steps
+      max_nonfinite_steps=10,  # halt after this many non-finite losses in a row (updates skipped)
   ))
 
   # Mesh axes sizes; -1 fills in the remaining devices.
