@@ -25,39 +25,83 @@ USAGE = __doc__
 
 
 def load_config(argv: list[str], default: str = 'configs/tiny.py'):
-  """Parses --config=FILE and --config.a.b=V overrides (ml_collections); returns (config, rest).
+  """Parses --config=FILE and --config.a.b=VALUE overrides; returns (locked config, other args).
 
-  A misspelled field fails here, naming it.
+  FILE is a Python file with get_config() (a path, or a preset name such as `tiny`). A misspelled
+  field, or a value of the wrong type, fails here naming it.
   """
-  from absl import flags  # pylint: disable=import-outside-toplevel
-  from ml_collections import config_flags  # pylint: disable=import-outside-toplevel
+  path, overrides, rest = default, [], []
+  for arg in argv:
+    if arg.startswith('--config='):
+      path = arg[len('--config='):]
+    elif arg.startswith('--config.'):
+      name, sep, value = arg[len('--config.'):].partition('=')
+      if not sep:
+        raise SystemExit(f'amber-jax: override {arg!r} needs a value: --config.{name}=VALUE')
+      overrides.append((name, value))
+    else:
+      rest.append(arg)
+  config = _load_config_file(_find_config_file(path))
+  for name, value in overrides:
+    _override(config, name, value)
+  config.lock()
+  return config, rest
 
-  argv = [_find_config_file(a) for a in argv]
-  if not any(a.startswith('--config=') or a == '--config' for a in argv):
-    argv = [f'--config={_find_config_file("--config=" + default)[len("--config="):]}'] + argv
-  fv = flags.FlagValues()
-  config_flags.DEFINE_config_file('config', None, 'Config file.', flag_values=fv,
-                                  lock_config=True)
+
+def _load_config_file(path: str):
+  import importlib.util  # pylint: disable=import-outside-toplevel
+  if not pathlib.Path(path).exists():
+    raise SystemExit(f'amber-jax: config file {path!r} not found; give a path or a preset name '
+                     '(tiny, base).')
+  spec = importlib.util.spec_from_file_location(f'amber_config_{pathlib.Path(path).stem}', path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config()
+
+
+def _override(config, dotted: str, text: str) -> None:
+  """Sets config.<dotted> from its text, typed like the field's current value."""
+  import ast  # pylint: disable=import-outside-toplevel
+  *parents, leaf = dotted.split('.')
+  node = config
+  for i, part in enumerate(parents + [leaf]):
+    if part not in node:
+      where = '.'.join(parents[:i]) or 'config'
+      raise SystemExit(f'amber-jax: unknown config field {dotted!r} ({part!r} is not in {where}; '
+                       f'it has: {sorted(node.keys())})')
+    if i < len(parents):
+      node = node[part]
+  current = node[leaf]
   try:
-    rest = fv(['amber-jax'] + argv, known_only=False)
-  except flags.Error as e:
-    raise SystemExit(f'amber-jax: bad config flag: {e}') from None
-  return fv.config, rest[1:]
+    if isinstance(current, bool):
+      if text.lower() not in ('true', 'false', '1', '0'):
+        raise ValueError(text)
+      value = text.lower() in ('true', '1')
+    elif isinstance(current, (int, float)) and not isinstance(current, bool):
+      value = type(current)(ast.literal_eval(text)) if text.strip() else type(current)(text)
+    elif isinstance(current, str):
+      value = text
+    else:
+      value = ast.literal_eval(text)
+  except (ValueError, SyntaxError) as e:
+    raise SystemExit(f'amber-jax: config field {dotted!r} is a {type(current).__name__} '
+                     f'(now {current!r}); could not read {text!r} as one.') from e
+  with config.unlocked():
+    node[leaf] = value
 
 
-def _find_config_file(arg: str) -> str:
-  """`--config=tiny` or a path relative to the package finds configs/<name>.py too."""
-  if not arg.startswith('--config='):
-    return arg
-  path = arg[len('--config='):]
+def _find_config_file(path: str) -> str:
+  """A path as given, else a preset of the installed `configs` package (`tiny`, `tiny.py`)."""
   if pathlib.Path(path).exists():
-    return arg
-  import configs  # pylint: disable=import-outside-toplevel
-  here = pathlib.Path(configs.__file__).parent
-  for candidate in (here / pathlib.Path(path).name, here / f'{path}.py'):
-    if candidate.exists():
-      return f'--config={candidate}'
-  return arg
+    return path
+  import importlib.util  # pylint: disable=import-outside-toplevel
+  spec = importlib.util.find_spec('configs')
+  for folder in (spec.submodule_search_locations or []) if spec else []:
+    for candidate in (pathlib.Path(folder) / pathlib.Path(path).name,
+                      pathlib.Path(folder) / f'{path}.py'):
+      if candidate.exists():
+        return str(candidate)
+  return path
 
 
 def cmd_train(argv):

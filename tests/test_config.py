@@ -1,0 +1,46 @@
+"""Config presets and overrides: a typo fails at start, naming the field."""
+
+import subprocess
+import sys
+
+import pytest
+
+from amber_jax import cli
+from amber_jax.model import EncoderConfig
+
+
+def test_override_from_the_shell():
+  config, rest = cli.load_config(['--config=configs/tiny.py', '--config.train.steps=7',
+                                  '--config.objectives.sa_weight=0'])
+  assert config.train.steps == 7 and config.objectives.sa_weight == 0 and rest == []
+
+
+def test_unknown_field_fails_naming_it():
+  with pytest.raises(SystemExit, match='stpes'):
+    cli.load_config(['--config=configs/tiny.py', '--config.train.stpes=7'])
+
+
+def test_presets_build_valid_encoders():
+  for name in ('tiny', 'base'):
+    config, _ = cli.load_config([f'--config={name}'])
+    cfg = EncoderConfig.from_config(config.model)
+    assert cfg.hidden_size % cfg.num_heads == 0
+  base, _ = cli.load_config(['--config=base'])
+  assert (base.model.num_layers, base.model.hidden_size, base.model.num_heads,
+          base.model.vocab_size, base.model.max_position_embeddings) == (12, 768, 12, 119547, 512)
+
+
+def test_unknown_model_field_is_refused():
+  config, _ = cli.load_config(['--config=tiny'])
+  with config.unlocked():
+    config.model.hiden_size = 3
+  with pytest.raises(ValueError, match='hiden_size'):
+    EncoderConfig.from_config(config.model)
+
+
+def test_cli_typo_exits_nonzero_with_the_name():
+  out = subprocess.run([sys.executable, '-m', 'amber_jax.cli', 'train', '--config=configs/tiny.py',
+                        '--config.data.mono_batch_sise=4'], capture_output=True, text=True,
+                       timeout=120)
+  assert out.returncode != 0
+  assert 'mono_batch_sise' in out.stderr + out.stdout
