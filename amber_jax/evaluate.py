@@ -149,20 +149,20 @@ def retrieval_accuracy(src: np.ndarray, tgt: np.ndarray) -> tuple[float, float]:
 def retrieval_by_layer(embed: Embedder, pairs: Pairs) -> dict[str, np.ndarray]:
   """Per language, (src->tgt, tgt->src) accuracy at every layer: {lang: float [layers + 1, 2]}.
 
-  Pairs are de-duplicated per language first (`unique_pairs`); a source sentence shared by several
-  languages (English in an English-centric set) is embedded once.
+  Pairs are de-duplicated per language first (`unique_pairs`); every distinct sentence is embedded
+  once, in one call (English shared by an English-centric set included).
   """
   pairs = {lang: unique_pairs(p) for lang, p in pairs.items()}
   empty = sorted(lang for lang, p in pairs.items() if not p)
   if empty:
     raise ValueError(f'no sentence pair for languages {empty}; drop them or give pairs.')
-  sources = sorted({src for p in pairs.values() for src, _ in p})
-  src_index = {s: i for i, s in enumerate(sources)}
-  src_emb = embed(sources)  # [layers + 1, n_src, embed]
+  sentences = sorted({s for p in pairs.values() for pair in p for s in pair})
+  index = {s: i for i, s in enumerate(sentences)}
+  emb = embed(sentences)  # [layers + 1, n_sentences, embed]: one call, full batches
   result = {}
   for lang in sorted(pairs):
-    src = src_emb[:, [src_index[s] for s, _ in pairs[lang]]]  # [layers + 1, n, embed]
-    tgt = embed([t for _, t in pairs[lang]])
+    src = emb[:, [index[s] for s, _ in pairs[lang]]]  # [layers + 1, n, embed]
+    tgt = emb[:, [index[t] for _, t in pairs[lang]]]
     result[lang] = np.array([retrieval_accuracy(s, t) for s, t in zip(src, tgt)])
   return result
 
@@ -216,8 +216,8 @@ def cap_pairs(pairs: Pairs, max_pairs: int, max_languages: int | None = None) ->
   return {lang: unique_pairs(pairs[lang])[:max_pairs] for lang in langs}
 
 
-def periodic_eval(params, model_cfg: EncoderConfig, sp, pairs: Pairs, *, max_pairs: int = 64,
-                  max_languages: int = 16, max_length: int = 64) -> dict[str, float]:
+def periodic_eval(params, model_cfg: EncoderConfig, sp, pairs: Pairs, *, max_pairs: int = 32,
+                  max_languages: int = 8, max_length: int = 64) -> dict[str, float]:
   """Retrieval at the last layer, cheap enough to run every N training steps.
 
   Args:

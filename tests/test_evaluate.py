@@ -30,8 +30,8 @@ def test_retrieval_by_layer_scores_every_layer_and_marks_the_best():
   # Layer 0: targets are unrelated rows (chance); layer 1: targets are their sources.
   src_layers = [noise, exact]
   tgt_layers = [rng.normal(size=(10, 8)), exact]
-  table = lambda sents: np.stack(
-      [(s_l if sents[0].startswith('en') else t_l)[[int(s.split()[-1]) for s in sents]]
+  table = lambda sents: np.stack(  # [layers, n, 8]: 'en i' -> source row i, else target row i
+      [np.stack([(s_l if s.startswith('en') else t_l)[int(s.split()[-1])] for s in sents])
        for s_l, t_l in zip(src_layers, tgt_layers)])
   pairs = {'de': [(f'en {i}', f'de {i}') for i in range(10)],
            'fr': [(f'en {i}', f'fr {i}') for i in range(6)]}
