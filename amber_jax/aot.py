@@ -82,7 +82,8 @@ def topology_devices(spec: str) -> list:
     raise RuntimeError(
         f'Could not describe TPU topology {arg!r}: {e}. Compiling for a TPU without one needs '
         "libtpu (pip install 'jax[tpu]==" + jax.__version__ + "'); names look like 'v5e:2x2', "
-        "'v4:2x2x2', 'v5p:2x2x2'. Use --topology=cpu:N for sharding and memory figures "
+        "'v4:2x2x2', 'v5p:2x2x2'; a second process using libtpu at once needs "
+        'ALLOW_MULTIPLE_LIBTPU_LOAD=1. Use --topology=cpu:N for sharding and memory figures '
         'without libtpu.') from e
 
 

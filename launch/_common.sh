@@ -48,3 +48,8 @@ die() {
 need() {
   [[ -n "$2" ]] || die "missing --$1 (see --help)"
 }
+
+# Prints the comment block at the top of the calling script (its usage).
+usage() {
+  awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"
+}

@@ -37,7 +37,7 @@ while [[ $# -gt 0 ]]; do
     --storage) STORAGE=$2; shift ;;          --storage=*) STORAGE=${1#*=} ;;
     --config) CONFIG=$2; shift ;;            --config=*) CONFIG=${1#*=} ;;
     --workdir) WORKDIR=$2; shift ;;          --workdir=*) WORKDIR=${1#*=} ;;
-    -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
+    -h|--help) usage; exit 0 ;;
     --) shift; ARGS=("$@"); break ;;
     *) die "unknown option $1 (arguments for amber-jax train go after --)" ;;
   esac

@@ -30,7 +30,7 @@ while [[ $# -gt 0 ]]; do
     --port=*) PORT=${1#*=} ;;
     --log-dir) LOG_DIR=$2; shift ;;
     --log-dir=*) LOG_DIR=${1#*=} ;;
-    -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
+    -h|--help) usage; exit 0 ;;
     --) shift; ARGS=("$@"); break ;;
     *) die "unknown option $1 (arguments for amber-jax go after --)" ;;
   esac

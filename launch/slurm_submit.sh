@@ -32,7 +32,7 @@ while [[ $# -gt 0 ]]; do
     --time=*) TIME=${1#*=} ;;
     --job-name) JOB=$2; shift ;;
     --job-name=*) JOB=${1#*=} ;;
-    -h|--help) sed -n '2,10p' "$0"; exit 0 ;;
+    -h|--help) usage; exit 0 ;;
     --) shift; ARGS=("$@"); break ;;
     *) die "unknown option $1 (arguments for amber-jax train go after --)" ;;
   esac

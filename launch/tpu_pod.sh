@@ -40,7 +40,7 @@ while [[ $# -gt 0 ]]; do
     --step) STEP=$2; shift ;;            --step=*) STEP=${1#*=} ;;
     --queued) QUEUED=1 ;;
     --spot) SPOT=1 ;;
-    -h|--help) sed -n '2,24p' "$0"; exit 0 ;;
+    -h|--help) usage; exit 0 ;;
     --) shift; ARGS=("$@"); break ;;
     *) die "unknown option $1 (arguments for amber-jax train go after --)" ;;
   esac

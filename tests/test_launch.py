@@ -223,3 +223,10 @@ def test_local_run_stops_the_others_when_one_fails(tmp_path):
   out = launch('local_multiprocess.sh', '-n', '2', '--log-dir', str(tmp_path / 'logs'),
                env=clean_env(AMBER_JAX=f'{sys.executable} {script}'), check=False, timeout=30)
   assert out.returncode == 1 and 'process 1 failed' in out.stderr
+
+
+@pytest.mark.parametrize('script', ['tpu_pod.sh', 'gke_xpk.sh', 'slurm_submit.sh',
+                                    'local_multiprocess.sh'])
+def test_help_prints_the_usage(script):
+  out = launch(script, '--help')
+  assert f'launch/{script} [--dry-run]' in out.stdout and not out.stdout.startswith('!')
