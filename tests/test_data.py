@@ -65,7 +65,9 @@ def write_corpus(root, *, pairs=PAIRS, mono=MONO, bad_lines=()):
     folder = root / 'mono' / lang
     folder.mkdir(parents=True)
     for split, rows in (('train', range(200, 200 + n)), ('validation', range(300, 303))):
-      text = '\n'.join(f'{lang} {sentence(lang, i)}' for i in rows) + '\n'
+      lines = [f'{lang} {sentence(lang, i)}' for i in rows]
+      lines[1:1] = ['', '  ']  # blank lines (paragraph breaks) are skipped, not empty rows
+      text = '\n'.join(lines) + '\n'
       (folder / f'{split}.txt').write_text(text, encoding='utf-8')
     manifest['mono'][lang] = {'train': n, 'validation': 3}
   (root / 'manifest.json').write_text(json.dumps(manifest))
@@ -141,7 +143,7 @@ def test_batch_spec_leaves_out_a_part_whose_batch_size_is_zero(cfg):
 def test_rows_are_framed_and_pair_and_swap_hold_the_same_tokens(first_batches):
   for batch in first_batches[0]:
     for ids, segments in zip(batch['mono_ids'], batch['mono_segments']):
-      assert framed(ids) and not segments.any()
+      assert framed(ids) and not segments.any()  # framed(ids): the non-empty text
     for i in range(len(batch['src_ids'])):
       x, y = framed(batch['src_ids'][i]), framed(batch['tgt_ids'][i])
       assert 1 <= len(x) <= 10 and 1 <= len(y) <= 10
