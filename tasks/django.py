@@ -10,8 +10,9 @@ The corpus folder (written by `amber_jax.ingest`) holds:
   <prefix>_mono_<lang>    features 'tokens' (int32 ids, no specials) and 'text' (the raw line)
   <prefix>_para_en_<xx>   features 'src', 'tgt' (int32 ids: English, translation) and
                           'src_text', 'tgt_text' (the raw sides)
-  <prefix>_mono, <prefix>_parallel   Mixtures; task i is sampled with rate n_i^alpha / sum_j n_j^alpha
-                          (n_i: its train examples in the manifest; see `smoothed_rates`).
+  <prefix>_mono, <prefix>_parallel   Mixtures; task i is sampled with rate
+                          n_i^alpha / sum_j n_j^alpha (n_i: its train examples in the manifest;
+                          see `smoothed_rates`).
 Language codes are turned into task names with every character outside [A-Za-z0-9_] -> '_'
 (e.g. 'pt-br' -> <prefix>_mono_pt_br). It is idempotent: a second call replaces the first's
 registrations (so a changed corpus or config takes effect).

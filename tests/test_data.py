@@ -1,4 +1,4 @@
-"""amber_jax.data and tasks.django on a tiny corpus built here (three languages, Cyrillic included)."""
+"""amber_jax.data and tasks.django on a tiny corpus built here (three languages, one Cyrillic)."""
 
 import collections
 import itertools
@@ -178,8 +178,7 @@ def test_no_english_sentence_twice_in_a_parallel_batch(first_batches):
 
 def test_unique_source_batcher_defers_duplicates_in_order():
   src = np.array([[1], [2], [1], [3], [2], [4], [1], [5], [6]])  # [rows, 1]
-  chunks = iter([{'src_ids': src[:3], 'n': np.arange(3)}, {'src_ids': src[3:6], 'n': np.arange(3, 6)},
-                 {'src_ids': src[6:], 'n': np.arange(6, 9)}])
+  chunks = iter([{'src_ids': src[i:i + 3], 'n': np.arange(i, i + 3)} for i in (0, 3, 6)])
   batcher = data.UniqueSourceBatcher(chunks, 3)
   got = [batcher.next() for _ in range(2)]
   assert list(got[0][0]['n']) == [0, 1, 3] and got[0][1] == 1  # row 2 (a second 1) waits
@@ -258,7 +257,8 @@ def test_mixture_sampling_follows_the_rates(cfg):
       None, split='train', seed=3, num_epochs=None, passthrough_features=['text'],
       trim_output_features=False)
   n = 4000
-  seen = collections.Counter(ex['text'].decode().split()[0] for ex in ds.take(n).as_numpy_iterator())
+  seen = collections.Counter(ex['text'].decode().split()[0]
+                             for ex in ds.take(n).as_numpy_iterator())
   want = django.smoothed_rates(MONO, 0.7)
   for lang, rate in want.items():
     assert seen[lang] / n == pytest.approx(rate, abs=0.03), (lang, seen)
@@ -289,7 +289,8 @@ def test_the_built_django_corpus_and_vocabulary_feed_the_pipeline(django_corpus,
   cfg = make_cfg(django_corpus, str(django_vocab), task_prefix='real', languages=['de', 'ja'],
                  sentence_length=64)
   batch = next(data.make_train_iterator(cfg, seed=0))
-  assert {k: v.shape for k, v in batch.items()} == {k: s for k, (s, _) in data.batch_spec(cfg).items()}
+  assert {k: v.shape for k, v in batch.items()} == {
+      k: shape for k, (shape, _) in data.batch_spec(cfg).items()}
   english = set()
   for lang in ('de', 'ja'):
     lines = (django_corpus / 'parallel' / f'en-{lang}' / 'train.tsv').read_text().splitlines()
