@@ -20,14 +20,17 @@ Any name that the table does not account for, either way, raises a ValueError li
 and the unexpected names: there is no silent partial conversion. Names one knowingly drops on
 import (a pooler, an NSP head) are passed as `ignore` patterns, e.g. `HF_EXTRAS`.
 
+Token-indexed rows (`VOCAB_ROWS`: the word embeddings and the MLM bias) can be re-ordered with
+`reorder_vocab`: a run on an imported HF tokenizer keeps its specials at our ids (see
+`amber_jax.hf_vocab`), and `export(..., hf_to_ours=...)` writes the rows back in HF's order.
+Reading a HF folder (files, config.json, tokenizer) into a run is `amber_jax.hf_import`.
+
 transformers and torch are imported inside the functions that need them, so that importing this
 module costs neither.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import os
 import pathlib
 import re
@@ -43,9 +46,6 @@ from amber_jax.model import PAD_ID, EncoderConfig, init_params
 
 HEADS = ('mlm', 'base')
 EXPORT_DTYPES = ('float32', 'bfloat16')
-# Architectures whose weights are laid out like ours (BertForPreTraining adds a pooler and an NSP
-# head: import it with ignore=HF_EXTRAS).
-BERT_ARCHITECTURES = ('BertForMaskedLM', 'BertModel', 'BertForPreTraining')
 # HF names that are in many published BERT checkpoints but have no counterpart here: the pooler,
 # the next-sentence head and the position_ids buffer of older checkpoints.
 HF_EXTRAS = (r'(bert\.)?pooler\..*', r'cls\.seq_relationship\..*',
@@ -133,6 +133,8 @@ MLM_TIED = {
     'cls.predictions.decoder.bias': 'cls.predictions.bias',
 }
 _MLM_PREFIX = 'bert.'
+# Our parameters whose first axis is the token id.
+VOCAB_ROWS = ('embeddings/word_embeddings', 'mlm_bias')
 
 
 def _check_head(head: str) -> None:
@@ -248,7 +250,7 @@ def from_hf_state_dict(state_dict: Mapping[str, Any], cfg: EncoderConfig, head: 
         'HF names', missing, unexpected,
         f"Check head={head!r} ('mlm' wants bert.* and cls.predictions.*, 'base' wants unprefixed "
         'BertModel names), or pass ignore= patterns for names to drop (see HF_EXTRAS).')
-  arrays = {k: _hf_to_numpy(k, v) for k, v in given.items()}
+  arrays = {k: weight_to_numpy(k, v) for k, v in given.items()}
   for name, source in tied.items():
     if name in arrays and not np.array_equal(arrays[name], arrays[source]):
       raise ValueError(f'{name} differs from {source}, to which our model ties it; this '
@@ -259,12 +261,37 @@ def from_hf_state_dict(state_dict: Mapping[str, Any], cfg: EncoderConfig, head: 
     want = _hf_shape(transform, shapes[ours], cfg)
     if arrays[theirs].shape != want:
       raise ValueError(f'{theirs} has shape {arrays[theirs].shape}, expected {want} for {cfg}; '
-                       'build cfg with encoder_config_from_hf(config.json).')
+                       'build cfg with hf_import.encoder_config_from_hf(config.json).')
     flat[ours] = np.ascontiguousarray(transform.from_hf(arrays[theirs].astype(np.float32), cfg))
   return traverse_util.unflatten_dict(flat, sep='/')
 
 
-def _hf_to_numpy(name: str, x) -> np.ndarray:
+def reorder_vocab(params: Mapping[str, Any], order) -> dict[str, Any]:
+  """`params` with each token-indexed row r replaced by row `order[r]` (numpy arrays out).
+
+  Args:
+    params: an (unboxed) params tree; `VOCAB_ROWS` present in it are re-ordered, the MLM bias
+      may be absent (head='base'); other leaves are passed through untouched.
+    order: int [vocab_size], a permutation: new row r = old row order[r].
+
+  Returns:
+    A new tree; `reorder_vocab(reorder_vocab(p, order), np.argsort(order))` gives p back exactly.
+  """
+  order = np.asarray(order)
+  flat = traverse_util.flatten_dict(nn.meta.unbox(dict(params)), sep='/')
+  if 'embeddings/word_embeddings' not in flat:
+    raise ValueError('No embeddings/word_embeddings in params; pass the encoder params tree.')
+  for path in VOCAB_ROWS:
+    if path in flat:
+      rows = _to_numpy(path, flat[path])
+      if rows.shape[0] != order.shape[0] or sorted(order.tolist()) != list(range(len(order))):
+        raise ValueError(f'order must be a permutation of the {rows.shape[0]} rows of {path}; got '
+                         f'{order.shape[0]} entries. Build it for this vocab_size.')
+      flat[path] = rows[order]
+  return traverse_util.unflatten_dict(flat, sep='/')
+
+
+def weight_to_numpy(name: str, x) -> np.ndarray:
   """numpy view of an HF array; torch tensors go through float32 when numpy lacks their dtype."""
   if hasattr(x, 'detach'):  # a torch tensor
     x = x.detach().cpu()
@@ -304,7 +331,7 @@ def hf_config(cfg: EncoderConfig, **extra):
 def export(params: Mapping[str, Any], cfg: EncoderConfig, out_dir: str | os.PathLike, *,
            head: str = 'mlm', dtype: str = 'float32',
            tokenizer_fn: Callable[[pathlib.Path], Any] | None = None,
-           model_card: str | None = None) -> pathlib.Path:
+           model_card: str | None = None, hf_to_ours=None) -> pathlib.Path:
   """Writes a directory that `transformers` loads with `from_pretrained`.
 
   Args:
@@ -316,6 +343,8 @@ def export(params: Mapping[str, Any], cfg: EncoderConfig, out_dir: str | os.Path
     dtype: 'float32' or 'bfloat16', the stored weights' dtype (also written as config `dtype`).
     tokenizer_fn: called as `tokenizer_fn(out_dir)` to write the tokenizer files.
     model_card: text of README.md, written when given.
+    hf_to_ours: int [vocab_size], our row of each HF id (`amber_jax.hf_vocab.hf_to_ours_order`)
+      for a run on a re-indexed HF tokenizer; None keeps the rows as they are.
 
   Returns:
     The output directory: config.json, model.safetensors (+ README.md, tokenizer files).
@@ -324,11 +353,16 @@ def export(params: Mapping[str, Any], cfg: EncoderConfig, out_dir: str | os.Path
   if dtype not in EXPORT_DTYPES:
     raise ValueError(f'dtype={dtype!r} is not supported for export; use one of {EXPORT_DTYPES}.')
   np_dtype = np.float32 if dtype == 'float32' else ml_dtypes.bfloat16
+  pad_token_id = PAD_ID
+  if hf_to_ours is not None:
+    params = reorder_vocab(params, hf_to_ours)
+    pad_token_id = int(np.flatnonzero(np.asarray(hf_to_ours) == PAD_ID)[0])
   state = to_hf_state_dict(params, cfg, head)
   out = pathlib.Path(out_dir)
   out.mkdir(parents=True, exist_ok=True)
   arch = 'BertForMaskedLM' if head == 'mlm' else 'BertModel'
-  hf_config(cfg, architectures=[arch], dtype=dtype).save_pretrained(out)
+  hf_config(cfg, architectures=[arch], dtype=dtype,
+            pad_token_id=pad_token_id).save_pretrained(out)
   safetensors.numpy.save_file(
       {k: np.ascontiguousarray(v.astype(np_dtype)) for k, v in state.items()},
       str(out / 'model.safetensors'), metadata={'format': 'pt'})
@@ -337,70 +371,3 @@ def export(params: Mapping[str, Any], cfg: EncoderConfig, out_dir: str | os.Path
   if tokenizer_fn is not None:
     tokenizer_fn(out)
   return out
-
-
-def load_hf_state_dict(hf_dir: str | os.PathLike) -> dict[str, np.ndarray]:
-  """Reads the weights of a HF model directory as {name: numpy array}.
-
-  Looks for model.safetensors, then model.safetensors.index.json (shards), then pytorch_model.bin
-  (read with `torch.load(weights_only=True)`, never unpickling code). bfloat16 safetensors come
-  back as ml_dtypes bfloat16; bfloat16 torch tensors as float32 (exact).
-  """
-  import safetensors.numpy  # pylint: disable=g-import-not-at-top
-  path = pathlib.Path(hf_dir)
-  single, index, pickle = (path / 'model.safetensors', path / 'model.safetensors.index.json',
-                           path / 'pytorch_model.bin')
-  if single.exists():
-    return safetensors.numpy.load_file(str(single))
-  if index.exists():
-    shards = sorted(set(json.loads(index.read_text())['weight_map'].values()))
-    out = {}
-    for shard in shards:
-      out.update(safetensors.numpy.load_file(str(path / shard)))
-    return out
-  if pickle.exists():
-    import torch  # pylint: disable=g-import-not-at-top
-    state = torch.load(pickle, map_location='cpu', weights_only=True)
-    return {k: _hf_to_numpy(k, v) for k, v in state.items()}
-  raise FileNotFoundError(
-      f'No weights in {path}: expected model.safetensors, model.safetensors.index.json or '
-      'pytorch_model.bin. Pass a directory written by save_pretrained or by amber_jax.hf.export.')
-
-
-def encoder_config_from_hf(config: Mapping[str, Any], **overrides) -> EncoderConfig:
-  """The EncoderConfig of a HF BERT config.json (a dict); `overrides` set our other fields.
-
-  Raises:
-    ValueError: a model that is not laid out like ours: model_type other than 'bert', an
-      architecture outside BERT_ARCHITECTURES, an activation other than exact 'gelu', or relative
-      position embeddings.
-  """
-  model_type = config.get('model_type')
-  archs = list(config.get('architectures') or [])
-  bad_archs = [a for a in archs if a not in BERT_ARCHITECTURES]
-  if model_type != 'bert' or bad_archs:
-    raise ValueError(
-        f"Expected a BERT checkpoint (model_type 'bert', architectures among "
-        f'{list(BERT_ARCHITECTURES)}); found model_type={model_type!r}, architectures={archs}. '
-        'amber_jax.hf converts BERT-layout checkpoints only (RoBERTa/XLM-R, GPT-2 etc. differ in '
-        'names and embeddings).')
-  if config.get('hidden_act', 'gelu') != 'gelu':
-    raise ValueError(f"hidden_act={config['hidden_act']!r}; our encoder uses exact GELU ('gelu').")
-  if config.get('position_embedding_type', 'absolute') != 'absolute':
-    raise ValueError(f"position_embedding_type={config['position_embedding_type']!r}; our "
-                     "encoder has absolute position embeddings only.")
-  fields = dict(
-      vocab_size=config['vocab_size'],
-      hidden_size=config['hidden_size'],
-      num_layers=config['num_hidden_layers'],
-      num_heads=config['num_attention_heads'],
-      intermediate_size=config['intermediate_size'],
-      max_position_embeddings=config['max_position_embeddings'],
-      type_vocab_size=config.get('type_vocab_size', 2),
-      dropout_rate=config.get('hidden_dropout_prob', 0.1),
-      attention_dropout_rate=config.get('attention_probs_dropout_prob', 0.1),
-      layer_norm_eps=config.get('layer_norm_eps', 1e-12),
-      initializer_range=config.get('initializer_range', 0.02),
-  )
-  fields.update(overrides)
-  return dataclasses.replace(EncoderConfig(), **fields)
