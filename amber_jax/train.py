@@ -185,9 +185,24 @@ class MetricsWriter:
       self._jsonl.close()
 
 
+def check_vocabulary(config) -> None:
+  """The tokenizer's ids must fit the model's embedding table (else training silently NaNs)."""
+  import sentencepiece as spm  # pylint: disable=import-outside-toplevel
+  path = pathlib.Path(config.data.vocab_path)
+  if not path.exists():
+    raise FileNotFoundError(f'Vocabulary {path} not found; train one with `amber-jax vocab train` '
+                            'or set config.data.vocab_path.')
+  size = spm.SentencePieceProcessor(model_file=str(path)).get_piece_size()
+  if size > config.model.vocab_size:
+    raise ValueError(f'The vocabulary {path} has {size} pieces but config.model.vocab_size is '
+                     f'{config.model.vocab_size}; set --config.model.vocab_size={size} or use the '
+                     'vocabulary the checkpoint was trained with.')
+
+
 def real_batches(config, start_step: int) -> Iterator[dict]:
   """This process's share of the real input pipeline, from `start_step` on."""
   from amber_jax import data  # pylint: disable=import-outside-toplevel  (imports TensorFlow)
+  check_vocabulary(config)
   return data.make_train_iterator(config.data, seed=config.seed, start_step=start_step,
                                   shard_index=jax.process_index(),
                                   num_shards=jax.process_count())

@@ -44,3 +44,11 @@ def test_cli_typo_exits_nonzero_with_the_name():
                        timeout=120)
   assert out.returncode != 0
   assert 'mono_batch_sise' in out.stderr + out.stdout
+
+
+def test_vocabulary_larger_than_the_embedding_table_is_refused(django_vocab, tmp_path):
+  from amber_jax import train
+  config, _ = cli.load_config(['--config=tiny', '--config.model.vocab_size=100',
+                               f'--config.data.vocab_path={django_vocab}'])
+  with pytest.raises(ValueError, match='vocab_size=100'):
+    train.check_vocabulary(config)
