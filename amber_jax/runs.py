@@ -28,10 +28,9 @@ def load_params(workdir: str | pathlib.Path, step: int | None = None):
   """(params as numpy, EncoderConfig, run config, step) of a run's checkpoint (default latest)."""
   config = load_config(workdir)
   mesh = partitioning.make_mesh({'data': 1, 'fsdp': 1, 'tensor': 1}, devices=jax.devices()[:1])
-  with config.unlocked():
-    config.mesh = ml_collections.ConfigDict({'data': 1, 'fsdp': 1, 'tensor': 1})
-    config.data.mono_batch_size = config.data.parallel_batch_size = 0  # nothing to divide
-  s = train.setup(config, mesh)
+  one_device = ml_collections.ConfigDict(config.to_dict())  # the run's own config stays as it was
+  one_device.data.mono_batch_size = one_device.data.parallel_batch_size = 0  # nothing to divide
+  s = train.setup(one_device, mesh)
   mgr = checkpoint.manager(workdir, keep=config.train.keep_checkpoints)
   step = mgr.latest_step() if step is None else step
   if step is None:
@@ -71,11 +70,12 @@ def model_card(config, step: int, figures: dict | None = None) -> str:
 def export_run(workdir, out_dir, *, step=None, head='mlm', dtype='float32',
                figures: dict | None = None) -> pathlib.Path:
   """Writes a transformers folder (config, safetensors, tokenizer, model card) for a run."""
-  from amber_jax import vocab  # pylint: disable=import-outside-toplevel
+  from amber_jax import hf_vocab  # pylint: disable=import-outside-toplevel
   params, mcfg, config, step = load_params(workdir, step)
   out = pathlib.Path(out_dir)
   hf.export(params, mcfg, out, head=head, dtype=dtype,
-            tokenizer_fn=lambda d: vocab.export_hf_tokenizer(
+            hf_to_ours=hf_vocab.hf_to_ours_order(config.data.vocab_path, mcfg.vocab_size),
+            tokenizer_fn=lambda d: hf_vocab.write_tokenizer(
                 config.data.vocab_path, d, model_max_length=mcfg.max_position_embeddings),
             model_card=model_card(config, step, figures))
   return out
@@ -85,9 +85,9 @@ def embedder_for(path: str | pathlib.Path) -> evaluate.Embedder:
   """An embedder from a run folder (our encoder) or an exported HF folder (transformers)."""
   path = pathlib.Path(path)
   if (path / 'config.json').exists() and (path / 'checkpoints').exists():
-    import sentencepiece as spm  # pylint: disable=import-outside-toplevel
+    from amber_jax import hf_vocab  # pylint: disable=import-outside-toplevel
     params, mcfg, config, _ = load_params(path)
-    sp = spm.SentencePieceProcessor(model_file=config.data.vocab_path)
+    sp = hf_vocab.load_processor(config.data.vocab_path)
     return evaluate.jax_embedder(params, mcfg, sp, max_length=mcfg.max_position_embeddings)
   if (path / 'config.json').exists():
     return evaluate.hf_embedder(str(path))

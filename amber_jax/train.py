@@ -187,12 +187,12 @@ class MetricsWriter:
 
 def check_vocabulary(config) -> None:
   """The tokenizer's ids must fit the model's embedding table (else training silently NaNs)."""
-  import sentencepiece as spm  # pylint: disable=import-outside-toplevel
+  from amber_jax import hf_vocab  # pylint: disable=import-outside-toplevel
   path = pathlib.Path(config.data.vocab_path)
   if not path.exists():
     raise FileNotFoundError(f'Vocabulary {path} not found; train one with `amber-jax vocab train` '
                             'or set config.data.vocab_path.')
-  size = spm.SentencePieceProcessor(model_file=str(path)).get_piece_size()
+  size = hf_vocab.load_vocabulary(path).vocab_size
   if size > config.model.vocab_size:
     raise ValueError(f'The vocabulary {path} has {size} pieces but config.model.vocab_size is '
                      f'{config.model.vocab_size}; set --config.model.vocab_size={size} or use the '

@@ -74,7 +74,7 @@ except RuntimeError:  # TF already initialised its devices elsewhere; nothing le
 
 import seqio  # pylint: disable=g-import-not-at-top
 
-from amber_jax import paths, vocab as vocabulary  # pylint: disable=g-import-not-at-top
+from amber_jax import hf_vocab, paths  # pylint: disable=g-import-not-at-top
 
 SPLITS = ('train', 'validation')
 
@@ -125,7 +125,7 @@ def register(data_cfg) -> dict[str, str | None]:
   corpus = pathlib.Path(data_cfg.corpus_dir or paths.corpus_dir(prefix))
   vocab_path = pathlib.Path(data_cfg.vocab_path or paths.vocab_path(prefix))
   manifest = _read_manifest(corpus)
-  vocab = vocabulary.load_vocabulary(vocab_path)  # raises, saying what to do, if it is missing
+  vocab = hf_vocab.load_vocabulary(vocab_path)  # raises, saying what to do, if it is missing
   tokenizer = vocab.tf_tokenizer  # built once, here: every task's graph refers to this one
   langs = _chosen_languages(manifest, list(data_cfg.languages), corpus)
   shuffle_buffer = int(getattr(data_cfg, 'shuffle_buffer', 10_000))

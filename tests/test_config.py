@@ -50,5 +50,5 @@ def test_vocabulary_larger_than_the_embedding_table_is_refused(django_vocab, tmp
   from amber_jax import train
   config, _ = cli.load_config(['--config=tiny', '--config.model.vocab_size=100',
                                f'--config.data.vocab_path={django_vocab}'])
-  with pytest.raises(ValueError, match='vocab_size=100'):
+  with pytest.raises(ValueError, match='vocab_size is 100'):
     train.check_vocabulary(config)

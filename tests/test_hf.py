@@ -365,8 +365,6 @@ def test_export_of_a_sharded_run_at_any_step(sharded_run, tmp_path, capsys):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason='runs.load_params zeroes config.data.*_batch_size (to '
-                   'restore on one device) and export_run passes that config to model_card')
 def test_model_card_reports_the_run_batch(sharded_run, tmp_path):
   from amber_jax import runs  # pylint: disable=g-import-not-at-top
   runs.export_run(sharded_run[0], tmp_path)
