@@ -97,3 +97,38 @@ def test_loss_and_gradients_agree_across_meshes(layouts):
   assert layouts['data8']['embedding_shard'] == [64, 32]
   assert layouts['fsdp8']['embedding_shard'] == [64, 4]
   assert layouts['d2f2t2']['embedding_shard'] == [32, 16]
+
+
+RESTORE_SCRIPT = textwrap.dedent("""
+    import sys
+    import jax, numpy as np
+    sys.path.insert(0, {tests!r})
+    import test_train
+    from amber_jax import checkpoint, partitioning, train
+
+    cfg = test_train.small_config({workdir!r}, steps=2)
+    with cfg.unlocked():
+      cfg.data.update(mono_batch_size=8, parallel_batch_size=8)
+      cfg.train.checkpoint_every = 2
+    saved, _ = train.train(cfg, batches=test_train.stream_of(8), print_fn=lambda *_: None,
+                           mesh=partitioning.make_mesh(dict(data=8, fsdp=1, tensor=1)))
+    target = train.setup(cfg, partitioning.make_mesh(dict(data=1, fsdp=4, tensor=2)))
+    mgr = checkpoint.manager({workdir!r}, keep=3)
+    restored, _ = checkpoint.restore(mgr, 2, target.abstract_state)
+    emb = restored['params']['embeddings']['word_embeddings']
+    assert emb.sharding.shard_shape(emb.shape) == (32, 8), emb.sharding
+    for a, b in zip(jax.tree_util.tree_leaves(saved), jax.tree_util.tree_leaves(restored)):
+      np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    print('RESTORED-IDENTICAL')
+""")
+
+
+@pytest.mark.slow
+def test_checkpoint_saved_on_data8_restores_on_fsdp4_tensor2_bit_exactly(tmp_path):
+  code = RESTORE_SCRIPT.format(tests=str(pathlib.Path(__file__).parent), workdir=str(tmp_path))
+  env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=8',
+             JAX_PLATFORMS='cpu')
+  out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, env=env,
+                       timeout=600)
+  assert out.returncode == 0, out.stderr[-4000:]
+  assert 'RESTORED-IDENTICAL' in out.stdout

@@ -31,9 +31,13 @@ def small_config(workdir, steps=4):
   return cfg
 
 
-def stream():
-  return synthetic.batches(0, vocab=VOCAB, mono_rows=4, mono_length=16, pairs=4,
+def stream_of(rows):
+  return synthetic.batches(0, vocab=VOCAB, mono_rows=rows, mono_length=16, pairs=rows,
                            sentence_length=12)
+
+
+def stream():
+  return stream_of(4)
 
 
 def test_wa_loss_from_passes_matches_explicit_position_reference():
