@@ -119,3 +119,29 @@ def test_cli_eval_retrieval_and_mining_on_a_tsv(hf_dir, tmp_path, capsys):
   out = capsys.readouterr().out
   assert out.splitlines()[0].split()[:4] == ['lang', 'src', 'tgt', 'gold']
   assert out.splitlines()[-1].startswith('mean')
+
+
+@pytest.mark.slow
+def test_commands_on_a_run_folder(django_vocab, tmp_path, capsys):
+  """eval retrieval and align read a run folder (latest checkpoint, its SentencePiece model)."""
+  import synthetic
+  from amber_jax import cli, train
+  from configs import tiny
+  cfg = tiny.get_config()
+  with cfg.unlocked():
+    cfg.workdir = str(tmp_path / 'run')
+    cfg.model.update(vocab_size=4000, hidden_size=32, num_layers=2, num_heads=2,
+                     intermediate_size=64, max_position_embeddings=64)
+    cfg.data.update(mono_batch_size=4, parallel_batch_size=4, mono_length=16, sentence_length=12,
+                    vocab_path=str(django_vocab))
+    cfg.train.update(steps=1, log_every=1, checkpoint_every=1)
+  train.train(cfg, batches=synthetic.batches(0, vocab=4000, mono_rows=4, mono_length=16, pairs=4,
+                                             sentence_length=12), print_fn=lambda *_: None)
+  (tmp_path / 'p.tsv').write_text('Enter a number.\tBitte eine Zahl eingeben.\n'
+                                  'Log in again\tErneut anmelden\n', encoding='utf-8')
+  cli.main(['eval', 'retrieval', cfg.workdir, '--pairs', str(tmp_path / 'p.tsv')])
+  assert 'best layer:' in capsys.readouterr().out
+  (tmp_path / 'w.txt').write_text('Log in again\tErneut anmelden\n', encoding='utf-8')
+  cli.main(['align', cfg.workdir, '--pairs', str(tmp_path / 'w.txt'), '--rule', 'product',
+            '--threshold', '0'])
+  assert capsys.readouterr().out.strip() == '0-0 0-1 1-0 1-1 2-0 2-1'
