@@ -75,21 +75,19 @@ def test_fsdp_holds_an_eighth_of_the_replicated_state_per_device(data8_fsdp8):
   assert fsdp8['argument_bytes'] <= data8['argument_bytes'] / 8 * 1.05
 
 
-@pytest.mark.skipif(importlib.util.find_spec('libtpu') is not None, reason='libtpu installed')
-def test_tpu_topology_without_libtpu_says_how_to_get_it():
-  proc = compile_cli('--config=configs/tiny.py', '--topology=tpu:v5e:2x2')
-  out, err = proc.communicate(timeout=120)
-  assert proc.returncode != 0
-  assert 'needs libtpu' in err and 'jax[tpu]' in err and '--topology=cpu:N' in err
-
-
 @pytest.mark.slow
-@pytest.mark.skipif(importlib.util.find_spec('libtpu') is None, reason='needs libtpu')
-def test_tpu_topology_compiles_without_a_tpu():
-  proc = compile_cli(*SMALL, '--topology=tpu:v5e:2x2', '--json', '--config.mesh.data=1',
-                     '--config.mesh.fsdp=4')
-  r = report(proc)
-  assert r['platform'] == 'tpu' and r['mesh']['fsdp'] == 4 and r['flops'] > 0
+def test_tpu_topology_compiles_with_libtpu_or_says_how_to_get_it():
+  """Without libtpu (this project's CI) the command must explain itself; with it, compile."""
+  if importlib.util.find_spec('libtpu') is None:
+    proc = compile_cli('--config=configs/tiny.py', '--topology=tpu:v5e:2x2')
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode != 0
+    assert 'needs libtpu' in err and 'jax[tpu]' in err and '--topology=cpu:N' in err
+  else:
+    proc = compile_cli(*SMALL, '--topology=tpu:v5e:2x2', '--json', '--config.mesh.data=1',
+                       '--config.mesh.fsdp=4')
+    r = report(proc)
+    assert r['platform'] == 'tpu' and r['mesh']['fsdp'] == 4 and r['flops'] > 0
 
 
 def test_compile_rejects_an_unknown_topology():
