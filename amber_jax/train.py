@@ -20,6 +20,7 @@ from typing import Any, Callable, Iterator
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import optax
 
@@ -203,7 +204,14 @@ def real_batches(config, start_step: int) -> Iterator[dict]:
   """This process's share of the real input pipeline, from `start_step` on."""
   from amber_jax import data  # pylint: disable=import-outside-toplevel  (imports TensorFlow)
   check_vocabulary(config)
-  return data.make_train_iterator(config.data, seed=config.seed, start_step=start_step,
+  # config.data's batch sizes are global; each process reads and batches its share of the rows.
+  local = ml_collections.ConfigDict(config.data.to_dict())
+  for field in ('mono_batch_size', 'parallel_batch_size'):
+    if local[field] % jax.process_count():
+      raise ValueError(f'config.data.{field}={local[field]} is not divisible by the '
+                       f'{jax.process_count()} processes; make it a multiple.')
+    local[field] //= jax.process_count()
+  return data.make_train_iterator(local, seed=config.seed, start_step=start_step,
                                   shard_index=jax.process_index(),
                                   num_shards=jax.process_count())
 
