@@ -12,6 +12,7 @@ import transformers
 
 import synthetic
 import test_train
+from configs import tiny
 from amber_jax import cli, hf, hf_import, hf_vocab, runs, train
 from amber_jax.data import join_pair
 from amber_jax.ingest import django_po
@@ -127,7 +128,7 @@ def test_cli_import_writes_a_config_py_that_train_reads(tmp_path, capsys):
   assert 'Continue with: amber-jax train --config=' in capsys.readouterr().out
   config, rest = cli.load_config([f'--config={tmp_path / "run" / "config.py"}'])
   assert not rest and config.model.vocab_size == len(TINY_VOCAB)
-  assert config.train.steps == 600  # tiny's
+  assert config.train.steps == tiny.get_config().train.steps
   with pytest.raises(AttributeError):
     config.model.not_a_field = 1  # locked, as a config file's config is
 
