@@ -85,9 +85,7 @@ def embedder_for(path: str | pathlib.Path) -> evaluate.Embedder:
   """An embedder from a run folder (our encoder) or an exported HF folder (transformers)."""
   path = pathlib.Path(path)
   if (path / 'config.json').exists() and (path / 'checkpoints').exists():
-    from amber_jax import hf_vocab  # pylint: disable=import-outside-toplevel
-    params, mcfg, config, _ = load_params(path)
-    sp = hf_vocab.load_processor(config.data.vocab_path)
+    params, mcfg, sp, _ = evaluate.load_encoder(path)
     return evaluate.jax_embedder(params, mcfg, sp, max_length=mcfg.max_position_embeddings)
   if (path / 'config.json').exists():
     return evaluate.hf_embedder(str(path))
