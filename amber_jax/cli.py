@@ -2,6 +2,11 @@
 
   amber-jax demo                                  corpus -> vocab -> train tiny -> eval -> export
   amber-jax data build django [--out DIR]         the Django catalog corpus (DATA.md §1)
+  amber-jax data build manpages [--out DIR]       the Debian man-page translations (DATA.md §2)
+  amber-jax data build files --out DIR ...        your own Moses/TSV/JSONL/text/.po files
+  amber-jax data tfds CORPUS_DIR --out DIR        a built corpus -> a local TFDS dataset
+  amber-jax data rates [--config=... ]            effective per-task sampling rates of the mixtures
+  amber-jax data cache [--config=... ]            pretokenize the training tasks once
   amber-jax vocab train [--size N] [--out PATH]   SentencePiece with BERT specials
   amber-jax train --config=configs/tiny.py [--config.train.steps=N ...]
   amber-jax compile --config=configs/base.py --topology=cpu:8 [--config.mesh.fsdp=8 ...] [--json]
@@ -14,6 +19,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import pathlib
@@ -139,9 +145,28 @@ def cmd_compile(argv):
 
 
 def cmd_data(argv):
-  p = argparse.ArgumentParser(prog='amber-jax data')
-  p.add_argument('action', choices=['build'])
-  p.add_argument('corpus', choices=['django'])
+  """`data build django|manpages|files ...`, `data tfds ...`, `data rates ...`, `data cache ...`."""
+  usage = ('usage: amber-jax data build {django,manpages,files} ... | data tfds CORPUS_DIR ... | '
+           'data rates [--config...] | data cache [--config...]')
+  if not argv or argv[0] not in ('build', 'tfds', 'rates', 'cache'):
+    raise SystemExit(usage)
+  action, rest = argv[0], argv[1:]
+  if action == 'build':
+    kinds = {'django': _build_django, 'manpages': 'amber_jax.ingest.manpages',
+             'files': 'amber_jax.ingest.files'}
+    if not rest or rest[0] not in kinds:
+      raise SystemExit(f'amber-jax data build: name one of {sorted(kinds)}\n{usage}')
+    target = kinds[rest[0]]
+    if callable(target):
+      return target(rest[1:])
+    return importlib.import_module(target).main(rest[1:])
+  if action == 'tfds':
+    return importlib.import_module('amber_jax.ingest.tfds_dataset').main(rest)
+  return importlib.import_module('amber_jax.data_tools').main(action, rest)
+
+
+def _build_django(argv):
+  p = argparse.ArgumentParser(prog='amber-jax data build django')
   p.add_argument('--out', default='', help='output folder (default: the cache folder)')
   args = p.parse_args(argv)
   from amber_jax import paths  # pylint: disable=import-outside-toplevel

@@ -55,6 +55,9 @@ def get_config() -> ml_collections.ConfigDict:
       mono_length=64,        # tokens per monolingual row, [CLS] and [SEP] included
       sentence_length=64,    # tokens per sentence of a pair, [CLS] and [SEP] included
       shuffle_buffer=10_000,
+      too_long='truncate',   # a text longer than its row: 'truncate' (counted) or 'drop' (counted)
+      packing=False,         # several monolingual texts per row (segment-aware attention)
+      cache_dir='',          # pretokenized shards from `amber-jax data cache` ('' = tokenize live)
   ))
 
   c.optimizer = ml_collections.ConfigDict(dict(

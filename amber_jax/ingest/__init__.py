@@ -1,12 +1,12 @@
-"""Corpus builders: installed data -> the on-disk corpus layout (manifest.json, parallel/, mono/).
+"""Corpus builders: installed data or a user's files -> the on-disk corpus layout (see `layout`).
 
-Each builder writes the layout documented in `django_po`; `read_pairs`, `read_mono` and
+Every builder writes the layout documented in `layout`; `read_pairs`, `read_mono` and
 `load_manifest` read any corpus in that layout without TensorFlow.
 """
 
 from amber_jax.ingest.django_po import build_django_corpus
-from amber_jax.ingest.django_po import load_manifest
-from amber_jax.ingest.django_po import read_mono
-from amber_jax.ingest.django_po import read_pairs
+from amber_jax.ingest.layout import load_manifest
+from amber_jax.ingest.layout import read_mono
+from amber_jax.ingest.layout import read_pairs
 
 __all__ = ['build_django_corpus', 'load_manifest', 'read_mono', 'read_pairs']

@@ -35,21 +35,18 @@ Layout under `out_dir` (what `read_pairs`, `read_mono` and the seqio tasks read)
 from __future__ import annotations
 
 import collections
-import hashlib
-import json
 import pathlib
 import re
-import shutil
-import tempfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 
 import polib
 
+from amber_jax.ingest import layout
+from amber_jax.ingest.layout import (MAX_EXAMPLES, SOURCE_LANGUAGE, SPLITS, collapse_whitespace,
+                                     is_validation, load_manifest, read_mono, read_pairs)
+
 CORPUS_NAME = 'django'
 CATALOG_NAME = 'django.po'  # The file read in every <root>/<lang>/LC_MESSAGES/ folder.
-SOURCE_LANGUAGE = 'en'
-SPLITS = ('train', 'validation')
-MAX_EXAMPLES = 20  # Examples kept in the manifest per skip reason.
 
 # `%(name)s` and `%s`-style printf fields (no space flag, so "50% of" is text), `{0}` and `{name}`
 # format fields, HTML tags and character entities.
@@ -65,11 +62,6 @@ _WORD_RE = re.compile(r'\w+')
 FILE_REASONS = ('source_language', 'unknown_language', 'parse_error', 'empty_catalog')
 
 
-def collapse_whitespace(text: str) -> str:
-  """Every run of whitespace (incl. tabs, newlines, no-break spaces) -> one space; trimmed."""
-  return ' '.join(text.split())
-
-
 def count_words(text: str) -> int:
   """Words (runs of letters/digits/underscore) of `text` once placeholders are stripped."""
   return len(_WORD_RE.findall(PLACEHOLDER_RE.sub(' ', text)))
@@ -80,39 +72,11 @@ def normalize_language(locale_dir_name: str) -> str:
   return locale_dir_name.replace('_', '-').replace('@', '-').lower()
 
 
-def is_validation(english: str, validation_fraction: float) -> bool:
-  """Whether `english` (and so all of its translations) belongs to the validation split."""
-  digest = hashlib.sha1(english.encode('utf-8')).hexdigest()
-  return int(digest[:15], 16) / 16**15 < validation_fraction
-
-
 def default_locale_roots() -> list[pathlib.Path]:
   """Django's own locale folders: conf/locale and every contrib app's locale."""
   import django  # pylint: disable=import-outside-toplevel
   package = pathlib.Path(django.__file__).parent
   return [package / 'conf' / 'locale'] + sorted((package / 'contrib').glob('*/locale'))
-
-
-class _Tally:
-  """Skip counts and a few examples per reason, in the manifest's shape."""
-
-  def __init__(self):
-    self.counts = collections.Counter()
-    self.examples = []
-    self._per_reason = collections.Counter()
-
-  def skip(self, reason: str, file: str, line: int | None, text: str = ''):
-    self.counts[reason] += 1
-    if self._per_reason[reason] < MAX_EXAMPLES:
-      self._per_reason[reason] += 1
-      self.examples.append({'file': file, 'line': line, 'reason': reason,
-                            'text': collapse_whitespace(text)[:80]})
-
-  def entries_skipped(self) -> int:
-    return sum(n for reason, n in self.counts.items() if reason not in FILE_REASONS)
-
-  def files_skipped(self) -> int:
-    return sum(n for reason, n in self.counts.items() if reason in FILE_REASONS)
 
 
 def _decode_catalog(raw: bytes) -> tuple[str, list[int]]:
@@ -225,54 +189,6 @@ def _collect(catalogs, known_languages, min_words, display, tally):
   return pairs, entries_read, files_used
 
 
-def _split_corpus(pairs: dict[str, list[tuple[str, str]]], validation_fraction: float):
-  """Splits pairs by English sentence; returns ({lang: {split: pairs}}, {lang: {split: mono}})."""
-  by_split = {lang: {split: [] for split in SPLITS} for lang in sorted(pairs)}
-  for lang, lang_pairs in pairs.items():
-    for english, translation in lang_pairs:
-      split = 'validation' if is_validation(english, validation_fraction) else 'train'
-      by_split[lang][split].append((english, translation))
-  # Distinct sentences in first-seen order.
-  mono = {SOURCE_LANGUAGE: {
-      split: list(dict.fromkeys(en for splits in by_split.values() for en, _ in splits[split]))
-      for split in SPLITS}}
-  for lang, splits in by_split.items():
-    mono[lang] = {split: list(dict.fromkeys(xx for _, xx in splits[split])) for split in SPLITS}
-  return by_split, mono
-
-
-def _write_lines(path: pathlib.Path, lines: Iterable[str]):
-  path.parent.mkdir(parents=True, exist_ok=True)
-  with open(path, 'w', encoding='utf-8', newline='\n') as f:
-    for line in lines:
-      f.write(line + '\n')
-
-
-def _write_corpus(out_dir: pathlib.Path, by_split: dict, mono: dict, manifest: dict):
-  """Writes the layout into a temporary folder beside `out_dir`, then renames it into place."""
-  out_dir.parent.mkdir(parents=True, exist_ok=True)
-  tmp = pathlib.Path(tempfile.mkdtemp(prefix=f'.{out_dir.name}.building-', dir=out_dir.parent))
-  try:
-    for lang, splits in by_split.items():
-      for split in SPLITS:
-        _write_lines(tmp / 'parallel' / f'{SOURCE_LANGUAGE}-{lang}' / f'{split}.tsv',
-                     (f'{en}\t{xx}' for en, xx in splits[split]))
-    for lang, splits in mono.items():
-      for split in SPLITS:
-        _write_lines(tmp / 'mono' / lang / f'{split}.txt', splits[split])
-    with open(tmp / 'manifest.json', 'w', encoding='utf-8') as f:
-      f.write(json.dumps(manifest, ensure_ascii=False, indent=1) + '\n')
-    old = out_dir.parent / f'{tmp.name}.old' if out_dir.exists() else None
-    if old is not None:
-      out_dir.rename(old)
-    tmp.rename(out_dir)
-    if old is not None:
-      shutil.rmtree(old)
-  except BaseException:
-    shutil.rmtree(tmp, ignore_errors=True)
-    raise
-
-
 def build_django_corpus(out_dir: str | pathlib.Path, *, validation_fraction: float = 0.15,
                         min_words: int = 3,
                         locale_roots: Sequence[str | pathlib.Path] | None = None) -> dict:
@@ -306,7 +222,7 @@ def build_django_corpus(out_dir: str | pathlib.Path, *, validation_fraction: flo
         f'no {CATALOG_NAME} found under {[str(r) for r in roots]}; expected '
         f'<root>/<lang>/LC_MESSAGES/{CATALOG_NAME} (is Django installed? `pip install django`)')
 
-  tally = _Tally()
+  tally = layout.Tally(FILE_REASONS)
   pairs, entries_read, files_used = _collect(
       catalogs, set(LANG_INFO), min_words, lambda p: _display_path(p, base), tally)
   entries_kept = sum(len(v) for v in pairs.values())
@@ -319,7 +235,7 @@ def build_django_corpus(out_dir: str | pathlib.Path, *, validation_fraction: flo
         f'bookkeeping error: {len(catalogs)} catalogs but {files_used} used and '
         f'{tally.files_skipped()} skipped; this is a bug in {__name__}')
 
-  by_split, mono = _split_corpus(pairs, validation_fraction)
+  by_split, mono = layout.split_corpus(pairs, validation_fraction)
   manifest = {
       'name': CORPUS_NAME,
       'source': source,
@@ -337,74 +253,7 @@ def build_django_corpus(out_dir: str | pathlib.Path, *, validation_fraction: flo
       'validation_fraction': validation_fraction,
       'min_words': min_words,
   }
-  _write_corpus(pathlib.Path(out_dir), by_split, mono, manifest)
+  layout.write_corpus(pathlib.Path(out_dir), by_split, mono, manifest)
   return manifest
 
 
-def load_manifest(corpus_dir: str | pathlib.Path) -> dict:
-  """The manifest of a built corpus; raises FileNotFoundError saying how to build it."""
-  corpus_dir = pathlib.Path(corpus_dir)
-  path = corpus_dir / 'manifest.json'
-  if not path.is_file():
-    raise FileNotFoundError(
-        f'no corpus at {corpus_dir} (no manifest.json); run `amber-jax data build '
-        f'{corpus_dir.name}` (or build_django_corpus({str(corpus_dir)!r}))')
-  with open(path, encoding='utf-8') as f:
-    return json.load(f)
-
-
-def _select(split: str, langs: Sequence[str] | None, available: Sequence[str],
-            corpus_dir) -> list[str]:
-  """Checks `split`; the languages to read: `langs` (all checked present) or `available`."""
-  if split not in SPLITS:
-    raise ValueError(f'split must be one of {SPLITS}, got {split!r}')
-  if langs is None:
-    return list(available)
-  missing = [lang for lang in langs if lang not in available]
-  if missing:
-    raise ValueError(f'languages {missing} are not in the corpus at {corpus_dir}; it has '
-                     f'{list(available)}')
-  return list(langs)
-
-
-def _read_lines(path: pathlib.Path) -> list[str]:
-  with open(path, encoding='utf-8', newline='\n') as f:
-    text = f.read()
-  return text.split('\n')[:-1] if text else []
-
-
-def read_pairs(corpus_dir: str | pathlib.Path, split: str,
-               langs: Sequence[str] | None = None) -> dict[str, list[tuple[str, str]]]:
-  """Parallel pairs of one split.
-
-  Args:
-    corpus_dir: a built corpus folder.
-    split: 'train' or 'validation'.
-    langs: non-English language codes to read; None reads all of the manifest's languages.
-
-  Returns:
-    {lang: [(english, translation), ...]} in file order.
-  """
-  corpus_dir = pathlib.Path(corpus_dir)
-  manifest = load_manifest(corpus_dir)
-  result = {}
-  for lang in _select(split, langs, manifest['languages'], corpus_dir):
-    path = corpus_dir / 'parallel' / f'{SOURCE_LANGUAGE}-{lang}' / f'{split}.tsv'
-    lang_pairs = []
-    for number, line in enumerate(_read_lines(path), start=1):
-      fields = line.split('\t')
-      if len(fields) != 2:
-        raise ValueError(f'{path}:{number}: expected `english<TAB>translation`, found '
-                         f'{len(fields)} tab-separated fields; rebuild the corpus')
-      lang_pairs.append((fields[0], fields[1]))
-    result[lang] = lang_pairs
-  return result
-
-
-def read_mono(corpus_dir: str | pathlib.Path, split: str,
-              langs: Sequence[str] | None = None) -> dict[str, list[str]]:
-  """Monolingual sentences of one split: {lang: [sentence, ...]}; None reads every language."""
-  corpus_dir = pathlib.Path(corpus_dir)
-  manifest = load_manifest(corpus_dir)
-  return {lang: _read_lines(corpus_dir / 'mono' / lang / f'{split}.txt')
-          for lang in _select(split, langs, sorted(manifest['mono']), corpus_dir)}
