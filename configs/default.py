@@ -49,7 +49,9 @@ def get_config() -> ml_collections.ConfigDict:
       corpus_dir='',         # '' = <cache>/corpora/django
       vocab_path='',         # '' = <cache>/vocab/django.model
       languages=[],          # [] = every language of the corpus
-      alpha=0.7,             # language sampling exponent: rate ~ n^alpha
+      alpha=0.7,             # language sampling exponent: rate ~ n^alpha (1: by count, 0: uniform)
+      rates='',              # explicit rates 'task=w,task=w' (others keep their smoothed share)
+      extra_tasks=[],        # your own sources, each a dict (see tasks/sources.py), mixed in too
       mono_batch_size=32,    # rows of monolingual text per step (0: no MLM)
       parallel_batch_size=32,  # translation pairs per step (0: no TLM/SA/WA)
       mono_length=64,        # tokens per monolingual row, [CLS] and [SEP] included
