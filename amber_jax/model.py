@@ -99,7 +99,10 @@ class Embeddings(nn.Module):
   cfg: EncoderConfig
 
   @nn.compact
-  def __call__(self, ids, segments, deterministic: bool):
+  def __call__(self, ids, segments, deterministic: bool, positions=None):
+    """ids, segments: int [batch, length]; positions: int [batch, length] or None (0..length-1).
+
+    Returns [batch, length, embed] in the compute dtype."""
     cfg = self.cfg
     init = _init(cfg.initializer_range)
     word = self.param('word_embeddings',
@@ -115,7 +118,11 @@ class Embeddings(nn.Module):
     if length > cfg.max_position_embeddings:
       raise ValueError(f'Sequence length {length} exceeds max_position_embeddings='
                        f'{cfg.max_position_embeddings}; truncate inputs or enlarge the model.')
-    x = (jnp.take(word, ids, axis=0) + pos[None, :length] +
+    if positions is None:
+      pos_emb = pos[None, :length]  # [1, length, embed]
+    else:
+      pos_emb = jnp.take(pos, positions, axis=0)  # [batch, length, embed]
+    x = (jnp.take(word, ids, axis=0) + pos_emb +
          jnp.take(seg, segments, axis=0))  # [batch, length, embed]
     x = _constrain(x.astype(cfg.dtype), ('act_batch', 'act_length', 'act_embed'))
     x = LayerNorm(cfg.layer_norm_eps, cfg.dtype, name='layer_norm')(x)
@@ -226,8 +233,9 @@ class Encoder(nn.Module):
                                nn.with_logical_partitioning(nn.initializers.zeros, ('vocab',)),
                                (cfg.vocab_size,), jnp.float32)
 
-  def __call__(self, ids, segments=None, attention_mask=None, *, deterministic: bool = True,
-               return_last_probs: bool = False, return_all_hidden: bool = False):
+  def __call__(self, ids, segments=None, attention_mask=None, positions=None, *,
+               deterministic: bool = True, return_last_probs: bool = False,
+               return_all_hidden: bool = False):
     """Encodes token ids.
 
     Args:
@@ -235,6 +243,9 @@ class Encoder(nn.Module):
       segments: int [batch, length] segment (token type) ids; zeros when None.
       attention_mask: bool [batch, length, length] (query, key) or None for "every query sees every
         real key". Keys that are padding are always masked.
+      positions: int [batch, length] position ids, or None for 0..length-1 in every row. Packed
+        rows (several texts per row) restart them at each text and pass a block-diagonal
+        `attention_mask`, so that each text is encoded as if it were alone.
       deterministic: no dropout when True.
       return_last_probs: also return the last layer's attention probabilities.
       return_all_hidden: also return the embeddings' output and every layer's output.
@@ -248,7 +259,7 @@ class Encoder(nn.Module):
     mask = padding_mask(ids)
     if attention_mask is not None:
       mask = jnp.logical_and(mask, attention_mask[:, None, :, :])
-    x = self.embeddings(ids, segments, deterministic)
+    x = self.embeddings(ids, segments, deterministic, positions)
     all_hidden = [x]
     probs = None
     for i, layer in enumerate(self.layers):

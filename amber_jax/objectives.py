@@ -9,6 +9,17 @@ Passes per step:
                   one unmasked pass on x and y (stacked) -> SA
                   two passes with the WA mask, [x; y] and [y; x], last layer's probabilities -> WA
 A loss whose weight is 0 costs nothing: its passes are not traced.
+
+Packed monolingual rows (several texts per row) add one optional batch key:
+  mono_seq  int32 [batch, length]: 1, 2, 3, ... = which text of the row a token belongs to,
+            0 on padding.
+When it is present, the MLM pass lets a token attend only to tokens of its own text
+(attention_mask = mono_seq[:, :, None] == mono_seq[:, None, :]; pads are masked as keys anyway)
+and restarts position ids at 0 at the first token of each text (`packed_positions`), so each text
+is encoded exactly as it would be alone in its own row. Masking still picks ~mask_rate of the
+row's real tokens, so the number of predictions per text can differ from the unpacked layout;
+the loss is the mean over every prediction of the batch either way. Without `mono_seq` a row is
+one text with positions 0..length-1 (today's behaviour).
 """
 
 from __future__ import annotations
@@ -30,13 +41,39 @@ def max_predictions(length: int, rate: float) -> int:
   return max(1, min(length, math.ceil(rate * length) + 1))
 
 
-def _masked_lm(model: Encoder, params, ids, segments, rng, ocfg, dropout_rng, deterministic):
+def packed_positions(seq: Array) -> Array:
+  """Position ids that restart at 0 at the first token of each text of a packed row.
+
+  Args:
+    seq: int [batch, length], which text each token belongs to (1, 2, ...; 0 on padding).
+
+  Returns:
+    int32 [batch, length]: the token's offset from the start of its run of equal `seq` values.
+  """
+  length = seq.shape[1]
+  index = jnp.broadcast_to(jnp.arange(length, dtype=jnp.int32), seq.shape)
+  starts = jnp.concatenate([jnp.ones_like(seq[:, :1], bool), seq[:, 1:] != seq[:, :-1]], axis=1)
+  start_index = jax.lax.cummax(jnp.where(starts, index, 0), axis=1)  # [batch, length]
+  return index - start_index
+
+
+def packed_attention_mask(seq: Array) -> Array:
+  """bool [batch, length, length]: query i sees key j iff both belong to the same text."""
+  return seq[:, :, None] == seq[:, None, :]
+
+
+def _masked_lm(model: Encoder, params, ids, segments, rng, ocfg, dropout_rng, deterministic,
+               seq=None):
+  """MLM loss of one masked pass; `seq` int [batch, length] marks the texts of packed rows."""
   vocab = model.cfg.vocab_size
   m = masking.mask_tokens(rng, ids, vocab_size=vocab,
                           max_predictions=max_predictions(ids.shape[1], ocfg.mask_rate),
                           rate=ocfg.mask_rate)
-  out = model.apply({'params': params}, m.ids, segments, deterministic=deterministic,
-                    rngs={'dropout': dropout_rng})
+  mask = positions = None
+  if seq is not None:
+    mask, positions = packed_attention_mask(seq), packed_positions(seq)
+  out = model.apply({'params': params}, m.ids, segments, mask, positions,
+                    deterministic=deterministic, rngs={'dropout': dropout_rng})
   logits = model.apply({'params': params}, out['hidden'], m.positions,
                        method=Encoder.mlm_logits)  # [batch, k, vocab]
   return losses.masked_lm_loss(logits, m.labels, m.weights)
@@ -93,7 +130,8 @@ def amber_losses(model: Encoder, params, batch: Mapping[str, Array], rng: Array,
   Args:
     model: the Encoder module.
     params: its (unboxed) parameters.
-    batch: arrays as `amber_jax.data` yields them (mono_* and/or src/tgt/pair/swap_*).
+    batch: arrays as `amber_jax.data` yields them (mono_* and/or src/tgt/pair/swap_*; the
+      optional mono_seq marks packed rows, see the module docstring).
     rng: PRNG key for masking and dropout.
     ocfg: config.objectives (weights, mask_rate, sa_* options, wa_mask).
     deterministic: disable dropout.
@@ -107,7 +145,7 @@ def amber_losses(model: Encoder, params, batch: Mapping[str, Array], rng: Array,
   metrics = {}
   if 'mono_ids' in batch and ocfg.mlm_weight:
     loss, acc = _masked_lm(model, params, batch['mono_ids'], batch['mono_segments'], k_mono,
-                           ocfg, d_mono, deterministic)
+                           ocfg, d_mono, deterministic, seq=batch.get('mono_seq'))
     total += ocfg.mlm_weight * loss
     metrics.update(mlm_loss=loss, mlm_accuracy=acc)
   if 'pair_ids' in batch:

@@ -6,7 +6,7 @@ import pathlib
 import polib
 import pytest
 
-from amber_jax.ingest import django_po
+from amber_jax.ingest import django_po, layout
 
 SPLITS = ('train', 'validation')
 
@@ -303,7 +303,7 @@ def test_rebuild_replaces_the_corpus_and_a_failed_build_leaves_it_intact(tmp_pat
 
   def broken_write(*args, **kwargs):
     raise OSError('disk full')
-  monkeypatch.setattr(django_po, '_write_lines', broken_write)
+  monkeypatch.setattr(layout, 'write_lines', broken_write)
   _write_po(root, 'it', [_entry(GOOD.msgid, 'Inserisci un indirizzo email valido.')])
   with pytest.raises(OSError, match='disk full'):
     _build(tmp_path, root)
