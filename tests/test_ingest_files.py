@@ -209,6 +209,10 @@ def test_empty_and_missing_files(tmp_path):
   en = _write(tmp_path / 'c.en', '\n'.join(EN) + '\n')
   with pytest.raises(ValueError, match=r'empty\.de\.gz: the file is empty'):
     files.build_files_corpus(tmp_path / 'out', [f'de:{en},{empty}'])
+  fake = tmp_path / 'fake.txt.gz'
+  fake.write_bytes(b'plain text, not gzip\n')
+  with pytest.raises(ValueError, match=r'fake\.txt\.gz:1: cannot decompress'):
+    files.build_files_corpus(tmp_path / 'out', mono=[f'de:{fake}'])
   with pytest.raises(FileNotFoundError, match=r'nowhere\.de not found'):
     files.build_files_corpus(tmp_path / 'out', [f'de:{en},{tmp_path / "nowhere.de"}'])
 

@@ -470,8 +470,12 @@ def _read_po(source: Source, out: _Collector):
   import polib  # pylint: disable=import-outside-toplevel
   from amber_jax.ingest import django_po  # pylint: disable=import-outside-toplevel
   path = source.paths[0]
-  with _open_binary(path) as f:
-    raw = f.read()
+  try:
+    with _open_binary(path) as f:
+      raw = f.read()
+  except (EOFError, lzma.LZMAError, gzip.BadGzipFile, zlib.error) as error:
+    raise ValueError(f'{path}: cannot decompress ({type(error).__name__}: {error}); the file is '
+                     'damaged or not really gzip/xz (check its suffix)') from None
   if not raw:
     raise ValueError(f'{path}: the file is empty (zero lines); remove it from the specs')
   text, bad_lines = django_po._decode_catalog(raw)  # pylint: disable=protected-access
