@@ -365,6 +365,8 @@ def _synthetic_array(name, shape, dtype, rng, vocab_size):
   from amber_jax.model import CLS_ID, NUM_SPECIALS, SEP_ID  # pylint: disable=import-outside-toplevel
   if name == 'mono_segments':
     return np.zeros(shape, dtype)
+  if name == 'mono_seq':  # one text per row, as the ids below are framed
+    return np.ones(shape, dtype)
   if name.endswith('segments'):
     half = shape[1] // 2
     return np.concatenate([np.zeros((shape[0], half)), np.ones((shape[0], shape[1] - half))],

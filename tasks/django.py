@@ -154,8 +154,116 @@ def register(data_cfg) -> dict[str, str | None]:
           [_split_pairs],
           {'src': seqio.Feature(vocab, add_eos=False), 'tgt': seqio.Feature(vocab, add_eos=False)},
           tokenizer)
-  return {'mono': _add_mixture(f'{prefix}_mono', mono_counts, data_cfg.alpha),
-          'parallel': _add_mixture(f'{prefix}_parallel', para_counts, data_cfg.alpha)}
+  explicit = {}
+  for spec in data_cfg.extra_tasks:
+    kind, name, count, rate = _add_extra_task(dict(spec), vocab, tokenizer, shuffle_buffer)
+    (mono_counts if kind == 'mono' else para_counts)[name] = count
+    if rate is not None:
+      explicit[name] = rate
+  explicit.update(parse_rates(data_cfg.rates))
+  unknown = sorted(set(explicit) - set(mono_counts) - set(para_counts))
+  if unknown:
+    raise ValueError(f'config.data.rates names tasks {unknown} that are not registered; the tasks '
+                     f'are {sorted(mono_counts) + sorted(para_counts)}.')
+  return {'mono': _add_mixture(f'{prefix}_mono', mono_counts, data_cfg.alpha, explicit),
+          'parallel': _add_mixture(f'{prefix}_parallel', para_counts, data_cfg.alpha, explicit)}
+
+
+def parse_rates(text: str) -> dict[str, float]:
+  """'task=2,other=0.5' -> {'task': 2.0, 'other': 0.5}; '' -> {}."""
+  rates = {}
+  for item in filter(None, (part.strip() for part in text.split(','))):
+    name, sep, value = item.partition('=')
+    try:
+      rates[name.strip()] = float(value)
+      if not sep or rates[name.strip()] < 0:
+        raise ValueError(item)
+    except ValueError:
+      raise ValueError(f'config.data.rates={text!r}: {item!r} is not task=RATE with RATE >= 0 '
+                       "(e.g. 'django_para_en_de=2,django_mono_en=0.5').") from None
+  return rates
+
+
+EXTRA_KEYS = {'name', 'kind', 'tfds', 'tfds_data_dir', 'files', 'src', 'tgt', 'text', 'examples',
+              'rate'}
+
+
+def _add_extra_task(spec: dict, vocab, tokenizer, shuffle_buffer: int):
+  """Registers one `config.data.extra_tasks` entry; returns (kind, name, train examples, rate).
+
+  An entry is a dict:
+    name      the seqio task name (required)
+    kind      'mono' or 'parallel' (required)
+    tfds      a TFDS name 'dataset[/config]:version' (e.g. 'wikipedia/20230601.de:1.0.0', or one
+              written by `amber-jax data tfds`), read with seqio.TfdsDataSource; or
+    files     {'train': path, 'validation': path} text files: `english<TAB>translation` lines
+              (parallel) or one text a line (mono), checked like the corpus folders' files
+    tfds_data_dir  where the TFDS dataset lives ('' = TFDS's default)
+    src, tgt  (parallel, tfds) the English and translation features; dotted for nested ones
+              ('translation.en'); default 'src' and 'tgt'
+    text      (mono, tfds) the text feature; default 'text'
+    examples  train examples, for the smoothed rate (default: what the source reports)
+    rate      an explicit mixture rate (default: smoothed by count like the other tasks)
+  """
+  unknown = sorted(set(spec) - EXTRA_KEYS)
+  where = f'config.data.extra_tasks entry {spec}'
+  if unknown:
+    raise ValueError(f'{where}: unknown keys {unknown}; the keys are {sorted(EXTRA_KEYS)}.')
+  name, kind = spec.get('name'), spec.get('kind')
+  if not name or kind not in ('mono', 'parallel'):
+    raise ValueError(f"{where}: needs 'name' and 'kind' ('mono' or 'parallel').")
+  if ('tfds' in spec) == ('files' in spec):
+    raise ValueError(f"{where}: give exactly one of 'tfds' and 'files'.")
+  seqio.TaskRegistry.remove(name)
+  if 'files' in spec:
+    files = {s: str(f) for s, f in dict(spec['files']).items()}
+    for f in files.values():
+      if not pathlib.Path(f).is_file():
+        raise FileNotFoundError(f'{where}: file {f} not found.')
+    sizes = {s: _count_lines(f) for s, f in files.items()}
+    if kind == 'parallel':
+      source = seqio.FileDataSource(_numbered_lines, files, num_input_examples=sizes)
+      preprocessors = [_split_pairs]
+    else:
+      source = seqio.TextLineDataSource(files, num_input_examples=sizes)
+      preprocessors = [_mono_features]
+  else:
+    # read_only: a prepared dataset is read by name (no builder class, never downloads).
+    source = seqio.TfdsDataSource(tfds_name=spec['tfds'], read_only=True,
+                                  tfds_data_dir=spec.get('tfds_data_dir') or None)
+    keys = ({'src': spec.get('src', 'src'), 'tgt': spec.get('tgt', 'tgt')} if kind == 'parallel'
+            else {'tokens': spec.get('text', 'text')})
+    preprocessors = [functools.partial(_pick_features, keys=keys)]
+  count = spec.get('examples')
+  if count is None:
+    count = source.num_input_examples('train')
+  if count is None:
+    raise ValueError(f"{where}: its source does not know its train size; add 'examples': N.")
+  features = ({'src': seqio.Feature(vocab, add_eos=False), 'tgt': seqio.Feature(vocab, add_eos=False)}
+              if kind == 'parallel' else {'tokens': seqio.Feature(vocab, add_eos=False)})
+  _add_task(name, {'train': count}, shuffle_buffer, source, preprocessors, features, tokenizer)
+  return kind, name, int(count), spec.get('rate')
+
+
+def _count_lines(path: str) -> int:
+  with open(path, 'rb') as f:
+    return sum(1 for _ in f)
+
+
+def _pick_features(dataset: tf.data.Dataset, keys: dict[str, str]) -> tf.data.Dataset:
+  """{source features} -> {out: text, out_text: text} for out, dotted path in `keys`."""
+
+  def pick(ex):
+    out = {}
+    for name, path in keys.items():
+      value = ex
+      for part in path.split('.'):
+        value = value[part]
+      out[name] = value
+      out['text' if name == 'tokens' else f'{name}_text'] = value
+    return out
+
+  return dataset.map(_graph(pick), num_parallel_calls=tf.data.AUTOTUNE)
 
 
 def _read_manifest(corpus: pathlib.Path) -> dict:
@@ -173,8 +281,10 @@ def _read_manifest(corpus: pathlib.Path) -> dict:
 
 
 def _chosen_languages(manifest: dict, wanted: list[str], corpus: pathlib.Path) -> list[str]:
-  """The non-English languages to use: `wanted`, or every one in the manifest if empty."""
+  """The non-English languages to use: `wanted`, or every one in the manifest if empty (those
+  with pairs, then those with monolingual text only)."""
   known = list(manifest['languages'])
+  known += [lang for lang in sorted(manifest['mono']) if lang not in known and lang != 'en']
   unknown = sorted(set(wanted) - set(known) - {'en'})
   if unknown:
     raise ValueError(f'config.data.languages names {unknown}, which the corpus at {corpus} does '
@@ -200,13 +310,18 @@ def _add_task(name, counts, shuffle_buffer, source, preprocessors, features,
   return int(counts.get('train', 0))
 
 
-def _add_mixture(name: str, counts: dict[str, int], alpha: float) -> str | None:
-  """Registers a Mixture of the tasks with train examples at the smoothed rates."""
+def _add_mixture(name: str, counts: dict[str, int], alpha: float,
+                 explicit: dict[str, float]) -> str | None:
+  """Registers a Mixture of the tasks with train examples at the smoothed rates, except those
+  given in `explicit`, which get that rate (rates are relative: seqio normalises them)."""
   seqio.MixtureRegistry.remove(name)
   counts = {k: n for k, n in counts.items() if n > 0}
   if not counts:
     return None
   rates = smoothed_rates(counts, alpha)
+  rates.update({k: v for k, v in explicit.items() if k in rates})
+  if not any(rates.values()):
+    raise ValueError(f'Every task of mixture {name} has rate 0: {rates}.')
   seqio.MixtureRegistry.add(name, sorted(rates.items()))
   return name
 

@@ -278,11 +278,12 @@ def test_data_and_batch_spec_import_without_tensorflow():
   code = ('import sys; sys.modules["tensorflow"] = None; sys.modules["seqio"] = None\n'
           'import types, amber_jax.data as d\n'
           'c = types.SimpleNamespace(mono_batch_size=2, parallel_batch_size=3, mono_length=8, '
-          'sentence_length=5)\n'
+          'sentence_length=5, packing=True)\n'
           'print(sorted((k, v[0]) for k, v in d.batch_spec(c).items()))')
   out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, check=True,
                        env={**os.environ, 'JAX_PLATFORMS': 'cpu'})
   assert "('pair_ids', (3, 10))" in out.stdout and "('mono_ids', (2, 8))" in out.stdout
+  assert "('mono_seq', (2, 8))" in out.stdout
 
 
 def test_the_built_django_corpus_and_vocabulary_feed_the_pipeline(django_corpus, django_vocab):

@@ -103,13 +103,17 @@ def plan(corpus_dir: str | pathlib.Path) -> list[dict]:
 
 
 def _examples(config: dict, split: str):
-  """(key, example) of one split file, in file order; a bad parallel line names file:line."""
+  """(key, example) of one split file, in file order; a bad parallel line names file:line.
+
+  Blank mono lines are skipped (the manifest does not count them).
+  """
   path = config['file'][split]
   with open(path, encoding='utf-8', newline='\n') as f:
     for number, line in enumerate(f, start=1):
       line = line.removesuffix('\n')
       if config['kind'] == 'mono':
-        yield number, {'text': line}
+        if line.strip():  # blank lines separate paragraphs; the seqio tasks skip them too
+          yield number, {'text': line}
         continue
       fields = line.split('\t')
       if len(fields) != 2:
