@@ -130,4 +130,4 @@ def test_overwrite_replaces_and_bad_names(corpus, tmp_path):
 def test_files_corpus_is_accepted_by_the_corpus_tasks(corpus):
   from tasks import django as corpus_tasks  # pylint: disable=import-outside-toplevel
   manifest = corpus_tasks._read_manifest(corpus)  # pylint: disable=protected-access
-  assert corpus_tasks._chosen_languages(manifest, [], corpus) == ['de', 'pt-br']  # pylint: disable=protected-access
+  assert corpus_tasks._chosen_languages(manifest, [], corpus) == ['de', 'pt-br', 'sw']  # sw: mono only; pylint: disable=protected-access
