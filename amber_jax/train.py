@@ -193,7 +193,11 @@ def check_vocabulary(config) -> None:
   if not path.exists():
     raise FileNotFoundError(f'Vocabulary {path} not found; train one with `amber-jax vocab train` '
                             'or set config.data.vocab_path.')
-  size = hf_vocab.load_vocabulary(path).vocab_size
+  if path.is_file():  # a SentencePiece model: read without seqio/TensorFlow (TF-free hosts)
+    import sentencepiece as spm  # pylint: disable=import-outside-toplevel
+    size = spm.SentencePieceProcessor(model_file=str(path)).get_piece_size()
+  else:
+    size = hf_vocab.load_vocabulary(path).vocab_size
   if size > config.model.vocab_size:
     raise ValueError(f'The vocabulary {path} has {size} pieces but config.model.vocab_size is '
                      f'{config.model.vocab_size}; set --config.model.vocab_size={size} or use the '
