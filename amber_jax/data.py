@@ -39,6 +39,7 @@ from amber_jax.model import CLS_ID, MASK_ID, PAD_ID, SEP_ID, UNK_ID
 
 # A parallel batch that cannot be filled with distinct English sentences from this many
 # batches' worth of consecutive pairs means the corpus has too few of them for the batch size.
+assert PAD_ID == 0  # join_pair and the cache reader count real tokens with count_nonzero
 _MAX_POOL_BATCHES = 16
 
 
@@ -312,37 +313,35 @@ class UniqueSourceBatcher:
 
   def next(self) -> tuple[dict[str, np.ndarray], int]:
     """Returns (the next batch's arrays, how many pooled pairs it passed over)."""
-    pool, size = self._pool, self._batch_size
-    while True:
-      if pool is not None:
-        take = first_unique_rows(pool['src_ids'], size)
-        if take is not None:
-          break
-        if len(pool['src_ids']) >= _MAX_POOL_BATCHES * size:
-          found = len(np.unique(pool['src_ids'], axis=0))
+    size = self._batch_size
+    taken, seen, i = [], set(), 0  # a walk through the pool in order: cost ~ batch, not pool
+    while len(taken) < size:
+      if self._pool is None or i == len(self._pool['src_ids']):
+        if i >= _MAX_POOL_BATCHES * size:
           raise ValueError(
               f'Could not fill a parallel batch of {size} distinct English sentences: '
-              f'{len(pool["src_ids"])} consecutive pairs hold only {found}. The corpus has too '
-              'few distinct English sentences for this batch; lower '
-              'config.data.parallel_batch_size (or add data).')
-      chunk = dict(next(self._chunks))
-      self.dropped += chunk.pop('dropped', 0)
-      pool = chunk if pool is None else {k: np.concatenate([pool[k], chunk[k]]) for k in pool}
-    keep = np.ones(len(pool['src_ids']), bool)  # [pool]
-    keep[take] = False
-    self._pool = {k: v[keep] for k, v in pool.items()}
-    return {k: v[take] for k, v in pool.items()}, int(take[-1]) + 1 - size
-
-
-def first_unique_rows(rows: np.ndarray, count: int) -> np.ndarray | None:
-  """Positions of the first `count` rows equal to no earlier row, ascending; None if fewer.
-
-  Taking them is what a walk in order that skips already-taken rows would take.
-  """
-  _, first = np.unique(rows, axis=0, return_index=True)  # first occurrence of each distinct row
-  if len(first) < count:
-    return None
-  return np.sort(first)[:count]
+              f'{i} consecutive pairs hold only {len(seen)}. The corpus has too few distinct '
+              'English sentences for this batch; lower config.data.parallel_batch_size (or add '
+              'data).')
+        chunk = dict(next(self._chunks))
+        self.dropped += chunk.pop('dropped', 0)
+        self._pool = chunk if self._pool is None else {
+            k: np.concatenate([v, chunk[k]]) for k, v in self._pool.items()}
+        continue
+      key = self._pool['src_ids'][i].tobytes()
+      if key not in seen:
+        seen.add(key)
+        taken.append(i)
+      i += 1
+    pool = self._pool
+    batch = {k: v[taken] for k, v in pool.items()}
+    if i == size:  # nothing passed over: the rest of the pool is a view
+      self._pool = {k: v[i:] for k, v in pool.items()}
+    else:
+      keep = np.ones(len(pool['src_ids']), bool)  # [pool]
+      keep[taken] = False
+      self._pool = {k: v[keep] for k, v in pool.items()}
+    return batch, i - size
 
 
 def join_pair(first: np.ndarray, second: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -356,16 +355,18 @@ def join_pair(first: np.ndarray, second: np.ndarray) -> tuple[np.ndarray, np.nda
     ids [rows, 2 length] = [CLS] a [SEP] b [SEP] PAD..., and segments [rows, 2 length] = 1 on
     b [SEP], else 0.
   """
-  length = first.shape[1]
-  n_first = np.count_nonzero(first != PAD_ID, axis=1)[:, None]  # [rows, 1]: [CLS] a [SEP]
-  n_second = np.count_nonzero(second != PAD_ID, axis=1)[:, None] - 1  # [rows, 1]: b [SEP]
+  rows, length = first.shape
+  n_first = np.count_nonzero(first, axis=1)[:, None]  # [rows, 1]: [CLS] a [SEP] (PAD_ID is 0)
+  n_second = np.count_nonzero(second, axis=1)[:, None] - 1  # [rows, 1]: b [SEP]
   pos = np.arange(2 * length)[None, :]  # [1, 2 length]
-  in_first = pos < n_first  # [rows, 2 length]
   in_second = (pos >= n_first) & (pos < n_first + n_second)  # [rows, 2 length]
-  first_wide = np.pad(first, ((0, 0), (0, length)))  # [rows, 2 length]
-  second_at = np.take_along_axis(second, np.clip(pos - n_first + 1, 0, length - 1), axis=1)
-  ids = np.where(in_first, first_wide, np.where(in_second, second_at, PAD_ID))
-  return ids.astype(np.int32), in_second.astype(np.int32)
+  # Row r of the output reads first[r] up to n_first, then second[r] from its position 1: one
+  # gather from [first | second] laid side by side.
+  both = np.concatenate([first, second], axis=1)  # [rows, 2 length]
+  source = np.where(pos < n_first, pos, pos - n_first + 1 + length)  # [rows, 2 length]
+  ids = np.take_along_axis(both, np.minimum(source, 2 * length - 1), axis=1)
+  ids[~((pos < n_first) | in_second)] = PAD_ID
+  return ids.astype(np.int32, copy=False), in_second.astype(np.int32)
 
 
 def _check_sizes(data_cfg) -> None:
