@@ -250,3 +250,16 @@ def test_an_extra_task_from_a_tfds_dataset_reads_its_examples(corpus, vocab_path
   assert (ex['src_text'].decode(), ex['tgt_text'].decode()) == tuple(first.split('\t'))
   sp = spm.SentencePieceProcessor(model_file=vocab_path)
   assert list(ex['tgt']) == sp.encode(first.split('\t')[1])
+
+
+@pytest.mark.slow
+def test_training_reads_packed_rows_from_the_cache(cached_cfg, tmp_path):
+  from amber_jax import train  # pylint: disable=import-outside-toplevel
+  from test_train import small_config  # pylint: disable=import-outside-toplevel
+  cfg = small_config(tmp_path / 'run', steps=2)
+  with cfg.unlocked():
+    cfg.data = cached_cfg.copy_and_resolve_references()
+    cfg.data.update(packing=True, mono_length=40)
+    cfg.model.vocab_size = 256
+  _, history = train.train(cfg, print_fn=lambda *_: None)
+  assert history[-1]['step'] == 2 and np.isfinite(history[-1]['mlm_loss'])
