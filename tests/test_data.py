@@ -299,3 +299,19 @@ def test_the_built_django_corpus_and_vocabulary_feed_the_pipeline(django_corpus,
   sp = spm.SentencePieceProcessor(model_file=str(django_vocab))
   decoded = [sp.decode(framed(row)) for row in batch['src_ids'] if row[-1] == PAD_ID]
   assert decoded and all(text in english for text in decoded), decoded
+
+
+@pytest.mark.parametrize('cached', [False, True], ids=['raw_text', 'token_cache'])
+def test_resume_on_the_real_corpus_continues_with_the_uninterrupted_batches(
+    django_corpus, django_vocab, tmp_path, cached):
+  cfg = make_cfg(django_corpus, str(django_vocab), task_prefix='real', languages=['de', 'ja', 'ru'],
+                 sentence_length=32, packing=True, mono_length=48)
+  if cached:
+    from amber_jax import data_tools  # pylint: disable=import-outside-toplevel
+    data_tools.write_cache(cfg, tmp_path / 'tokens', print_fn=lambda *_: None)
+    cfg.cache_dir = str(tmp_path / 'tokens')
+  full = [b for _, b in zip(range(7), data.make_train_iterator(cfg, seed=5))]
+  resumed = data.make_train_iterator(cfg, seed=5, start_step=4)  # the run restored at step 4
+  for want in full[4:]:
+    got = next(resumed)
+    assert got.keys() == want.keys() and all((got[k] == want[k]).all() for k in want)
