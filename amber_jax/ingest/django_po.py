@@ -16,8 +16,8 @@ they installed; nothing is downloaded and no corpus text lives in git. Rules (DA
 - A pair already kept for the same language (the same string in two catalogs or two contexts) is
   a `duplicate` skip.
 - Locale folders are normalised to lowercase BCP-47-like codes (`pt_BR` -> `pt-br`, `zh_Hans` ->
-  `zh-hans`) and checked against `django.conf.locale.LANG_INFO`; the `en` catalogs are the source
-  language and are skipped whole.
+  `zh-hans`) and checked against `django.conf.locale.LANG_INFO`; the `en` catalogs (and the
+  English variants `en-au`, `en-gb`) are the source language and are skipped whole.
 - Train/validation: by a sha1 hash of the English sentence, so an English sentence and all of its
   translations fall in the same split.
 
@@ -149,7 +149,8 @@ def _collect(catalogs, known_languages, min_words, display, tally):
   for dir_name, path in catalogs:
     file = display(path)
     lang = normalize_language(dir_name)
-    if lang == SOURCE_LANGUAGE:
+    if lang == SOURCE_LANGUAGE or lang.startswith(f'{SOURCE_LANGUAGE}-'):
+      # English and its regional variants (en-au, en-gb): English-to-English is no translation.
       tally.skip('source_language', file, None, dir_name)
       continue
     if lang not in known_languages:
