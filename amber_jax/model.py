@@ -7,6 +7,20 @@ bias), so that a checkpoint maps one-to-one onto it (see `amber_jax.hf`).
 Attention can return its probabilities under any [batch, length, length] mask: the word-alignment
 objective needs the last layer's probabilities under a special mask.
 
+Performance options (EncoderConfig; the defaults are the reference path, and every option is tested
+equal to it in tests/test_model_options.py):
+  dtype      compute dtype ('bfloat16' on accelerators); parameters stay float32, and attention
+             scores, softmax, LayerNorm statistics and the MLM logits are computed in float32.
+  remat      'none' | 'dots' (keep only the weight matmuls' outputs of each layer and recompute the
+             rest in the backward pass) | 'full' (keep nothing but each layer's input).
+  attention  'explicit' (einsum + softmax) | 'dot_product' | 'auto': `jax.nn.dot_product_attention`
+             wherever the probabilities are not returned (all layers but the last layer of the WA
+             passes). It has no dropout on attention probabilities: 'auto' falls back to the
+             explicit path when attention dropout is active (training with
+             attention_dropout_rate > 0), 'dot_product' refuses that case.
+  attention_implementation  '' (JAX picks: XLA in jax 0.10), 'xla' or 'cudnn' (flash attention on
+             NVIDIA GPUs; bfloat16/float16 only).
+
 Logical axes: 'batch', 'length', 'embed', 'heads', 'kv', 'mlp', 'vocab' (activations use the
 'act_*' names so that a parameter's 'embed' and an activation's embedding axis can be sharded
 differently; `amber_jax.partitioning` holds the one rules table).
@@ -28,6 +42,15 @@ PAD_ID, UNK_ID, CLS_ID, SEP_ID, MASK_ID = 0, 1, 2, 3, 4
 NUM_SPECIALS = 5
 
 
+# remat option -> the jax.checkpoint policy of each layer (None: no remat).
+REMAT_POLICIES = {
+    'none': None,
+    'dots': jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+    'full': jax.checkpoint_policies.nothing_saveable,
+}
+ATTENTION_KINDS = ('explicit', 'dot_product', 'auto')
+
+
 @dataclasses.dataclass(frozen=True)
 class EncoderConfig:
   """The encoder's shape. Field names mirror HF's BertConfig where one exists."""
@@ -44,8 +67,15 @@ class EncoderConfig:
   layer_norm_eps: float = 1e-12
   initializer_range: float = 0.02
   dtype: Any = jnp.float32  # compute dtype (bf16 on accelerators); params stay float32.
+  remat: str = 'none'  # 'none' | 'dots' | 'full' (see the module docstring)
+  attention: str = 'explicit'  # 'explicit' | 'dot_product' | 'auto'
+  attention_implementation: str = ''  # '' (JAX's default) | 'xla' | 'cudnn'
 
   def __post_init__(self):
+    for field, allowed in (('remat', REMAT_POLICIES), ('attention', ATTENTION_KINDS),
+                           ('attention_implementation', ('', 'xla', 'cudnn'))):
+      if getattr(self, field) not in allowed:
+        raise ValueError(f'{field}={getattr(self, field)!r}; expected one of {list(allowed)}.')
     if self.hidden_size % self.num_heads:
       raise ValueError(
           f'hidden_size={self.hidden_size} is not divisible by num_heads={self.num_heads}; '
@@ -166,18 +196,40 @@ class SelfAttention(nn.Module):
     q = _constrain(q, ('act_batch', 'act_length', 'act_heads', 'act_kv'))
     k = _constrain(k, ('act_batch', 'act_length', 'act_heads', 'act_kv'))
     v = _constrain(v, ('act_batch', 'act_length', 'act_heads', 'act_kv'))
-    scores = jnp.einsum('bqhd,bkhd->bhqk', q, k) / jnp.sqrt(cfg.head_dim).astype(cfg.dtype)
-    big_neg = jnp.finfo(jnp.float32).min
-    scores = jnp.where(mask, scores.astype(jnp.float32), big_neg)  # [batch, heads, q, k]
-    probs = jax.nn.softmax(scores, axis=-1)
-    dropped = nn.Dropout(cfg.attention_dropout_rate)(probs, deterministic=deterministic)
-    ctx = jnp.einsum('bhqk,bkhd->bqhd', dropped.astype(cfg.dtype), v)  # [batch, q, heads, kv]
+    probs = None
+    if self._fused(deterministic, return_probs):
+      ctx = jax.nn.dot_product_attention(
+          q, k, v, mask=mask,
+          implementation=cfg.attention_implementation or None)  # [batch, q, heads, kv]
+    else:
+      scores = jnp.einsum('bqhd,bkhd->bhqk', q, k, preferred_element_type=jnp.float32)
+      scores = scores / jnp.sqrt(cfg.head_dim).astype(jnp.float32)
+      big_neg = jnp.finfo(jnp.float32).min
+      scores = jnp.where(mask, scores, big_neg)  # [batch, heads, q, k] float32
+      probs = jax.nn.softmax(scores, axis=-1)
+      dropped = nn.Dropout(cfg.attention_dropout_rate)(probs, deterministic=deterministic)
+      ctx = jnp.einsum('bhqk,bkhd->bqhd', dropped.astype(cfg.dtype), v)  # [batch, q, heads, kv]
     ctx = _constrain(ctx, ('act_batch', 'act_length', 'act_heads', 'act_kv'))
     out = _Projection(cfg, ('heads', 'kv', 'embed'), ('embed',),
                       (cfg.num_heads, cfg.head_dim, cfg.hidden_size),
                       name='output')(ctx, 'bqhd,hde->bqe')  # [batch, length, embed]
     out = _constrain(out, ('act_batch', 'act_length', 'act_embed'))
     return out, (probs if return_probs else None)
+
+  def _fused(self, deterministic: bool, return_probs: bool) -> bool:
+    """Whether this call uses jax.nn.dot_product_attention (see the module docstring)."""
+    cfg = self.cfg
+    if cfg.attention == 'explicit' or return_probs:
+      return False
+    if deterministic or cfg.attention_dropout_rate == 0:
+      return True
+    if cfg.attention == 'dot_product':
+      raise ValueError(
+          "attention='dot_product' has no dropout on attention probabilities, but this call "
+          f'trains with attention_dropout_rate={cfg.attention_dropout_rate}; set '
+          "attention_dropout_rate=0 or attention='auto' (explicit attention where dropout "
+          'applies).')
+    return False
 
 
 class Layer(nn.Module):
@@ -222,7 +274,11 @@ class Encoder(nn.Module):
   def setup(self):
     cfg = self.cfg
     self.embeddings = Embeddings(cfg)
-    self.layers = [Layer(cfg, name=f'layer_{i}') for i in range(cfg.num_layers)]
+    policy = REMAT_POLICIES[cfg.remat]
+    # Same module names with or without remat: parameters (and checkpoints, HF export) unchanged.
+    # static_argnums count `self` as 0: (deterministic, return_probs).
+    layer = Layer if policy is None else nn.remat(Layer, policy=policy, static_argnums=(3, 4))
+    self.layers = [layer(cfg, name=f'layer_{i}') for i in range(cfg.num_layers)]
     init = _init(cfg.initializer_range)
     self.mlm_transform = nn.Dense(
         cfg.hidden_size, dtype=cfg.dtype, param_dtype=jnp.float32,
@@ -284,8 +340,9 @@ class Encoder(nn.Module):
     h = self.mlm_layer_norm(jax.nn.gelu(h, approximate=False))
     word = self.embeddings.variables['params']['word_embeddings']
     word = nn.meta.unbox(word) if isinstance(word, nn.meta.AxisMetadata) else word
-    logits = jnp.einsum('bke,ve->bkv', h, word.astype(self.cfg.dtype))
-    logits = logits.astype(jnp.float32) + self.mlm_bias
+    logits = jnp.einsum('bke,ve->bkv', h, word.astype(self.cfg.dtype),
+                        preferred_element_type=jnp.float32)
+    logits = logits + self.mlm_bias  # [batch, k, vocab] float32
     return _constrain(logits, ('act_batch', 'act_length', 'act_vocab'))
 
   def encode_and_predict(self, ids, segments=None, positions=None, deterministic: bool = True):

@@ -120,7 +120,8 @@ def sentence_embeddings(model: Encoder, params, ids, dropout_rng, deterministic)
   """Mean of the last layer over non-pad tokens, x and y encoded separately: [batch, embed]."""
   out = model.apply({'params': params}, ids, None, deterministic=deterministic,
                     rngs={'dropout': dropout_rng})
-  return losses.mean_pool(out['hidden'], ids != PAD_ID)
+  # float32 sums: a bfloat16 mean over a row loses digits the SA scores need.
+  return losses.mean_pool(out['hidden'].astype(jnp.float32), ids != PAD_ID)
 
 
 def amber_losses(model: Encoder, params, batch: Mapping[str, Array], rng: Array, ocfg: Any,

@@ -26,6 +26,10 @@ def get_config() -> ml_collections.ConfigDict:
       layer_norm_eps=1e-12,
       initializer_range=0.02,
       dtype='float32',  # compute dtype; 'bfloat16' on accelerators (params stay float32)
+      # Performance options (amber_jax.model docstring); the defaults are the reference path.
+      remat='none',          # 'none' | 'dots' | 'full': recompute each layer in the backward pass
+      attention='explicit',  # 'explicit' | 'dot_product' | 'auto' (jax.nn.dot_product_attention)
+      attention_implementation='',  # '' (JAX's default, XLA) | 'xla' | 'cudnn' (GPU flash)
   ))
 
   # The AMBER objectives (PAPER.md). A weight of 0 removes the loss and its passes.
@@ -79,6 +83,14 @@ def get_config() -> ml_collections.ConfigDict:
       keep_checkpoints=3,
       eval_every=0,          # retrieval on validation pairs every N steps (0: off); at log steps
       max_nonfinite_steps=10,  # halt after this many non-finite losses in a row (updates skipped)
+      # Training stages, run in order ([] = one stage with the settings above). Each a dict:
+      # 'steps' (required), 'name', and overrides 'objectives.<field>' (any) and 'data.<field>'
+      # (mono/parallel_batch_size, mono_length, sentence_length, too_long, packing). With stages,
+      # steps (above) must be their sum; stage i reads its own data stream (seed + i). The
+      # paper's two (configs/ablation.py): [{'steps': N1, 'objectives.tlm_weight': 0.0,
+      # 'objectives.sa_weight': 0.0, 'objectives.wa_weight': 0.0, 'data.parallel_batch_size': 0},
+      # {'steps': N2, 'data.mono_batch_size': 8}].
+      stages=[],
   ))
 
   # Mesh axes sizes; -1 fills in the remaining devices.

@@ -5,6 +5,7 @@ it were alone. Options (remat, attention, dtype) give the default's loss and gra
 """
 
 import dataclasses
+import functools
 
 import flax.linen as nn
 import jax
@@ -127,3 +128,148 @@ def test_packed_mlm_loss_equals_unpacked(monkeypatch):
   lx, _ = objectives.amber_losses(model, params, packed, jax.random.key(0), ocfg,
                                   deterministic=True)
   assert abs(float(lx) - float(ls)) > 1e-4
+
+
+# ----------------------------------------------------------------------------- options
+
+def _batch(seed=0):
+  import synthetic  # pylint: disable=import-outside-toplevel  (tests/ is on the path)
+  return {k: jnp.asarray(v) for k, v in synthetic.random_batch(
+      np.random.default_rng(seed), vocab=TINY.vocab_size, mono_rows=3, mono_length=16, pairs=3,
+      sentence_length=12).items()}
+
+
+def _ocfg():
+  return ml_collections.ConfigDict(dict(
+      mlm_weight=1.0, tlm_weight=1.0, sa_weight=1.0, wa_weight=1.0, mask_rate=0.15,
+      sa_cosine=True, sa_temperature=0.1, sa_margin=0.0, sa_bidirectional=True, wa_mask='paper'))
+
+
+@functools.lru_cache(maxsize=None)
+def _default(seed: int, deterministic: bool = True):
+  """The reference (TINY, default options) loss and gradients on `_batch(seed)`, computed once."""
+  return _loss_and_grads(TINY, _params(), _batch(seed), deterministic)
+
+
+def _loss_and_grads(cfg, params, batch, deterministic=True, seed=0):
+  model = Encoder(cfg)
+  fn = lambda p: objectives.amber_losses(model, p, batch, jax.random.key(seed), _ocfg(),
+                                         deterministic=deterministic)
+  (loss, metrics), grads = jax.jit(jax.value_and_grad(fn, has_aux=True))(params)
+  return loss, metrics, grads
+
+
+def _assert_trees_close(a, b, atol):
+  flat_a = jax.tree_util.tree_leaves_with_path(a)
+  flat_b = jax.tree_util.tree_leaves(b)
+  assert len(flat_a) == len(flat_b)
+  for (path, x), y in zip(flat_a, flat_b):
+    np.testing.assert_allclose(np.asarray(x, np.float32), np.asarray(y, np.float32), atol=atol,
+                               rtol=1e-4, err_msg=jax.tree_util.keystr(path))
+
+
+@pytest.mark.parametrize('options', [
+    dict(remat='dots'), dict(remat='full'), dict(attention='dot_product'),
+    dict(attention='auto', remat='full', attention_implementation='xla')])
+def test_option_gives_the_default_loss_and_gradients(options):
+  params, batch = _params(), _batch()
+  loss0, m0, g0 = _default(0)
+  loss1, m1, g1 = _loss_and_grads(dataclasses.replace(TINY, **options), params, batch)
+  for name in ('mlm_loss', 'tlm_loss', 'sa_loss', 'wa_loss'):
+    np.testing.assert_allclose(float(m1[name]), float(m0[name]), rtol=1e-5, err_msg=name)
+  np.testing.assert_allclose(float(loss1), float(loss0), rtol=1e-5)
+  _assert_trees_close(g1, g0, atol=1e-5)
+
+
+@pytest.mark.parametrize('options', [dict(remat='full'), dict(remat='dots'),
+                                     dict(attention='auto')])
+def test_option_with_dropout_draws_the_same_masks(options):
+  """Training mode (dropout on): remat replays the same dropout masks; 'auto' keeps the explicit
+  path where attention dropout applies."""
+  cfg = dataclasses.replace(TINY, dropout_rate=0.1, attention_dropout_rate=0.1)
+  params, batch = _params(cfg), _batch(1)
+  loss0, _, g0 = _loss_and_grads(cfg, params, batch, deterministic=False)
+  loss1, _, g1 = _loss_and_grads(dataclasses.replace(cfg, **options), params, batch,
+                                 deterministic=False)
+  np.testing.assert_allclose(float(loss1), float(loss0), rtol=1e-5)
+  _assert_trees_close(g1, g0, atol=1e-5)
+
+
+def test_dot_product_with_hidden_dropout_only_matches_explicit():
+  cfg = dataclasses.replace(TINY, dropout_rate=0.1, attention_dropout_rate=0.0)
+  params, batch = _params(cfg), _batch(2)
+  loss0, _, g0 = _loss_and_grads(cfg, params, batch, deterministic=False)
+  loss1, _, g1 = _loss_and_grads(dataclasses.replace(cfg, attention='dot_product'), params, batch,
+                                 deterministic=False)
+  np.testing.assert_allclose(float(loss1), float(loss0), rtol=1e-5)
+  _assert_trees_close(g1, g0, atol=1e-5)
+
+
+def test_dot_product_refuses_attention_dropout():
+  cfg = dataclasses.replace(TINY, attention='dot_product', attention_dropout_rate=0.1)
+  with pytest.raises(ValueError, match='attention_dropout_rate'):
+    _loss_and_grads(cfg, _params(cfg), _batch(), deterministic=False)
+
+
+def test_unknown_option_values_fail():
+  with pytest.raises(ValueError, match='remat'):
+    dataclasses.replace(TINY, remat='some')
+  with pytest.raises(ValueError, match='attention'):
+    dataclasses.replace(TINY, attention='flash')
+
+
+def test_options_keep_the_parameter_tree():
+  """Checkpoints and the HF export (layer_{i} names) do not depend on the options."""
+  shapes = lambda cfg: jax.tree_util.tree_map(
+      lambda x: (x.shape, x.dtype), jax.eval_shape(lambda: _params(cfg)))
+  base = shapes(TINY)
+  for options in (dict(remat='full'), dict(attention='auto'), dict(dtype=jnp.bfloat16)):
+    assert shapes(dataclasses.replace(TINY, **options)) == base
+
+
+def test_bfloat16_loss_and_gradients_close_to_float32():
+  params, batch = _params(), _batch(0)
+  loss0, m0, g0 = _default(0)
+  for options in (dict(), dict(attention='auto', remat='dots')):
+    cfg = dataclasses.replace(TINY, dtype=jnp.bfloat16, **options)
+    loss1, m1, g1 = _loss_and_grads(cfg, params, batch)
+    for name in ('mlm_loss', 'tlm_loss', 'sa_loss', 'wa_loss', 'loss'):
+      assert m1[name].dtype == jnp.float32, name
+      np.testing.assert_allclose(float(m1[name]), float(m0[name]), rtol=3e-2, err_msg=name)
+    for x, y in zip(jax.tree_util.tree_leaves(g1), jax.tree_util.tree_leaves(g0)):
+      assert x.dtype == jnp.float32
+      x, y = np.asarray(x).ravel(), np.asarray(y).ravel()
+      if np.linalg.norm(y) > 1e-6:
+        cos = x @ y / (np.linalg.norm(x) * np.linalg.norm(y))
+        assert cos > 0.98, cos
+
+
+def test_bfloat16_train_step_end_to_end(tmp_path):
+  """The jitted train step with bf16 compute and the options: finite, close to fp32, params fp32."""
+  from amber_jax import train  # pylint: disable=import-outside-toplevel
+  from configs import tiny  # pylint: disable=import-outside-toplevel
+
+  def first_losses(**model):
+    cfg = tiny.get_config()
+    with cfg.unlocked():
+      cfg.workdir = str(tmp_path)
+      cfg.model.update(vocab_size=64, hidden_size=32, num_layers=2, num_heads=4,
+                       intermediate_size=48, max_position_embeddings=32, dropout_rate=0.0,
+                       attention_dropout_rate=0.0, **model)
+      cfg.data.update(mono_batch_size=2, parallel_batch_size=2, mono_length=16,
+                      sentence_length=12)
+    s = train.setup(cfg)
+    state = train.init_state(s, 0)
+    step = train.make_train_step(s)
+    batches = train.synthetic_batches(cfg)
+    out = []
+    for _ in range(2):
+      state, metrics = step(state, next(batches))
+      out.append(float(metrics['loss']))
+    assert all(l.dtype == jnp.float32 for l in jax.tree_util.tree_leaves(state['params']))
+    return np.asarray(out)
+
+  ref = first_losses()
+  fast = first_losses(dtype='bfloat16', remat='dots', attention='auto')
+  assert np.all(np.isfinite(fast))
+  np.testing.assert_allclose(fast, ref, rtol=3e-2)
