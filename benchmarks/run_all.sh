@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Runs every CPU benchmark in turn and prints their figures (no timed tests anywhere).
+# Runs every benchmark in turn and prints their figures (no timed tests anywhere); gpu_mfu.py
+# only where JAX sees a GPU.
 #   bash benchmarks/run_all.sh            (from the repository root, after the README's install)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -7,3 +8,10 @@ py=${PYTHON:-.venv/bin/python}
 export TF_CPP_MIN_LOG_LEVEL=2
 $py benchmarks/cpu_vs_torch.py
 $py benchmarks/objective_cost.py
+$py benchmarks/memory.py          # 8 fake CPU devices: per-device bytes of the base step per mesh
+$py benchmarks/compile_time.py    # lower + compile seconds of the base step, default vs options
+if [ "$($py -c 'import jax; print(jax.default_backend())' 2>/dev/null)" = gpu ]; then
+  $py benchmarks/gpu_mfu.py       # tokens/s and MFU of base on this GPU (bf16, seq 128 and 512)
+else
+  echo 'gpu_mfu.py skipped: no GPU (check the script on CPU: benchmarks/gpu_mfu.py --tiny --steps 2)'
+fi

@@ -1,0 +1,62 @@
+"""Compile time of the `base` train step (lower + XLA compile), default path vs model options.
+
+  python benchmarks/compile_time.py                  (1 CPU device)
+  python benchmarks/compile_time.py --devices 8      (fake CPU devices, the config's data mesh)
+
+Each row builds the real jitted step (`amber_jax.aot.compile_train_step`) from shapes only and
+times `jit(...).lower(...)` and `.compile()`. Figures depend heavily on the machine and its load;
+compare rows of one run, not runs. Layer scanning (nn.scan) is not implemented, so there is no
+scan row: the 12 layers are unrolled in every variant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import pathlib
+import sys
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+
+from amber_jax import aot  # pylint: disable=wrong-import-position
+
+VARIANTS = (
+    ('default', {}),
+    ('remat=dots', dict(remat='dots')),
+    ('remat=full', dict(remat='full')),
+    ('attention=auto', dict(attention='auto')),
+    ('bf16 + auto + dots', dict(dtype='bfloat16', attention='auto', remat='dots')),
+)
+
+
+def main(argv=None) -> None:
+  p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  p.add_argument('--devices', type=int, default=1, help='host CPU devices (data mesh over them)')
+  p.add_argument('--only', default='', help='comma-separated variant labels (default: all)')
+  args = p.parse_args(argv)
+  aot.use_cpu_devices(args.devices)
+  import jax  # pylint: disable=import-outside-toplevel
+  from configs import base  # pylint: disable=import-outside-toplevel
+
+  cfg0 = base.get_config()
+  print(f'base train step: {cfg0.data.mono_batch_size} mono x {cfg0.data.mono_length} + '
+        f'{cfg0.data.parallel_batch_size} pairs x 2 x {cfg0.data.sentence_length}, all four '
+        f'objectives; {args.devices} x cpu, jax {jax.__version__}\n')
+  header = f'{"variant":<22} {"lower s":>8} {"compile s":>10} {"total s":>8}'
+  print(header)
+  print('-' * len(header))
+  sys.stdout.flush()
+  for label, model in VARIANTS:
+    if args.only and label not in args.only.split(','):
+      continue
+    cfg = base.get_config()
+    with cfg.unlocked():
+      cfg.workdir = '/tmp/amber-bench'
+      cfg.model.update(model)
+    mesh = aot.target_mesh(cfg, aot.topology_devices(f'cpu:{args.devices}'))
+    r, _ = aot.compile_train_step(cfg, mesh, f'cpu:{args.devices}')
+    print(f'{label:<22} {r.lower_s:>8.1f} {r.compile_s:>10.1f} {r.lower_s + r.compile_s:>8.1f}')
+    sys.stdout.flush()
+
+
+if __name__ == '__main__':
+  main()
