@@ -14,6 +14,8 @@
   amber-jax eval retrieval|mining|transfer WORKDIR_OR_HF_DIR [--pairs FILE.tsv] [--plot PNG]
   amber-jax align WORKDIR_OR_HF_DIR --pairs FILE [--method attention|similarity] [--gold FILE]
   amber-jax import HF_DIR OUT_WORKDIR [--config=configs/tiny.py --config.a.b=V ...]
+  amber-jax experiment ablation [--steps N1,N2] [--seeds 0,1,2] [--languages de,fr,...]
+                                [--out docs/RESULTS.md] [--config.a.b=V ...]
 """
 
 from __future__ import annotations
@@ -340,9 +342,62 @@ def cmd_demo(argv):
   demo.run(config, hf_out=args.out or 'amber-demo-hf')
 
 
+def cmd_experiment(argv):
+  """`experiment ablation`: the paper's objective ablation, trained, evaluated and written up."""
+  p = argparse.ArgumentParser(
+      prog='amber-jax experiment', allow_abbrev=False,
+      description='Trains MLM, MLM+TLM, MLM+TLM+WA and MLM+TLM+WA+SA (configs/ablation.py) with '
+      'the same budget and seeds on the man-page translations, evaluates them on held-out pairs '
+      'and writes a results page. --config.a.b=V overrides apply to every preset.')
+  p.add_argument('name', choices=['ablation'])
+  p.add_argument('--steps', default='250,500',
+                 help='N1,N2: steps of stage 1 (MLM) and stage 2 (the objectives under test); '
+                 'one number N splits it 1:2')
+  p.add_argument('--seeds', default='0,1,2', help='comma-separated training seeds')
+  p.add_argument('--languages', default='de,es,fr,ja,pl,ru',
+                 help='languages paired with English (training and evaluation)')
+  p.add_argument('--presets', default='mlm,mlm_tlm,mlm_tlm_wa,mlm_tlm_wa_sa')
+  p.add_argument('--out', default='docs/RESULTS.md', help='the results page')
+  p.add_argument('--runs-dir', default='', help='where the runs go (default: the cache folder)')
+  p.add_argument('--eval-pairs', type=int, default=300, help='retrieval pairs per language')
+  p.add_argument('--align-pairs', type=int, default=64, help='alignment pairs per language')
+  p.add_argument('--mlm-sentences', type=int, default=100, help='MLM sentences per language')
+  p.add_argument('--bootstrap', type=int, default=1000, help='bootstrap replicates')
+  p.add_argument('--notes', default='', help='a markdown file added to the page (discussion)')
+  args, rest = p.parse_known_args(argv)
+  overrides = []
+  for arg in rest:
+    if not arg.startswith('--config.') or '=' not in arg:
+      raise SystemExit(f'amber-jax experiment: unexpected argument {arg!r}')
+    overrides.append(arg[len('--config.'):])
+  try:
+    steps = [int(v) for v in args.steps.split(',')]
+    seeds = [int(v) for v in args.seeds.split(',')]
+  except ValueError:
+    raise SystemExit('amber-jax experiment: --steps and --seeds take comma-separated integers '
+                     f'(got --steps={args.steps} --seeds={args.seeds})') from None
+  if len(steps) == 1:
+    steps = [steps[0] // 3, steps[0] - steps[0] // 3]
+  if len(steps) != 2 or min(steps) <= 0:
+    raise SystemExit(f'amber-jax experiment: --steps takes N or N1,N2 > 0; got {args.steps}')
+  from amber_jax import experiment  # pylint: disable=import-outside-toplevel
+  settings = experiment.Settings(
+      stage1_steps=steps[0], stage2_steps=steps[1], seeds=seeds,
+      languages=[l for l in args.languages.split(',') if l], out=args.out,
+      runs_dir=args.runs_dir, eval_pairs=args.eval_pairs, align_pairs=args.align_pairs,
+      mlm_sentences=args.mlm_sentences, bootstrap=args.bootstrap, overrides=overrides,
+      presets=[k for k in args.presets.split(',') if k],
+      command='amber-jax experiment ' + ' '.join(argv),
+      notes=pathlib.Path(args.notes).read_text(encoding='utf-8') if args.notes else '')
+  try:
+    experiment.run(settings)
+  except ValueError as e:
+    raise SystemExit(f'amber-jax experiment: {e}') from None
+
+
 COMMANDS = {'train': cmd_train, 'compile': cmd_compile, 'data': cmd_data, 'vocab': cmd_vocab,
             'export': cmd_export, 'eval': cmd_eval, 'demo': cmd_demo, 'import': cmd_import,
-            'align': cmd_align}
+            'align': cmd_align, 'experiment': cmd_experiment}
 
 
 def main(argv=None):

@@ -42,6 +42,118 @@ def resolve(config) -> None:
       config.workdir = str(paths.cache_dir() / 'runs' / 'default')
 
 
+# ---- training stages (config.train.stages) ----
+
+# The data fields a stage may override: the shapes of a step and how rows are cut. Everything else
+# of config.data (corpus, vocabulary, mixture, cache) is fixed for the run.
+STAGE_DATA_FIELDS = ('mono_batch_size', 'parallel_batch_size', 'mono_length', 'sentence_length',
+                     'too_long', 'packing')
+
+
+@dataclasses.dataclass(frozen=True)
+class Stage:
+  """One stage of a run: global steps [start, end), run with `config` (the overrides applied).
+
+  Attributes:
+    index: 0, 1, ...
+    name: the stage's 'name' (default 'stage<index>').
+    start, end: its global step range.
+    config: the run's config with the stage's overrides and seed = run seed + index (so that every
+      stage reads its own deterministic data stream and draws its own masks).
+  """
+
+  index: int
+  name: str
+  start: int
+  end: int
+  config: Any
+
+  @property
+  def steps(self) -> int:
+    return self.end - self.start
+
+
+def _flat_stage(entry, index: int) -> dict:
+  """A stage entry (flat dotted keys and/or nested {'objectives': {...}, 'data': {...}}) as
+  {key: value} with dotted keys; raises naming the entry when it is not a mapping."""
+  if isinstance(entry, ml_collections.ConfigDict):
+    entry = entry.to_dict()
+  if not isinstance(entry, dict):
+    raise ValueError(f'config.train.stages[{index}] must be a dict such as {{"steps": 100, '
+                     f'"objectives.tlm_weight": 0.0}}; got {entry!r}.')
+  flat = {}
+  for key, value in entry.items():
+    if isinstance(value, (dict, ml_collections.ConfigDict)):
+      value = value.to_dict() if isinstance(value, ml_collections.ConfigDict) else value
+      for sub, v in value.items():
+        flat[f'{key}.{sub}'] = v
+    else:
+      flat[key] = value
+  return flat
+
+
+def stages(config) -> list[Stage]:
+  """The run's stages, validated: config.train.stages, or one stage of config.train.steps.
+
+  A stage is a dict: 'steps' (required, > 0), optional 'name', and overrides 'objectives.<field>'
+  (any field of config.objectives) and 'data.<field>' (one of STAGE_DATA_FIELDS), written flat
+  ('objectives.sa_weight': 0.0) or nested ('objectives': {'sa_weight': 0.0}). With stages,
+  config.train.steps must be the sum of their steps (the learning-rate schedule spans it).
+
+  Raises:
+    ValueError: naming the stage and the key that is unknown, missing or of the wrong type.
+  """
+  entries = list(config.train.stages or [])
+  if not entries:
+    return [Stage(0, 'stage0', 0, config.train.steps, config)]
+  result, start = [], 0
+  for index, entry in enumerate(entries):
+    flat = _flat_stage(entry, index)
+    where = f'config.train.stages[{index}]'
+    steps = flat.pop('steps', None)
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps <= 0:
+      raise ValueError(f"{where} needs 'steps', a positive int; got {steps!r}.")
+    name = str(flat.pop('name', f'stage{index}'))
+    stage_cfg = ml_collections.ConfigDict(config.to_dict())
+    for key, value in flat.items():
+      section, _, field = key.partition('.')
+      allowed = (list(config.objectives.keys()) if section == 'objectives' else
+                 list(STAGE_DATA_FIELDS) if section == 'data' else None)
+      if allowed is None or field not in allowed:
+        raise ValueError(
+            f'{where}: unknown key {key!r}; a stage takes steps, name, objectives.<field> '
+            f'({", ".join(sorted(config.objectives.keys()))}) and data.<field> '
+            f'({", ".join(STAGE_DATA_FIELDS)}).')
+      current = config[section][field]
+      ok = (isinstance(value, type(current)) and not (isinstance(value, bool) and
+                                                      not isinstance(current, bool))
+            or isinstance(current, float) and isinstance(value, int)
+            and not isinstance(value, bool))
+      if not ok:
+        raise ValueError(f'{where}: {key!r} must be a {type(current).__name__} like '
+                         f'config.{key} ({current!r}); got {value!r}.')
+      stage_cfg[section][field] = type(current)(value)
+    stage_cfg.seed = config.seed + index
+    stage_cfg.train.stages = []
+    stage_cfg.train.steps = steps
+    stage_cfg.lock()
+    result.append(Stage(index, name, start, start + steps, stage_cfg))
+    start += steps
+  if config.train.steps != start:
+    raise ValueError(f'config.train.steps={config.train.steps} but config.train.stages add up to '
+                     f'{start} steps; set --config.train.steps={start} (the learning-rate '
+                     'schedule spans the whole run).')
+  return result
+
+
+def stage_at(all_stages: list[Stage], step: int) -> Stage:
+  """The stage that runs global step `step` (the last one at or after the end)."""
+  for stage in all_stages:
+    if step < stage.end:
+      return stage
+  return all_stages[-1]
+
+
 def learning_rate_schedule(ocfg, total_steps: int) -> optax.Schedule:
   """Linear warmup to the peak, then linear decay to 0 at `total_steps` (BERT's schedule)."""
   warmup = max(1, min(ocfg.warmup_steps, total_steps))
@@ -80,8 +192,10 @@ def setup(config, mesh=None) -> Setup:
   mcfg = EncoderConfig.from_config(config.model)
   model = Encoder(mcfg)
   tx = make_optimizer(config.optimizer, config.train.steps)
-  partitioning.check_batch_divisible(
-      {'mono': config.data.mono_batch_size, 'parallel': config.data.parallel_batch_size}, mesh)
+  for stage in stages(config):
+    partitioning.check_batch_divisible(
+        {'mono': stage.config.data.mono_batch_size,
+         'parallel': stage.config.data.parallel_batch_size}, mesh)
   boxed = jax.eval_shape(lambda: init_params(mcfg, jax.random.key(0)))
   param_sh = partitioning.param_shardings(boxed, mesh)
   params_abs = nn.meta.unbox(boxed)
@@ -204,8 +318,11 @@ def check_vocabulary(config) -> None:
                      'vocabulary the checkpoint was trained with.')
 
 
-def real_batches(config, start_step: int) -> Iterator[dict]:
-  """This process's share of the real input pipeline, from `start_step` on."""
+def real_batches(config, start_step: int, data_seed: int | None = None) -> Iterator[dict]:
+  """This process's share of the real input pipeline, from `start_step` on.
+
+  `data_seed` seeds shuffling and mixture sampling (default config.seed; a stage passes its own).
+  """
   from amber_jax import data  # pylint: disable=import-outside-toplevel  (imports TensorFlow)
   check_vocabulary(config)
   # config.data's batch sizes are global; each process reads and batches its share of the rows.
@@ -215,7 +332,8 @@ def real_batches(config, start_step: int) -> Iterator[dict]:
       raise ValueError(f'config.data.{field}={local[field]} is not divisible by the '
                        f'{jax.process_count()} processes; make it a multiple.')
     local[field] //= jax.process_count()
-  return data.make_train_iterator(local, seed=config.seed, start_step=start_step,
+  seed = config.seed if data_seed is None else data_seed
+  return data.make_train_iterator(local, seed=seed, start_step=start_step,
                                   shard_index=jax.process_index(),
                                   num_shards=jax.process_count())
 
@@ -257,28 +375,39 @@ def default_eval_fn(config) -> Callable[[Any], dict] | None:
   return lambda params: evaluate.periodic_eval(params, mcfg, sp, pairs)
 
 
-def train(config, *, batches: Callable[[int], Iterator[dict]] | None = None,
-          mesh=None, print_fn=print,
-          eval_fn: Callable[[Any], dict] | None = None) -> tuple[State, list[dict]]:
-  """Trains until config.train.steps, resuming from the latest checkpoint in config.workdir.
+def train(config, *, batches: Callable[..., Iterator[dict]] | None = None,
+          mesh=None, print_fn=print, eval_fn: Callable[[Any], dict] | None = None,
+          stop_at: int | None = None) -> tuple[State, list[dict]]:
+  """Trains until config.train.steps (or `stop_at`), resuming from the latest checkpoint in config.workdir.
+
+  With config.train.stages the run goes through them in order (`stages`): at each boundary a new
+  step function (the stage's objectives and batch shapes) and a new data stream (the stage's seed
+  and shapes, from the stage's step 0). A resume inside a stage replays that stage's stream from
+  its start, so a killed run ends bit-identical to an uninterrupted one. The learning-rate
+  schedule and the optimizer state span the whole run.
 
   SIGTERM saves a checkpoint at the current step and returns; `train.max_nonfinite_steps`
   non-finite losses in a row (their updates are skipped) raise NonFiniteLossError.
 
   Args:
     config: a resolved config (see `resolve`).
-    batches: start_step -> iterator of numpy batches (this process's rows); default: the seqio
-      pipeline of config.data.
+    batches: the input. Without stages: start_step -> iterator of numpy batches (this process's
+      rows). With stages: (step within the stage, Stage) -> iterator for that stage (read the
+      shapes and seed from `stage.config`). Default: the pipeline of config.data (`real_batches`).
     mesh: an explicit mesh (default: from config.mesh).
     print_fn: where progress lines go.
     eval_fn: params -> scalars, run every config.train.eval_every steps (default: retrieval on
       the corpus's validation pairs when real data is read).
+    stop_at: stop after this global step, with a checkpoint there (e.g. the end of a stage that
+      several runs share); a later call resumes from it. None: config.train.steps.
 
   Returns:
-    (final state, the logged metrics as a list of dicts).
+    (final state, the logged metrics as a list of dicts; each has its 'stage' index).
   """
   workdir = pathlib.Path(config.workdir)
   workdir.mkdir(parents=True, exist_ok=True)
+  all_stages = stages(config)
+  staged = bool(config.train.stages)
   s = setup(config, mesh)
   tcfg = config.train
   mgr = checkpoint.manager(workdir, keep=tcfg.keep_checkpoints, every=tcfg.checkpoint_every)
@@ -292,8 +421,24 @@ def train(config, *, batches: Callable[[int], Iterator[dict]] | None = None,
     (workdir / 'config.json').write_text(config.to_json_best_effort(indent=2))
   if eval_fn is None and batches is None:
     eval_fn = default_eval_fn(config)
-  step_fn = make_train_step(s)
-  it = (batches or (lambda k: real_batches(config, k)))(start)
+
+  def open_stage(stage: Stage, at: int):
+    """(step function, batch iterator) of `stage`, its stream from global step `at`."""
+    if batches is None:
+      it = real_batches(stage.config, at - stage.start, data_seed=stage.config.seed)
+    elif staged:
+      it = batches(at - stage.start, stage)
+    else:
+      it = batches(at)
+    step_fn = make_train_step(dataclasses.replace(s, config=stage.config))
+    if staged:
+      print_fn(f'Stage {stage.index} ({stage.name}): steps {stage.start}-{stage.end}'
+               + (f', from step {at}' if at != stage.start else ''))
+    return step_fn, it
+
+  end = tcfg.steps if stop_at is None else min(stop_at, tcfg.steps)
+  stage = stage_at(all_stages, start)
+  step_fn, it = open_stage(stage, start) if start < end else (None, None)
   writer = MetricsWriter(workdir)
   history: list[dict] = []
   meta = {'config': json.loads(config.to_json_best_effort())}
@@ -302,7 +447,11 @@ def train(config, *, batches: Callable[[int], Iterator[dict]] | None = None,
   t_start = t_window = time.time()
   tokens_window, steps_window, previous = 0, 0, None
   with _Preemption() as preemption:
-    for step in range(start, tcfg.steps):
+    for step in range(start, end):
+      if step >= stage.end:  # the boundary: the next stage's shapes, objectives and stream
+        stage = stage_at(all_stages, step)
+        step_fn, it = open_stage(stage, step)
+        previous = None
       local = next(it)
       tokens_window += count_tokens(local) * jax.process_count()
       steps_window += 1
@@ -315,28 +464,30 @@ def train(config, *, batches: Callable[[int], Iterator[dict]] | None = None,
             f'updates were skipped. The last good checkpoint is step {mgr.latest_step()} in '
             f'{mgr.directory}. Lower the learning rate or inspect the data around this step.')
       previous = metrics
-      if done % tcfg.log_every == 0 or done == tcfg.steps or step == start:
+      first_of_stage = step == start or (staged and step == stage.start)
+      if (done % tcfg.log_every == 0 or done == end or first_of_stage
+          or (staged and done == stage.end)):
         scalars = {k: float(v) for k, v in jax.device_get(metrics).items()}
         elapsed = max(time.time() - t_window, 1e-9)
         scalars.update(tokens_per_s=tokens_window / elapsed, steps_per_s=steps_window / elapsed)
         if eval_fn is not None and tcfg.eval_every and done % tcfg.eval_every == 0:
           scalars.update({f'eval/{k}': v for k, v in eval_fn(state['params']).items()})
-        writer.write(done, scalars)
-        history.append({'step': done, **scalars})
+        writer.write(done, {**scalars, 'stage': float(stage.index)})
+        history.append({'step': done, 'stage': stage.index, **scalars})
         rate = (done - start) / max(time.time() - t_start, 1e-9)
         shown = ' '.join(f'{k}={v:.4f}' for k, v in sorted(scalars.items())
                          if k.endswith('loss') or k.startswith('eval/'))
         print_fn(f'step {done}/{tcfg.steps} {shown} tok/s={scalars["tokens_per_s"]:.0f} '
                  f'eta={_format_eta((tcfg.steps - done) / rate)}'
-                 + (' (includes compilation)' if step == start else ''))
+                 + (' (includes compilation)' if first_of_stage else ''))
         t_window, tokens_window, steps_window = time.time(), 0, 0
       save(done)
       if preemption.requested:
         print_fn(f'SIGTERM: saving a checkpoint at step {done} and stopping.')
         save(done, force=mgr.latest_step() != done)
         break
-  if not preemption.requested and start < tcfg.steps and mgr.latest_step() != tcfg.steps:
-    save(tcfg.steps, force=True)
+  if not preemption.requested and start < end and mgr.latest_step() != end:
+    save(end, force=True)
   mgr.wait_until_finished()
   mgr.close()
   writer.close()
