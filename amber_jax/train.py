@@ -318,6 +318,42 @@ def check_vocabulary(config) -> None:
                      'vocabulary the checkpoint was trained with.')
 
 
+def vocab_fingerprint(path) -> str:
+  """sha256 of a vocabulary: of the SentencePiece model file, or of every file (name and bytes) of
+  a HuggingFace tokenizer folder."""
+  import hashlib  # pylint: disable=import-outside-toplevel
+  from amber_jax import token_cache  # pylint: disable=import-outside-toplevel
+  path = pathlib.Path(path)
+  if path.is_file():
+    return token_cache.file_sha256(path)
+  digest = hashlib.sha256()
+  for f in sorted(p for p in path.rglob('*') if p.is_file()):
+    digest.update(f'{f.relative_to(path)}\0{token_cache.file_sha256(f)}\0'.encode())
+  return digest.hexdigest()
+
+
+def check_run_vocabulary(config, workdir: pathlib.Path, resumed: bool) -> None:
+  """A run keeps the vocabulary it started with: `vocab.json` in the run folder records its
+  fingerprint, and resuming with a different config.data.vocab_path file raises (the ids would
+  index the wrong embedding rows and training would go on silently wrong)."""
+  path = pathlib.Path(config.data.vocab_path or '')
+  if not config.data.vocab_path or not path.exists():
+    return  # synthetic input, or check_vocabulary reports the missing file when data is read
+  record = workdir / 'vocab.json'
+  digest = vocab_fingerprint(path)
+  if resumed and record.exists():
+    saved = json.loads(record.read_text())
+    if saved['sha256'] != digest:
+      raise ValueError(
+          f'The run {workdir} was trained with the vocabulary {saved["path"]} (sha256 '
+          f'{saved["sha256"][:12]}...), but config.data.vocab_path={path} has sha256 '
+          f'{digest[:12]}...: its ids would not match the checkpoint\'s embedding rows. Resume '
+          f'with --config.data.vocab_path={saved["path"]}, or train a new workdir.')
+    return
+  if jax.process_index() == 0:
+    record.write_text(json.dumps({'path': str(path), 'sha256': digest}, indent=2))
+
+
 def real_batches(config, start_step: int, data_seed: int | None = None) -> Iterator[dict]:
   """This process's share of the real input pipeline, from `start_step` on.
 
@@ -417,6 +453,7 @@ def train(config, *, batches: Callable[..., Iterator[dict]] | None = None,
   else:
     state, _, start = restored
     print_fn(f'Resumed from step {start} ({mgr.directory})')
+  check_run_vocabulary(config, workdir, resumed=restored is not None)
   if jax.process_index() == 0:
     (workdir / 'config.json').write_text(config.to_json_best_effort(indent=2))
   if eval_fn is None and batches is None:

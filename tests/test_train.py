@@ -127,3 +127,23 @@ def test_training_core_runs_with_tensorflow_blocked(tmp_path):
   out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=300)
   assert out.returncode == 0, out.stderr[-3000:]
   assert 'OK' in out.stdout
+
+
+def test_resume_with_another_vocabulary_fails_naming_both(tmp_path):
+  first, other = tmp_path / 'first.model', tmp_path / 'other.model'
+  first.write_bytes(b'pieces of the first vocabulary')
+  other.write_bytes(b'pieces of another vocabulary')
+  cfg = small_config(tmp_path / 'run', steps=2)
+  with cfg.unlocked():
+    cfg.data.vocab_path = str(first)
+  train.train(cfg, batches=stream(), print_fn=lambda *_: None)
+  resumed = small_config(tmp_path / 'run', steps=4)
+  with resumed.unlocked():
+    resumed.data.vocab_path = str(other)
+  with pytest.raises(ValueError, match='trained with the vocabulary') as e:
+    train.train(resumed, batches=stream(), print_fn=lambda *_: None)
+  assert str(first) in str(e.value) and str(other) in str(e.value)
+  with resumed.unlocked():
+    resumed.data.vocab_path = str(first)  # the run's own vocabulary resumes
+  state, _ = train.train(resumed, batches=stream(), print_fn=lambda *_: None)
+  assert int(state['step']) == 4
