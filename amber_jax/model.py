@@ -20,6 +20,13 @@ equal to it in tests/test_model_options.py):
              attention_dropout_rate > 0), 'dot_product' refuses that case.
   attention_implementation  '' (JAX picks: XLA in jax 0.10), 'xla' or 'cudnn' (flash attention on
              NVIDIA GPUs; bfloat16/float16 only).
+  scan_layers  run the layers as one `jax.lax.scan` over their stacked parameters (XLA compiles
+             one layer body instead of num_layers copies: much shorter compile times for deep
+             models). Parameters keep their per-layer names (`layer_<i>`), so checkpoints and HF
+             export do not change; they are stacked inside the step. Without dropout the result
+             equals the unrolled path; with dropout each layer draws from its own key of a
+             split, not the unrolled path's stream. The last layer of a pass that returns its
+             attention probabilities runs outside the scan.
 
 Logical axes: 'batch', 'length', 'embed', 'heads', 'kv', 'mlp', 'vocab' (activations use the
 'act_*' names so that a parameter's 'embed' and an activation's embedding axis can be sharded
@@ -70,6 +77,7 @@ class EncoderConfig:
   remat: str = 'none'  # 'none' | 'dots' | 'full' (see the module docstring)
   attention: str = 'explicit'  # 'explicit' | 'dot_product' | 'auto'
   attention_implementation: str = ''  # '' (JAX's default) | 'xla' | 'cudnn'
+  scan_layers: bool = False  # one lax.scan over the layers (see the module docstring)
 
   def __post_init__(self):
     for field, allowed in (('remat', REMAT_POLICIES), ('attention', ATTENTION_KINDS),
@@ -318,7 +326,13 @@ class Encoder(nn.Module):
     x = self.embeddings(ids, segments, deterministic, positions)
     all_hidden = [x]
     probs = None
-    for i, layer in enumerate(self.layers):
+    layers = list(enumerate(self.layers))
+    if self.cfg.scan_layers and not self.is_initializing():
+      scanned = len(layers) - 1 if return_last_probs else len(layers)
+      x, outputs = self._scan_layers(scanned, x, mask, deterministic)
+      all_hidden += outputs
+      layers = layers[scanned:]
+    for i, layer in layers:
       want = return_last_probs and i == len(self.layers) - 1
       x, p = layer(x, mask, deterministic, want)
       if want:
@@ -330,6 +344,29 @@ class Encoder(nn.Module):
     if return_all_hidden:
       out['all_hidden'] = tuple(all_hidden)
     return out
+
+  def _scan_layers(self, count: int, x, mask, deterministic: bool):
+    """Layers 0..count-1 as one lax.scan over their stacked parameters: (output, [each output])."""
+    if count == 0:
+      return x, []
+    cfg = self.cfg
+    params = [nn.meta.unbox(self.layers[i].variables['params']) for i in range(count)]
+    stacked = jax.tree.map(lambda *leaves: jnp.stack(leaves), *params)
+    keys = (jax.random.split(self.make_rng('dropout'), count) if not deterministic
+            else jnp.zeros((count,), jnp.uint32))
+    layer = Layer(cfg, parent=None)  # unbound: applied functionally inside the scan
+
+    def body(h, xs):
+      p, key = xs
+      rngs = None if deterministic else {'dropout': key}
+      h, _ = layer.apply({'params': p}, h, mask, deterministic, False, rngs=rngs)
+      return h, h
+
+    policy = REMAT_POLICIES[cfg.remat]
+    if policy is not None:
+      body = jax.checkpoint(body, policy=policy)
+    x, outputs = jax.lax.scan(body, x, (stacked, keys))
+    return x, [outputs[i] for i in range(count)]
 
   def mlm_logits(self, hidden, positions=None):
     """MLM logits: [batch, k, vocab] at `positions` int [batch, k], or at every position if None."""

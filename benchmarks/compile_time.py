@@ -5,8 +5,9 @@
 
 Each row builds the real jitted step (`amber_jax.aot.compile_train_step`) from shapes only and
 times `jit(...).lower(...)` and `.compile()`. Figures depend heavily on the machine and its load;
-compare rows of one run, not runs. Layer scanning (nn.scan) is not implemented, so there is no
-scan row: the 12 layers are unrolled in every variant.
+compare rows of one run, not runs. Rows with scan_layers compile one layer body inside a
+`lax.scan` instead of 12 unrolled copies. --mono/--pairs shrink the global batch (the graph, and
+so most of the compile work, does not depend on it) for a quicker run on a busy machine.
 """
 
 from __future__ import annotations
@@ -25,6 +26,9 @@ VARIANTS = (
     ('remat=full', dict(remat='full')),
     ('attention=auto', dict(attention='auto')),
     ('bf16 + auto + dots', dict(dtype='bfloat16', attention='auto', remat='dots')),
+    ('scan_layers', dict(scan_layers=True)),
+    ('scan + bf16 auto dots', dict(scan_layers=True, dtype='bfloat16', attention='auto',
+                                   remat='dots')),
 )
 
 
@@ -32,12 +36,22 @@ def main(argv=None) -> None:
   p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   p.add_argument('--devices', type=int, default=1, help='host CPU devices (data mesh over them)')
   p.add_argument('--only', default='', help='comma-separated variant labels (default: all)')
+  p.add_argument('--mono', type=int, default=0, help='global mono rows (default: base)')
+  p.add_argument('--pairs', type=int, default=0, help='global pairs (default: base)')
   args = p.parse_args(argv)
   aot.use_cpu_devices(args.devices)
   import jax  # pylint: disable=import-outside-toplevel
   from configs import base  # pylint: disable=import-outside-toplevel
 
-  cfg0 = base.get_config()
+  def config():
+    cfg = base.get_config()
+    with cfg.unlocked():
+      cfg.workdir = '/tmp/amber-bench'
+      cfg.data.mono_batch_size = args.mono or cfg.data.mono_batch_size
+      cfg.data.parallel_batch_size = args.pairs or cfg.data.parallel_batch_size
+    return cfg
+
+  cfg0 = config()
   print(f'base train step: {cfg0.data.mono_batch_size} mono x {cfg0.data.mono_length} + '
         f'{cfg0.data.parallel_batch_size} pairs x 2 x {cfg0.data.sentence_length}, all four '
         f'objectives; {args.devices} x cpu, jax {jax.__version__}\n')
@@ -48,9 +62,8 @@ def main(argv=None) -> None:
   for label, model in VARIANTS:
     if args.only and label not in args.only.split(','):
       continue
-    cfg = base.get_config()
+    cfg = config()
     with cfg.unlocked():
-      cfg.workdir = '/tmp/amber-bench'
       cfg.model.update(model)
     mesh = aot.target_mesh(cfg, aot.topology_devices(f'cpu:{args.devices}'))
     r, _ = aot.compile_train_step(cfg, mesh, f'cpu:{args.devices}')

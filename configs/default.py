@@ -30,6 +30,7 @@ def get_config() -> ml_collections.ConfigDict:
       remat='none',          # 'none' | 'dots' | 'full': recompute each layer in the backward pass
       attention='explicit',  # 'explicit' | 'dot_product' | 'auto' (jax.nn.dot_product_attention)
       attention_implementation='',  # '' (JAX's default, XLA) | 'xla' | 'cudnn' (GPU flash)
+      scan_layers=False,     # one lax.scan over the layers: compiles one layer body, not N
   ))
 
   # The AMBER objectives (PAPER.md). A weight of 0 removes the loss and its passes.

@@ -170,7 +170,8 @@ def _assert_trees_close(a, b, atol):
 
 @pytest.mark.parametrize('options', [
     dict(remat='dots'), dict(remat='full'), dict(attention='dot_product'),
-    dict(attention='auto', remat='full', attention_implementation='xla')])
+    dict(attention='auto', remat='full', attention_implementation='xla'),
+    dict(scan_layers=True), dict(scan_layers=True, remat='dots', attention='auto')])
 def test_option_gives_the_default_loss_and_gradients(options):
   params, batch = _params(), _batch()
   loss0, m0, g0 = _default(0)
@@ -205,6 +206,44 @@ def test_dot_product_with_hidden_dropout_only_matches_explicit():
   _assert_trees_close(g1, g0, atol=1e-5)
 
 
+def test_scanned_layers_equal_unrolled_ones_at_every_layer():
+  """Four layers: the scan runs all four (or three, and the last one outside it when the
+  attention probabilities are asked for); every layer's output, the last probabilities and the
+  gradients equal the unrolled path's."""
+  cfg = dataclasses.replace(TINY, num_layers=4)
+  params = _params(cfg)
+  rng = np.random.default_rng(3)
+  ids = jnp.asarray([_pad(_text(rng, 9), 16), _pad(_text(rng, 14), 16)], jnp.int32)
+  outs = {}
+  for scan in (False, True):
+    model = Encoder(dataclasses.replace(cfg, scan_layers=scan))
+    outs[scan] = model.apply({'params': params}, ids, return_all_hidden=True,
+                             return_last_probs=True)
+    outs[scan]['plain'] = model.apply({'params': params}, ids)['hidden']
+  assert len(outs[True]['all_hidden']) == 5
+  for a, b in zip(outs[True]['all_hidden'], outs[False]['all_hidden']):
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-5)
+  for name in ('last_probs', 'plain'):
+    np.testing.assert_allclose(np.asarray(outs[True][name]), np.asarray(outs[False][name]),
+                               atol=1e-5)
+  loss0, _, g0 = _loss_and_grads(cfg, params, _batch(1))
+  loss1, _, g1 = _loss_and_grads(dataclasses.replace(cfg, scan_layers=True), params, _batch(1))
+  np.testing.assert_allclose(float(loss1), float(loss0), rtol=1e-5)
+  _assert_trees_close(g1, g0, atol=1e-5)
+
+
+def test_scanned_layers_with_dropout_train_and_depend_on_the_key():
+  cfg = dataclasses.replace(TINY, num_layers=3, dropout_rate=0.1, attention_dropout_rate=0.1,
+                            scan_layers=True)
+  params, batch = _params(cfg), _batch(2)
+  loss_a, _, grads = _loss_and_grads(cfg, params, batch, deterministic=False, seed=0)
+  loss_b, _, _ = _loss_and_grads(cfg, params, batch, deterministic=False, seed=1)
+  loss_a2, _, _ = _loss_and_grads(cfg, params, batch, deterministic=False, seed=0)
+  assert np.isfinite(float(loss_a)) and float(loss_a) == float(loss_a2)
+  assert float(loss_a) != float(loss_b)  # the dropout masks come from the step's key
+  assert all(np.all(np.isfinite(np.asarray(g))) for g in jax.tree_util.tree_leaves(grads))
+
+
 def test_dot_product_refuses_attention_dropout():
   cfg = dataclasses.replace(TINY, attention='dot_product', attention_dropout_rate=0.1)
   with pytest.raises(ValueError, match='attention_dropout_rate'):
@@ -223,7 +262,8 @@ def test_options_keep_the_parameter_tree():
   shapes = lambda cfg: jax.tree_util.tree_map(
       lambda x: (x.shape, x.dtype), jax.eval_shape(lambda: _params(cfg)))
   base = shapes(TINY)
-  for options in (dict(remat='full'), dict(attention='auto'), dict(dtype=jnp.bfloat16)):
+  for options in (dict(remat='full'), dict(attention='auto'), dict(dtype=jnp.bfloat16),
+                  dict(scan_layers=True)):
     assert shapes(dataclasses.replace(TINY, **options)) == base
 
 
