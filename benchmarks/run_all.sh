@@ -8,6 +8,7 @@ py=${PYTHON:-.venv/bin/python}
 export TF_CPP_MIN_LOG_LEVEL=2
 $py benchmarks/cpu_vs_torch.py
 $py benchmarks/objective_cost.py
+$py benchmarks/input_pipeline.py    # tokens/s per core: token cache vs seqio on raw text
 $py benchmarks/memory.py          # 8 fake CPU devices: per-device bytes of the base step per mesh
 $py benchmarks/compile_time.py    # lower + compile seconds of the base step, default vs options
 if [ "$($py -c 'import jax; print(jax.default_backend())' 2>/dev/null)" = gpu ]; then

@@ -42,13 +42,16 @@ SCRIPT = textwrap.dedent("""
     batch = synthetic.random_batch(np.random.default_rng(0), vocab=64, mono_rows=8, pairs=8)
     results = {{}}
     layouts = {{
-        'single': (dict(data=1, fsdp=1, tensor=1), jax.devices()[:1]),
-        'data8': (dict(data=8, fsdp=1, tensor=1), None),
-        'fsdp8': (dict(data=1, fsdp=8, tensor=1), None),
-        'd2f2t2': (dict(data=2, fsdp=2, tensor=2), None),
+        'single': (dict(data=1, fsdp=1, tensor=1), jax.devices()[:1], False),
+        'data8': (dict(data=8, fsdp=1, tensor=1), None, False),
+        'fsdp8': (dict(data=1, fsdp=8, tensor=1), None, False),
+        'd2f2t2': (dict(data=2, fsdp=2, tensor=2), None, False),
+        'd2f2t2_scan': (dict(data=2, fsdp=2, tensor=2), None, True),  # model.scan_layers
     }}
     params = None
-    for name, (shape, devices) in layouts.items():
+    for name, (shape, devices, scan) in layouts.items():
+      with cfg.unlocked():
+        cfg.model.scan_layers = scan
       mesh = partitioning.make_mesh(shape, devices=devices)
       s = train.setup(cfg, mesh)
       if params is None:
@@ -87,7 +90,7 @@ def test_loss_and_gradients_agree_across_meshes(layouts):
   import numpy as np
   ref = layouts['single']
   assert set(ref['metrics']) >= {'mlm_loss', 'tlm_loss', 'sa_loss', 'wa_loss'}
-  for name in ('data8', 'fsdp8', 'd2f2t2'):
+  for name in ('data8', 'fsdp8', 'd2f2t2', 'd2f2t2_scan'):
     for k, v in ref['metrics'].items():
       np.testing.assert_allclose(layouts[name]['metrics'][k], v, rtol=1e-5, atol=1e-6,
                                  err_msg=f'{name}: {k}')
