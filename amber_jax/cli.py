@@ -250,7 +250,7 @@ def cmd_eval(argv):
   # pylint: disable=import-outside-toplevel
   from amber_jax import evaluate, mining, plots, runs, transfer
   if args.kind == 'transfer':
-    params, cfg, tok, _ = evaluate.load_encoder(args.model)
+    params, cfg, tok, _ = runs.load_encoder(args.model)
     train, test, classes = transfer.split_examples(transfer.django_app_examples(),
                                                    min_per_class=args.min_per_class)
     if args.languages:
@@ -294,8 +294,8 @@ def cmd_align(argv):
   p.add_argument('--heatmap', default='', help='PNG of the matrices of pair --index')
   p.add_argument('--index', type=int, default=0)
   args = p.parse_args(argv)
-  from amber_jax import align, evaluate, plots  # pylint: disable=import-outside-toplevel
-  params, cfg, tok, config = evaluate.load_encoder(args.model)
+  from amber_jax import align, evaluate, plots, runs  # pylint: disable=import-outside-toplevel
+  params, cfg, tok, config = runs.load_encoder(args.model)
   wa_mask = config.objectives.wa_mask if config is not None else 'paper'
   aligner = align.Aligner(params, cfg, tok, wa_mask=wa_mask, layer=args.layer)
   pairs = align.read_word_pairs(args.pairs)

@@ -250,24 +250,3 @@ def nearest_translations(embed: Embedder, queries: Sequence[str], candidates: Se
   return [(queries[i], candidates[j], float(sim[i, j])) for i, j in enumerate(best)]
 
 
-def load_encoder(path: str | pathlib.Path):
-  """(params, EncoderConfig, tokenizer, run config or None) of a run folder (latest checkpoint) or
-  of a HuggingFace BERT folder (weights imported into our encoder as `amber-jax import` does, the
-  specials moved to our ids; the tokenizer speaks our ids). The tokenizer has `encode(list[str])`
-  and `id_to_piece(id)`, like a SentencePiece processor."""
-  # pylint: disable=import-outside-toplevel
-  import json
-  from amber_jax import hf, hf_import, hf_vocab
-  path = pathlib.Path(path)
-  if (path / 'config.json').exists() and (path / 'checkpoints').exists():
-    from amber_jax import runs
-    params, cfg, config, _ = runs.load_params(path)
-    return params, cfg, hf_vocab.load_processor(config.data.vocab_path), config
-  if (path / 'config.json').exists():
-    cfg = hf_import.encoder_config_from_hf(json.loads((path / 'config.json').read_text()))
-    params, _, _ = hf_import.params_from_hf(hf_import.load_hf_state_dict(path), cfg)
-    tok = hf_vocab.HFTokenizer(path)
-    params = hf.reorder_vocab(params, hf_vocab.special_order(tok.hf_specials, cfg.vocab_size))
-    return params, cfg, tok, None
-  raise FileNotFoundError(f'{path} is neither a training run folder (config.json + checkpoints/) '
-                          'nor a HuggingFace folder (config.json + model.safetensors).')

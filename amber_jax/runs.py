@@ -81,11 +81,33 @@ def export_run(workdir, out_dir, *, step=None, head='mlm', dtype='float32',
   return out
 
 
+def load_encoder(path: str | pathlib.Path):
+  """(params, EncoderConfig, tokenizer, run config or None) of a run folder (latest checkpoint) or
+  of a HuggingFace BERT folder (weights imported into our encoder as `amber-jax import` does, the
+  specials moved to our ids; the tokenizer speaks our ids). The tokenizer has `encode(list[str])`
+  and `id_to_piece(id)`, like a SentencePiece processor."""
+  # pylint: disable=import-outside-toplevel
+  import json
+  from amber_jax import hf, hf_import, hf_vocab
+  path = pathlib.Path(path)
+  if (path / 'config.json').exists() and (path / 'checkpoints').exists():
+    params, cfg, config, _ = load_params(path)
+    return params, cfg, hf_vocab.load_processor(config.data.vocab_path), config
+  if (path / 'config.json').exists():
+    cfg = hf_import.encoder_config_from_hf(json.loads((path / 'config.json').read_text()))
+    params, _, _ = hf_import.params_from_hf(hf_import.load_hf_state_dict(path), cfg)
+    tok = hf_vocab.HFTokenizer(path)
+    params = hf.reorder_vocab(params, hf_vocab.special_order(tok.hf_specials, cfg.vocab_size))
+    return params, cfg, tok, None
+  raise FileNotFoundError(f'{path} is neither a training run folder (config.json + checkpoints/) '
+                          'nor a HuggingFace folder (config.json + model.safetensors).')
+
+
 def embedder_for(path: str | pathlib.Path) -> evaluate.Embedder:
   """An embedder from a run folder (our encoder) or an exported HF folder (transformers)."""
   path = pathlib.Path(path)
   if (path / 'config.json').exists() and (path / 'checkpoints').exists():
-    params, mcfg, sp, _ = evaluate.load_encoder(path)
+    params, mcfg, sp, _ = load_encoder(path)
     return evaluate.jax_embedder(params, mcfg, sp, max_length=mcfg.max_position_embeddings)
   if (path / 'config.json').exists():
     return evaluate.hf_embedder(str(path))

@@ -4,7 +4,7 @@ same figures from a run's params and from their HuggingFace export."""
 import numpy as np
 import pytest
 
-from amber_jax import evaluate
+from amber_jax import evaluate, runs
 from amber_jax.model import EncoderConfig, init_params
 
 import flax.linen as nn
@@ -93,7 +93,7 @@ def test_hf_export_gives_the_same_embeddings_as_our_params(tiny_params, django_v
   ours = evaluate.jax_embedder(tiny_params, TINY, spm.SentencePieceProcessor(
       model_file=str(django_vocab)))(SENTENCES)                       # [3, 2, 32]
   np.testing.assert_allclose(ours, evaluate.hf_embedder(str(hf_dir))(SENTENCES), atol=2e-5)
-  params, cfg, tok, config = evaluate.load_encoder(hf_dir)            # HF folder -> our encoder
+  params, cfg, tok, config = runs.load_encoder(hf_dir)                # HF folder -> our encoder
   assert config is None
   np.testing.assert_allclose(ours, evaluate.jax_embedder(params, cfg, tok)(SENTENCES), atol=2e-5)
 
