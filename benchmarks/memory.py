@@ -38,6 +38,9 @@ def main(argv=None) -> None:
   p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   p.add_argument('--mono', type=int, default=None, help='global mono rows (default: base, 2048)')
   p.add_argument('--pairs', type=int, default=None, help='global pairs (default: base, 2048)')
+  p.add_argument('--vocab', type=int, default=119_552,
+                 help="vocabulary rows (default: mBERT's 119,547 padded to a multiple of 128, as "
+                 'tensor parallelism needs a vocabulary the tensor axis divides)')
   p.add_argument('--dtype', default='float32', help="compute dtype ('float32', 'bfloat16')")
   p.add_argument('--only', default='', help='comma-separated row labels to run (default: all)')
   args = p.parse_args(argv)
@@ -50,7 +53,7 @@ def main(argv=None) -> None:
   mono = args.mono if args.mono is not None else cfg0.data.mono_batch_size
   pairs = args.pairs if args.pairs is not None else cfg0.data.parallel_batch_size
   print(f'base config: {cfg0.model.num_layers} layers x {cfg0.model.hidden_size}, vocab '
-        f'{cfg0.model.vocab_size}; step = {mono} mono rows x {cfg0.data.mono_length} + {pairs} '
+        f'{args.vocab:,} (base: {cfg0.model.vocab_size:,}); step = {mono} mono rows x {cfg0.data.mono_length} + {pairs} '
         f'pairs x 2 x {cfg0.data.sentence_length} (MLM+TLM+SA+WA), dtype {args.dtype}, '
         f'dropout {cfg0.model.dropout_rate}')
   print(f'{len(jax.devices())} x {jax.devices()[0].device_kind} (cpu), jax {jax.__version__}; '
@@ -65,7 +68,7 @@ def main(argv=None) -> None:
     with cfg.unlocked():
       cfg.workdir = '/tmp/amber-bench'
       cfg.mesh.update(mesh_shape)
-      cfg.model.update(dtype=args.dtype, **model)
+      cfg.model.update(dtype=args.dtype, vocab_size=args.vocab, **model)
       cfg.data.update(mono_batch_size=mono, parallel_batch_size=pairs)
     t = time.perf_counter()
     mesh = aot.target_mesh(cfg, aot.topology_devices('cpu:8'))
