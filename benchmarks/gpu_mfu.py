@@ -77,7 +77,7 @@ def peak_flops(override: float) -> float | None:
   return None
 
 
-def run_row(preset, step, seq, rows, attention, remat, dtype, warmup, steps):
+def run_row(preset, step, seq, rows, attention, remat, dtype, warmup, steps, scan=False):
   """(tokens per step, median seconds, model FLOPs, XLA FLOPs) of one configuration."""
   half = rows // 2
   if step == 'mlm':
@@ -87,7 +87,7 @@ def run_row(preset, step, seq, rows, attention, remat, dtype, warmup, steps):
     cfg = common.config(preset, mono=half, pairs=half, mono_length=seq, sentence_length=seq // 2)
   impl = 'cudnn' if attention == 'cudnn' else ''
   with cfg.unlocked():
-    cfg.model.update(dtype=dtype, remat=remat, attention_implementation=impl,
+    cfg.model.update(dtype=dtype, remat=remat, attention_implementation=impl, scan_layers=scan,
                      attention='auto' if attention == 'cudnn' else attention)
     cfg.model.max_position_embeddings = max(cfg.model.max_position_embeddings, seq)
   job = common.JaxStep(cfg)
@@ -105,6 +105,8 @@ def main(argv=None) -> None:
   p.add_argument('--step', default='mlm,amber', help="'mlm', 'amber' or both")
   p.add_argument('--attention', default='explicit,auto,cudnn', help='explicit, auto, cudnn')
   p.add_argument('--remat', default='none', help='none, dots, full')
+  p.add_argument('--scan', action='store_true',
+                 help="model.scan_layers (XLA's FLOP count then covers one layer body only)")
   p.add_argument('--dtype', default='bfloat16')
   p.add_argument('--warmup', type=int, default=3)
   p.add_argument('--steps', type=int, default=10)
@@ -132,7 +134,7 @@ def main(argv=None) -> None:
     rows = max(2, args.tokens // seq // 2 * 2)
     try:
       tokens, sec, flops, xla_flops = run_row(preset, step, seq, rows, attention, remat,
-                                              args.dtype, args.warmup, args.steps)
+                                              args.dtype, args.warmup, args.steps, args.scan)
     except Exception as e:  # pylint: disable=broad-except  (OOM, cuDNN refusing a shape: a row)
       msg = str(e).splitlines()[0][:80] if str(e) else type(e).__name__
       print(f'{seq:>4} {step:<6} {attention:<9} {remat:<5} {rows:>5} failed: {msg}')

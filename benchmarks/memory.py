@@ -25,12 +25,19 @@ from amber_jax import aot  # pylint: disable=wrong-import-position
 MIB = 2**20
 
 # (label, mesh, model overrides)
+# Unrolled layers without remat is the reference path; `base` itself runs scan + remat=dots.
+REF = dict(scan_layers=False, remat='none')
 ROWS = (
-    ('data=8', dict(data=8, fsdp=1, tensor=1), {}),
-    ('fsdp=8', dict(data=1, fsdp=8, tensor=1), {}),
-    ('fsdp=4 x tensor=2', dict(data=1, fsdp=4, tensor=2), {}),
-    ('fsdp=8, remat=dots', dict(data=1, fsdp=8, tensor=1), dict(remat='dots')),
-    ('fsdp=8, remat=full', dict(data=1, fsdp=8, tensor=1), dict(remat='full')),
+    ('data=8', dict(data=8, fsdp=1, tensor=1), REF),
+    ('fsdp=8', dict(data=1, fsdp=8, tensor=1), REF),
+    ('fsdp=4 x tensor=2', dict(data=1, fsdp=4, tensor=2), REF),
+    ('fsdp=8 + remat=dots', dict(data=1, fsdp=8, tensor=1), dict(REF, remat='dots')),
+    ('fsdp=8 + remat=full', dict(data=1, fsdp=8, tensor=1), dict(REF, remat='full')),
+    ('fsdp=8 + scan', dict(data=1, fsdp=8, tensor=1), dict(REF, scan_layers=True)),
+    ('fsdp=8 + scan + dots', dict(data=1, fsdp=8, tensor=1), dict(scan_layers=True, remat='dots')),
+    ('fsdp=8 + scan + full', dict(data=1, fsdp=8, tensor=1), dict(scan_layers=True, remat='full')),
+    ('fsdp=4 x tensor=2 + scan + dots', dict(data=1, fsdp=4, tensor=2),
+     dict(scan_layers=True, remat='dots')),
 )
 
 
