@@ -137,17 +137,25 @@ def unique_pairs(pairs: Sequence[tuple[str, str]]) -> list[tuple[str, str]]:
   return kept
 
 
-def retrieval_accuracy(src: np.ndarray, tgt: np.ndarray) -> tuple[float, float]:
-  """Accuracy of nearest-neighbour retrieval by cosine: (src->tgt, tgt->src). Row i pairs row i."""
+def nearest_hits(src: np.ndarray, tgt: np.ndarray) -> np.ndarray:
+  """Whether row i's nearest neighbour by cosine is row i of the other side, both ways: src, tgt
+  float [..., n, embed] -> bool [..., 2 (src->tgt, tgt->src), n]."""
   src = src / np.maximum(np.linalg.norm(src, axis=-1, keepdims=True), 1e-9)
   tgt = tgt / np.maximum(np.linalg.norm(tgt, axis=-1, keepdims=True), 1e-9)
-  sim = src @ tgt.T  # [n, n]
-  gold = np.arange(len(src))
-  return float(np.mean(sim.argmax(1) == gold)), float(np.mean(sim.argmax(0) == gold))
+  sim = np.einsum('...ie,...je->...ij', src, tgt)  # [..., n, n]
+  gold = np.arange(src.shape[-2])
+  return np.stack([sim.argmax(-1) == gold, sim.argmax(-2) == gold], axis=-2)
 
 
-def retrieval_by_layer(embed: Embedder, pairs: Pairs) -> dict[str, np.ndarray]:
-  """Per language, (src->tgt, tgt->src) accuracy at every layer: {lang: float [layers + 1, 2]}.
+def retrieval_accuracy(src: np.ndarray, tgt: np.ndarray) -> tuple[float, float]:
+  """Accuracy of nearest-neighbour retrieval by cosine: (src->tgt, tgt->src). Row i pairs row i."""
+  forward, backward = nearest_hits(src, tgt).mean(-1)
+  return float(forward), float(backward)
+
+
+def retrieval_hits(embed: Embedder, pairs: Pairs) -> dict[str, np.ndarray]:
+  """Per language, whether each pair's nearest neighbour by cosine is its translation, at every
+  layer and in both directions: {lang: bool [layers + 1, 2 (src->tgt, tgt->src), n]}.
 
   Pairs are de-duplicated per language first (`unique_pairs`); every distinct sentence is embedded
   once, in one call (English shared by an English-centric set included).
@@ -159,12 +167,15 @@ def retrieval_by_layer(embed: Embedder, pairs: Pairs) -> dict[str, np.ndarray]:
   sentences = sorted({s for p in pairs.values() for pair in p for s in pair})
   index = {s: i for i, s in enumerate(sentences)}
   emb = embed(sentences)  # [layers + 1, n_sentences, embed]: one call, full batches
-  result = {}
-  for lang in sorted(pairs):
-    src = emb[:, [index[s] for s, _ in pairs[lang]]]  # [layers + 1, n, embed]
-    tgt = emb[:, [index[t] for _, t in pairs[lang]]]
-    result[lang] = np.array([retrieval_accuracy(s, t) for s, t in zip(src, tgt)])
-  return result
+  return {lang: nearest_hits(emb[:, [index[s] for s, _ in pairs[lang]]],   # [layers + 1, n, e]
+                             emb[:, [index[t] for _, t in pairs[lang]]])
+          for lang in sorted(pairs)}
+
+
+def retrieval_by_layer(embed: Embedder, pairs: Pairs) -> dict[str, np.ndarray]:
+  """Per language, (src->tgt, tgt->src) accuracy at every layer: {lang: float [layers + 1, 2]}
+  (the means of `retrieval_hits`)."""
+  return {lang: hits.mean(-1) for lang, hits in retrieval_hits(embed, pairs).items()}
 
 
 def retrieval(embed: Embedder, pairs: Pairs, layer: int = -1) -> dict[str, tuple[float, float]]:

@@ -131,7 +131,7 @@ def prepare_data(config, print_fn=print) -> dict:
     print_fn(f'Training SentencePiece ({config.model.vocab_size} pieces) into {vocab_path} ...')
     vocab.train_sentencepiece(corpus, vocab_path, vocab_size=config.model.vocab_size,
                               alpha=config.data.alpha, seed=0)
-  digest = token_cache.file_sha256(vocab_path)[:8]
+  digest = token_cache.vocab_fingerprint(vocab_path)[:8]
   cache = (pathlib.Path(config.data.cache_dir) if config.data.cache_dir else
            paths.cache_dir() / 'tokens' /
            f'{config.data.task_prefix}-{"-".join(config.data.languages)}-{digest}')
@@ -191,21 +191,9 @@ def validation_texts(corpus_dir, languages, count: int, seed: int = 0) -> dict[s
 
 
 def retrieval_hits(params, mcfg, sp, pairs) -> dict[str, np.ndarray]:
-  """Per language, whether each pair's nearest neighbour is its translation, at every layer and in
-  both directions: {lang: bool [layers + 1, 2 (en->xx, xx->en), n]}."""
+  """`evaluate.retrieval_hits` of this model: {lang: bool [layers + 1, 2 (en->xx, xx->en), n]}."""
   from amber_jax import evaluate  # pylint: disable=import-outside-toplevel
-  sentences = sorted({s for p in pairs.values() for pair in p for s in pair})
-  index = {s: i for i, s in enumerate(sentences)}
-  emb = evaluate.jax_embedder(params, mcfg, sp)(sentences)  # [layers + 1, n_sentences, embed]
-  emb = emb / np.maximum(np.linalg.norm(emb, axis=-1, keepdims=True), 1e-9)
-  result = {}
-  for lang, p in pairs.items():
-    src = emb[:, [index[s] for s, _ in p]]
-    tgt = emb[:, [index[t] for _, t in p]]
-    sim = np.einsum('lie,lje->lij', src, tgt)  # [layers + 1, n, n]
-    gold = np.arange(len(p))
-    result[lang] = np.stack([sim.argmax(2) == gold, sim.argmax(1) == gold], axis=1)
-  return result
+  return evaluate.retrieval_hits(evaluate.jax_embedder(params, mcfg, sp), pairs)
 
 
 def mlm_accuracy(params, config, sp, texts: dict[str, list[str]], batch_size: int = 32) -> float:
