@@ -73,7 +73,7 @@ def write_cache(data_cfg, cache_dir: str | pathlib.Path, print_fn=print) -> dict
   vocab = pathlib.Path(data_cfg.vocab_path)
   start = time.time()
   manifest = token_cache.write_cache(
-      cache_dir, vocab={'path': str(vocab), 'sha256': token_cache.file_sha256(vocab),
+      cache_dir, vocab={'path': str(vocab), 'sha256': token_cache.vocab_fingerprint(vocab),
                         'size': vocab.stat().st_size},
       mixtures=mixtures, tasks=tasks)
   tokens = sum(sum(s['tokens'].values()) for t in manifest['tasks'].values()

@@ -42,6 +42,18 @@ def file_sha256(path: str | pathlib.Path) -> str:
   return digest.hexdigest()
 
 
+def vocab_fingerprint(path: str | pathlib.Path) -> str:
+  """sha256 of a vocabulary: of the SentencePiece model file, or of every file (name and bytes) of
+  a HuggingFace tokenizer folder."""
+  path = pathlib.Path(path)
+  if path.is_file():
+    return file_sha256(path)
+  digest = hashlib.sha256()
+  for f in sorted(p for p in path.rglob('*') if p.is_file()):
+    digest.update(f'{f.relative_to(path)}\0{file_sha256(f)}\0'.encode())
+  return digest.hexdigest()
+
+
 def write_cache(cache_dir: str | pathlib.Path, *, vocab: Mapping, mixtures: Mapping,
                 tasks: Mapping[str, Mapping]) -> dict:
   """Writes a cache folder atomically (a crash leaves any earlier cache as it was).
@@ -124,7 +136,7 @@ class TokenCache:
   def check_vocabulary(self, vocab_path: str | pathlib.Path) -> None:
     """The cache's ids must come from the vocabulary the run uses."""
     want = self.manifest['vocab']['sha256']
-    got = file_sha256(vocab_path)
+    got = vocab_fingerprint(vocab_path)
     if got != want:
       raise ValueError(
           f'The cache {self.dir} was tokenized with {self.manifest["vocab"]["path"]} (sha256 '

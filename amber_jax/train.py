@@ -318,20 +318,6 @@ def check_vocabulary(config) -> None:
                      'vocabulary the checkpoint was trained with.')
 
 
-def vocab_fingerprint(path) -> str:
-  """sha256 of a vocabulary: of the SentencePiece model file, or of every file (name and bytes) of
-  a HuggingFace tokenizer folder."""
-  import hashlib  # pylint: disable=import-outside-toplevel
-  from amber_jax import token_cache  # pylint: disable=import-outside-toplevel
-  path = pathlib.Path(path)
-  if path.is_file():
-    return token_cache.file_sha256(path)
-  digest = hashlib.sha256()
-  for f in sorted(p for p in path.rglob('*') if p.is_file()):
-    digest.update(f'{f.relative_to(path)}\0{token_cache.file_sha256(f)}\0'.encode())
-  return digest.hexdigest()
-
-
 def check_run_vocabulary(config, workdir: pathlib.Path, resumed: bool) -> None:
   """A run keeps the vocabulary it started with: `vocab.json` in the run folder records its
   fingerprint, and resuming with a different config.data.vocab_path file raises (the ids would
@@ -339,8 +325,9 @@ def check_run_vocabulary(config, workdir: pathlib.Path, resumed: bool) -> None:
   path = pathlib.Path(config.data.vocab_path or '')
   if not config.data.vocab_path or not path.exists():
     return  # synthetic input, or check_vocabulary reports the missing file when data is read
+  from amber_jax import token_cache  # pylint: disable=import-outside-toplevel
   record = workdir / 'vocab.json'
-  digest = vocab_fingerprint(path)
+  digest = token_cache.vocab_fingerprint(path)
   if resumed and record.exists():
     saved = json.loads(record.read_text())
     if saved['sha256'] != digest:
