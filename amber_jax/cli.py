@@ -38,7 +38,17 @@ def load_config(argv: list[str], default: str = 'configs/tiny.py'):
   FILE is a Python file with get_config() (a path, or a preset name such as `tiny`). A misspelled
   field, or a value of the wrong type, fails here naming it.
   """
-  path, overrides, rest = default, [], []
+  path, overrides, rest = split_config_args(argv)
+  config = _load_config_file(_find_config_file(path or default))
+  for name, value in overrides:
+    _override(config, name, value)
+  config.lock()
+  return config, rest
+
+
+def split_config_args(argv: list[str]) -> tuple[str | None, list[tuple[str, str]], list[str]]:
+  """(FILE of --config=FILE or None, [(a.b, VALUE) of each --config.a.b=VALUE], other args)."""
+  path, overrides, rest = None, [], []
   for arg in argv:
     if arg.startswith('--config='):
       path = arg[len('--config='):]
@@ -49,11 +59,7 @@ def load_config(argv: list[str], default: str = 'configs/tiny.py'):
       overrides.append((name, value))
     else:
       rest.append(arg)
-  config = _load_config_file(_find_config_file(path))
-  for name, value in overrides:
-    _override(config, name, value)
-  config.lock()
-  return config, rest
+  return path, overrides, rest
 
 
 def _load_config_file(path: str):
@@ -365,11 +371,11 @@ def cmd_experiment(argv):
   p.add_argument('--bootstrap', type=int, default=1000, help='bootstrap replicates')
   p.add_argument('--notes', default='', help='a markdown file added to the page (discussion)')
   args, rest = p.parse_known_args(argv)
-  overrides = []
-  for arg in rest:
-    if not arg.startswith('--config.') or '=' not in arg:
-      raise SystemExit(f'amber-jax experiment: unexpected argument {arg!r}')
-    overrides.append(arg[len('--config.'):])
+  path, overrides, rest = split_config_args(rest)
+  rest = ([f'--config={path}'] if path is not None else []) + rest
+  if rest:
+    raise SystemExit(f'amber-jax experiment: unexpected argument {rest[0]!r} (the presets are '
+                     'configs/ablation.py; override their fields with --config.a.b=V)')
   try:
     steps = [int(v) for v in args.steps.split(',')]
     seeds = [int(v) for v in args.seeds.split(',')]
@@ -385,7 +391,8 @@ def cmd_experiment(argv):
       stage1_steps=steps[0], stage2_steps=steps[1], seeds=seeds,
       languages=[l for l in args.languages.split(',') if l], out=args.out,
       runs_dir=args.runs_dir, eval_pairs=args.eval_pairs, align_pairs=args.align_pairs,
-      mlm_sentences=args.mlm_sentences, bootstrap=args.bootstrap, overrides=overrides,
+      mlm_sentences=args.mlm_sentences, bootstrap=args.bootstrap,
+      overrides=[f'{name}={value}' for name, value in overrides],
       presets=[k for k in args.presets.split(',') if k],
       command='amber-jax experiment ' + ' '.join(argv),
       notes=pathlib.Path(args.notes).read_text(encoding='utf-8') if args.notes else '')
