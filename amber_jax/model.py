@@ -352,13 +352,12 @@ class Encoder(nn.Module):
     cfg = self.cfg
     params = [nn.meta.unbox(self.layers[i].variables['params']) for i in range(count)]
     stacked = jax.tree.map(lambda *leaves: jnp.stack(leaves), *params)
-    keys = (jax.random.split(self.make_rng('dropout'), count) if not deterministic
-            else jnp.zeros((count,), jnp.uint32))
+    keys = None if deterministic else jax.random.split(self.make_rng('dropout'), count)
     layer = Layer(cfg, parent=None)  # unbound: applied functionally inside the scan
 
     def body(h, xs):
       p, key = xs
-      rngs = None if deterministic else {'dropout': key}
+      rngs = None if key is None else {'dropout': key}
       h, _ = layer.apply({'params': p}, h, mask, deterministic, False, rngs=rngs)
       return h, h
 
