@@ -250,16 +250,22 @@ def make_train_step(s: Setup) -> Callable[[State, dict], tuple[State, dict]]:
     loss_fn = lambda p: objectives.amber_losses(s.model, p, batch, rng, ocfg)
     (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state['params'])
     grad_norm = optax.global_norm(grads)
-    updates, opt_state = s.tx.update(grads, state['opt_state'], state['params'])
-    params = optax.apply_updates(state['params'], updates)
     # A non-finite loss or gradient skips the update (parameters and moments stay) and counts.
+    # A cond, not a where over every parameter and moment: on the CPU that extra pass over the
+    # state cost ~280 ms of a 5.4 s `base` step; the donated buffers are updated in place.
     finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
-    keep = lambda new, old: jax.tree_util.tree_map(lambda a, b: jnp.where(finite, a, b), new, old)
+
+    def update(_):
+      updates, opt_state = s.tx.update(grads, state['opt_state'], state['params'])
+      return optax.apply_updates(state['params'], updates), opt_state
+
+    params, opt_state = jax.lax.cond(finite, update,
+                                     lambda _: (state['params'], state['opt_state']), None)
     streak = jnp.where(finite, 0, state['nonfinite_streak'] + 1)
     metrics.update(grad_norm=grad_norm, nonfinite_streak=streak,
                    skipped=(~finite).astype(jnp.float32))
-    return {'step': state['step'] + 1, 'params': keep(params, state['params']),
-            'opt_state': keep(opt_state, state['opt_state']), 'nonfinite_streak': streak}, metrics
+    return {'step': state['step'] + 1, 'params': params, 'opt_state': opt_state,
+            'nonfinite_streak': streak}, metrics
 
   batch_sh = partitioning.batch_sharding(s.mesh)
   jitted = jax.jit(step_fn, in_shardings=(s.state_shardings, batch_sh),

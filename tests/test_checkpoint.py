@@ -35,10 +35,13 @@ def test_nonfinite_loss_skips_the_update_and_counts(tmp_path):
   poisoned = jax.tree_util.tree_map(lambda x: x, state)
   poisoned['params']['mlm_bias'] = jnp.full_like(state['params']['mlm_bias'], jnp.inf)
   before = _leaves(poisoned)
+  moments = [np.asarray(x) for x in jax.tree_util.tree_leaves(poisoned['opt_state'])]
   after, metrics = train.make_train_step(s)(poisoned, next(stream()(0)))
   assert int(metrics['nonfinite_streak']) == 1 and float(metrics['skipped']) == 1.0
   for a, b in zip(before, _leaves(after)):
     np.testing.assert_array_equal(a, b)
+  for a, b in zip(moments, jax.tree_util.tree_leaves(after['opt_state'])):
+    np.testing.assert_array_equal(a, np.asarray(b))
   assert int(after['step']) == 1  # the data moves on
 
 
