@@ -6,7 +6,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 py=${PYTHON:-.venv/bin/python}
 export TF_CPP_MIN_LOG_LEVEL=2
-$py benchmarks/cpu_vs_torch.py
+$py benchmarks/cpu_vs_torch.py                  # base: mBERT shape, 120k vocabulary
+$py benchmarks/cpu_vs_torch.py --preset tiny    # the demo's shape, 8k vocabulary
 $py benchmarks/objective_cost.py
 $py benchmarks/input_pipeline.py    # tokens/s per core: token cache vs seqio on raw text
 $py benchmarks/memory.py          # 8 fake CPU devices: per-device bytes of the base step per mesh
