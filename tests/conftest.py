@@ -7,6 +7,12 @@ os.environ.setdefault('HF_HUB_OFFLINE', '1')
 
 import pytest  # pylint: disable=wrong-import-position
 
+from xla_env import FAST_COMPILE  # pylint: disable=wrong-import-position
+
+# Before JAX starts its backend; the caller's own XLA_FLAGS come first.
+if FAST_COMPILE not in os.environ.get('XLA_FLAGS', ''):
+  os.environ['XLA_FLAGS'] = f"{os.environ.get('XLA_FLAGS', '')} {FAST_COMPILE}".strip()
+
 
 @pytest.fixture(scope='session')
 def django_corpus(tmp_path_factory):

@@ -9,6 +9,7 @@ import sys
 
 import pytest
 
+import xla_env
 from amber_jax import aot
 
 # A one-layer encoder wide enough that the few unsharded vectors (biases over 'mlp' and 'heads',
@@ -34,7 +35,9 @@ def test_parse_topology_rejects_other_forms_naming_the_allowed_ones(spec):
 
 
 def compile_cli(*args):
+  # The command chooses its devices itself: only the suite's fast-compile flag goes along.
   env = {k: v for k, v in os.environ.items() if k not in ('XLA_FLAGS', 'JAX_PLATFORMS')}
+  env['XLA_FLAGS'] = xla_env.FAST_COMPILE
   return subprocess.Popen([sys.executable, '-m', 'amber_jax.cli', 'compile', *args],
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
 

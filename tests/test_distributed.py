@@ -13,6 +13,7 @@ import textwrap
 import numpy as np
 import pytest
 
+import xla_env
 from amber_jax import distributed
 
 TESTS = pathlib.Path(__file__).parent
@@ -275,9 +276,8 @@ def _free_port():
     return s.getsockname()[1]
 
 
-# Two CPU devices per process; the lowest XLA CPU optimisation level compiles several times faster
-# and is the same in every run compared.
-XLA_FLAGS = '--xla_force_host_platform_device_count=2 --xla_backend_optimization_level=0'
+# Two CPU devices per process, with the suite's fast-compile flag (xla_env.py).
+XLA_FLAGS = xla_env.with_cpu_devices(2)
 
 
 def run_two_processes(workdir, runs, xla_flags=XLA_FLAGS):

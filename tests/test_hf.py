@@ -12,6 +12,7 @@ import pytest
 import torch
 import transformers
 
+import xla_env
 from amber_jax import hf, hf_import
 from amber_jax.model import Encoder, EncoderConfig, init_params
 
@@ -311,7 +312,7 @@ def sharded_run(django_vocab, tmp_path_factory):
   code = RUN_SCRIPT.format(tests=str(pathlib.Path(__file__).parent), workdir=str(root / 'run'),
                            vocab_size=RUN_VOCAB, vocab_path=str(django_vocab),
                            params_out=str(root / 'params.npz'))
-  env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=4',
+  env = dict(os.environ, XLA_FLAGS=xla_env.with_cpu_devices(4),
              JAX_PLATFORMS='cpu')
   out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, env=env,
                        timeout=600)

@@ -10,6 +10,7 @@ import textwrap
 
 import pytest
 
+import xla_env
 from amber_jax import data_tools
 from test_data import corpus, make_cfg, vocab_path  # pylint: disable=unused-import
 
@@ -51,7 +52,7 @@ def runs(corpus, vocab_path, tmp_path_factory):
   port = _free_port()
   procs, logs = [], []
   for pid in range(2):
-    env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=1',
+    env = dict(os.environ, XLA_FLAGS=xla_env.with_cpu_devices(1),
                JAX_PLATFORMS='cpu', AMBER_COORDINATOR=f'127.0.0.1:{port}',
                AMBER_NUM_PROCESSES='2', AMBER_PROCESS_ID=str(pid),
                PYTHONPATH=str(pathlib.Path(__file__).parent.parent))

@@ -10,6 +10,7 @@ import textwrap
 
 import pytest
 
+import xla_env
 from amber_jax import partitioning
 
 
@@ -76,7 +77,7 @@ SCRIPT = textwrap.dedent("""
 def layouts(tmp_path_factory):
   tests = str(pathlib.Path(__file__).parent)
   code = SCRIPT.format(tests=tests, workdir=str(tmp_path_factory.mktemp('mesh')))
-  env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=8',
+  env = dict(os.environ, XLA_FLAGS=xla_env.with_cpu_devices(8),
              JAX_PLATFORMS='cpu')
   out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, env=env,
                        timeout=600)
@@ -129,7 +130,7 @@ RESTORE_SCRIPT = textwrap.dedent("""
 @pytest.mark.slow
 def test_checkpoint_saved_on_data8_restores_on_fsdp4_tensor2_bit_exactly(tmp_path):
   code = RESTORE_SCRIPT.format(tests=str(pathlib.Path(__file__).parent), workdir=str(tmp_path))
-  env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=8',
+  env = dict(os.environ, XLA_FLAGS=xla_env.with_cpu_devices(8),
              JAX_PLATFORMS='cpu')
   out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, env=env,
                        timeout=600)
