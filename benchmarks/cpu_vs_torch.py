@@ -102,7 +102,10 @@ def main():
   for r in range(args.repeats):
     for side in (('ours', 'torch') if r % 2 == 0 else ('torch', 'ours')):
       workers[side].stdin.write('run\n')
-      times[side].append(float(workers[side].stdout.readline()))
+      answer = workers[side].stdout.readline()
+      if not answer:
+        raise SystemExit(f'the {side} worker stopped (its error is above)')
+      times[side].append(float(answer))
   for w in workers.values():
     w.stdin.close()
     w.wait()
