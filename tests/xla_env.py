@@ -1,8 +1,9 @@
 """XLA flags of the test suite, for this process (conftest.py) and the subprocesses tests start.
 
 The suite compiles a few hundred small train steps, and XLA:CPU's LLVM backend optimisation is
-most of each compile: turning it off (`--xla_backend_optimization_level=0`) cuts the suite's time
-by ~40%. HLO-level optimisation stays on, and every run a test compares is compiled alike.
+most of each compile: turning it off (`--xla_backend_optimization_level=0`) took the suite from
+1,256 s to 895 s on 2 cores. HLO-level optimisation stays on, and every run a test compares is
+compiled alike.
 """
 
 import os
