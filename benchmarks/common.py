@@ -8,7 +8,10 @@ import time
 import jax
 import numpy as np
 
-from amber_jax import train
+from amber_jax.data import inputs
+from amber_jax.training import train_state
+from amber_jax.training import metrics
+from amber_jax.training import train_step
 from configs import base, tiny
 
 PRESETS = {'tiny': tiny.get_config, 'base': base.get_config}
@@ -43,12 +46,12 @@ class JaxStep:
   """A compiled train step of `cfg` on one synthetic batch; `run()` does one step and blocks."""
 
   def __init__(self, cfg, mesh=None):
-    self.setup = train.setup(cfg, mesh)
-    self.state = train.init_state(self.setup, 0)
-    self.step = train.make_train_step(self.setup)
-    local = next(train.synthetic_batches(cfg))
-    self.tokens = train.count_tokens(local)
-    from amber_jax import partitioning  # pylint: disable=import-outside-toplevel
+    self.setup = train_state.setup(cfg, mesh)
+    self.state = train_state.init_state(self.setup, 0)
+    self.step = train_step.make_train_step(self.setup)
+    local = next(inputs.synthetic_batches(cfg))
+    self.tokens = metrics.count_tokens(local)
+    from amber_jax.parallel import partitioning  # pylint: disable=import-outside-toplevel
     self.batch = partitioning.to_global(local, self.setup.mesh)
     with partitioning.activation_rules(self.setup.mesh):
       t = time.perf_counter()
@@ -73,7 +76,7 @@ def describe_machine() -> str:
 
 
 def synthetic_ids(rng: np.random.Generator, rows: int, length: int, vocab: int) -> np.ndarray:
-  from amber_jax.model import CLS_ID, NUM_SPECIALS, SEP_ID  # pylint: disable=import-outside-toplevel
+  from amber_jax.core.model import CLS_ID, NUM_SPECIALS, SEP_ID  # pylint: disable=import-outside-toplevel
   ids = rng.integers(NUM_SPECIALS, vocab, size=(rows, length)).astype(np.int32)
   ids[:, 0], ids[:, -1] = CLS_ID, SEP_ID
   return ids

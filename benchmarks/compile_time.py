@@ -3,7 +3,7 @@
   python benchmarks/compile_time.py                  (1 CPU device)
   python benchmarks/compile_time.py --devices 8      (fake CPU devices, the config's data mesh)
 
-Each row builds the real jitted step (`amber_jax.aot.compile_train_step`) from shapes only and
+Each row builds the real jitted step (`amber_jax.training.aot.compile_train_step`) from shapes only and
 times `jit(...).lower(...)` and `.compile()`. Figures depend heavily on the machine and its load;
 compare rows of one run, not runs. Rows with scan_layers compile one layer body inside a
 `lax.scan` instead of 12 unrolled copies. --mono/--pairs shrink the global batch (the graph, and
@@ -18,7 +18,7 @@ import sys
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
-from amber_jax import aot  # pylint: disable=wrong-import-position
+from amber_jax.training import aot  # pylint: disable=wrong-import-position
 
 # Unrolled layers without remat is the reference path ('default' below; `base` itself runs
 # scan_layers + remat=dots, the 'scan + dots' row).

@@ -26,8 +26,8 @@ from benchmarks import common  # pylint: disable=wrong-import-position
 
 def torch_step_fn(cfg, ids: np.ndarray, threads: int):
   import torch  # pylint: disable=import-outside-toplevel
-  from amber_jax import hf  # pylint: disable=import-outside-toplevel
-  from amber_jax.model import EncoderConfig, MASK_ID  # pylint: disable=import-outside-toplevel
+  from amber_jax.export import hf  # pylint: disable=import-outside-toplevel
+  from amber_jax.core.model import EncoderConfig, MASK_ID  # pylint: disable=import-outside-toplevel
   from transformers import BertForMaskedLM  # pylint: disable=import-outside-toplevel
 
   torch.set_num_threads(threads)

@@ -40,7 +40,7 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
 import jax  # pylint: disable=wrong-import-position
 
-from amber_jax import objectives  # pylint: disable=wrong-import-position
+from amber_jax.core import objectives  # pylint: disable=wrong-import-position
 from benchmarks import common  # pylint: disable=wrong-import-position
 
 PEAKS_TFLOPS = {'H100': 989.0, 'H200': 989.0}

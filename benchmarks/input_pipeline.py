@@ -25,14 +25,17 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
 import numpy as np  # pylint: disable=g-import-not-at-top
 
-from amber_jax import data, data_tools, token_cache, train  # pylint: disable=g-import-not-at-top
+from amber_jax.data import pipeline  # pylint: disable=g-import-not-at-top
+from amber_jax import config as config_lib
+from amber_jax.data import mixtures  # pylint: disable=g-import-not-at-top
+from amber_jax.data import token_cache  # pylint: disable=g-import-not-at-top
 from configs import tiny  # pylint: disable=g-import-not-at-top
 
 
 def measure(cfg, batches: int, warmup: int = 20) -> dict:
   """Builds an iterator, skips `warmup` batches (start-up, prefetch fill), times `batches`."""
   t0 = time.perf_counter()
-  it = data.make_train_iterator(cfg, seed=0)
+  it = pipeline.make_train_iterator(cfg, seed=0)
   for _ in range(warmup):
     next(it)
   startup = time.perf_counter() - t0
@@ -56,19 +59,19 @@ def main():
   config = tiny.get_config()
   with config.unlocked():
     config.data.task_prefix = args.corpus
-  train.resolve(config)
+  config_lib.resolve_paths(config)
   cfg = config.data
   if not pathlib.Path(cfg.corpus_dir, 'manifest.json').exists() and args.corpus == 'django':
-    from amber_jax.ingest import django_po  # pylint: disable=import-outside-toplevel
+    from amber_jax.corpora import django_po  # pylint: disable=import-outside-toplevel
     django_po.build_django_corpus(cfg.corpus_dir)
   if not pathlib.Path(cfg.vocab_path).exists():
-    from amber_jax import vocab  # pylint: disable=import-outside-toplevel
+    from amber_jax.text import vocab  # pylint: disable=import-outside-toplevel
     vocab.train_sentencepiece(cfg.corpus_dir, cfg.vocab_path, vocab_size=config.model.vocab_size)
   t = time.perf_counter()
   try:
     token_cache.TokenCache(args.cache).check_vocabulary(cfg.vocab_path)
   except (FileNotFoundError, ValueError):
-    data_tools.write_cache(cfg, args.cache, print_fn=lambda *_: None)
+    mixtures.write_cache(cfg, args.cache, print_fn=lambda *_: None)
   cache_seconds = time.perf_counter() - t
 
   print(f'corpus {args.corpus} at {cfg.corpus_dir}; {os.cpu_count()} cores; the cache took '

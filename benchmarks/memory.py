@@ -3,7 +3,7 @@
   python benchmarks/memory.py                   (8 fake CPU devices; sets them itself)
   python benchmarks/memory.py --mono 256 --pairs 256 --dtype bfloat16
 
-Each row AOT-compiles the real jitted step (`amber_jax.aot.compile_train_step`) for one mesh over 8
+Each row AOT-compiles the real jitted step (`amber_jax.training.aot.compile_train_step`) for one mesh over 8
 host CPU devices and prints what one device holds: its shards of the parameters and of the Adam
 state (exact, from the shardings), and XLA's buffer assignment: temporaries (activations kept
 for the backward pass, gradients, scratch) and the estimated peak (arguments + outputs not
@@ -20,7 +20,7 @@ import time
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
-from amber_jax import aot  # pylint: disable=wrong-import-position
+from amber_jax.training import aot  # pylint: disable=wrong-import-position
 
 MIB = 2**20
 

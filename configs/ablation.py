@@ -52,8 +52,10 @@ def stage_list(preset: str, stage1_steps: int = STAGE1_STEPS,
   return [stage1, stage2]
 
 
-def get_config(preset: str = 'mlm_tlm_wa_sa'):
-  """The ablation config of `preset` (one of PRESETS; the files configs/ablation_<preset>.py pick one)."""
+def get_config(preset: str = 'mlm_tlm_wa_sa', stage1_steps: int = STAGE1_STEPS,
+               stage2_steps: int = STAGE2_STEPS):
+  """The ablation config of `preset` (one of PRESETS; the files configs/ablation_<preset>.py pick
+  one) with stages of `stage1_steps` (MLM) and `stage2_steps` (the objectives under test)."""
   c = tiny.get_config()
   c.seed = 0
   # Smaller than `tiny` so that 4 presets x 3 seeds train in about an hour on 2 CPU cores.
@@ -62,7 +64,7 @@ def get_config(preset: str = 'mlm_tlm_wa_sa'):
                 sentence_length=32, too_long='truncate', shuffle_buffer=10_000,
                 mono_batch_size=32, parallel_batch_size=16)
   c.optimizer.update(learning_rate=1e-3, warmup_steps=50)
-  stages = stage_list(preset)
+  stages = stage_list(preset, stage1_steps, stage2_steps)
   c.train.update(steps=sum(s['steps'] for s in stages), stages=stages, log_every=25,
                  checkpoint_every=1_000_000, keep_checkpoints=2, eval_every=0)
   return c

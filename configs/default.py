@@ -10,9 +10,10 @@ import ml_collections
 def get_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.seed = 0
+  c.preset = 'default'  # the preset's name (its file's stem, set when loaded); names the default workdir
   c.workdir = ''  # checkpoints, TensorBoard events and the export; '' = <cache>/runs/<preset>
 
-  # The encoder; field names mirror HF BertConfig (see amber_jax.model.EncoderConfig).
+  # The encoder; field names mirror HF BertConfig (see amber_jax.core.model.EncoderConfig).
   c.model = ml_collections.ConfigDict(dict(
       vocab_size=119_547,
       hidden_size=768,
@@ -26,7 +27,7 @@ def get_config() -> ml_collections.ConfigDict:
       layer_norm_eps=1e-12,
       initializer_range=0.02,
       dtype='float32',  # compute dtype; 'bfloat16' on accelerators (params stay float32)
-      # Performance options (amber_jax.model docstring); the defaults are the reference path.
+      # Performance options (amber_jax.core.model docstring); the defaults are the reference path.
       remat='none',          # 'none' | 'dots' | 'full': recompute each layer in the backward pass
       attention='explicit',  # 'explicit' | 'dot_product' | 'auto' (jax.nn.dot_product_attention)
       attention_implementation='',  # '' (JAX's default, XLA) | 'xla' | 'cudnn' (GPU flash)
@@ -49,7 +50,7 @@ def get_config() -> ml_collections.ConfigDict:
 
   # Input: two seqio mixtures, registered by `task_module.register(config.data)`.
   c.data = ml_collections.ConfigDict(dict(
-      task_module='tasks.django',
+      task_module='tasks.corpus',
       task_prefix='django',
       corpus_dir='',         # '' = <cache>/corpora/django
       vocab_path='',         # '' = <cache>/vocab/django.model

@@ -8,7 +8,7 @@
 # With --docker-image, the image must have amber-jax and jax[tpu] installed; otherwise xpk builds
 # one from --base-docker-image (default python:3.11-slim) and this checkout (--script-dir), and
 # the command installs amber-jax first. Every pod runs `amber-jax train`; JAX reads the TPU worker
-# list that GKE sets (amber_jax.distributed: TPU branch). --storage attaches an xpk storage
+# list that GKE sets (amber_jax.parallel.cluster: TPU branch). --storage attaches an xpk storage
 # (e.g. a gcsfuse bucket made with `xpk storage attach`) so that --workdir is shared by all pods.
 # --dry-run prints the xpk command.
 set -euo pipefail

@@ -7,7 +7,7 @@
 # Each process gets AMBER_COORDINATOR=127.0.0.1:P, AMBER_NUM_PROCESSES=N, AMBER_PROCESS_ID=i and
 # D CPU devices (XLA_FLAGS), so the run sees N*D devices over N processes, as on a pod. The
 # arguments after -- go to amber-jax (default: train --config=configs/tiny.py). The program is
-# $AMBER_JAX split on spaces (default: amber-jax), e.g. AMBER_JAX='python -m amber_jax.distributed' checks that
+# $AMBER_JAX split on spaces (default: amber-jax), e.g. AMBER_JAX='python -m amber_jax.parallel.cluster' checks that
 # the processes connect. Logs: DIR/process-i.log (default: a new temporary folder); the script
 # waits for all and exits non-zero if any failed.
 set -euo pipefail

@@ -13,7 +13,7 @@
 #           with jax[tpu];
 #   data    build the Django corpus and vocabulary on every worker (the same on each);
 #   train   amber-jax train on every worker at once (--worker=all); JAX finds the other hosts
-#           itself (amber_jax.distributed: TPU VM branch);
+#           itself (amber_jax.parallel.cluster: TPU VM branch);
 #   delete  delete the slice (or the queued resource).
 # The workdir must be one folder that every worker sees (e.g. a Filestore mount or a gcsfuse
 # mount of a bucket): all hosts write each checkpoint together. --dry-run prints the commands.

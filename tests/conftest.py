@@ -17,7 +17,7 @@ if FAST_COMPILE not in os.environ.get('XLA_FLAGS', ''):
 @pytest.fixture(scope='session')
 def django_corpus(tmp_path_factory):
   """Folder of the Django catalog corpus built from the installed package (~3 s)."""
-  from amber_jax.ingest import django_po  # pylint: disable=import-outside-toplevel
+  from amber_jax.corpora import django_po  # pylint: disable=import-outside-toplevel
   out = tmp_path_factory.mktemp('corpora') / 'django'
   django_po.build_django_corpus(out)
   return out
@@ -26,6 +26,6 @@ def django_corpus(tmp_path_factory):
 @pytest.fixture(scope='session')
 def django_vocab(django_corpus, tmp_path_factory):
   """Path of a 4,000-piece SentencePiece model trained on `django_corpus` with seed 0 (~3 s)."""
-  from amber_jax import vocab  # pylint: disable=import-outside-toplevel
+  from amber_jax.text import vocab  # pylint: disable=import-outside-toplevel
   return vocab.train_sentencepiece(
       django_corpus, tmp_path_factory.mktemp('vocab') / 'django.model', vocab_size=4000, seed=0)

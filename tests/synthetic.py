@@ -1,8 +1,8 @@
-"""Random token batches in the layout of amber_jax.data, for tests that need no corpus or TF."""
+"""Random token batches in the layout of amber_jax.data.pipeline, for tests that need no corpus or TF."""
 
 import numpy as np
 
-from amber_jax.model import CLS_ID, NUM_SPECIALS, SEP_ID
+from amber_jax.core.model import CLS_ID, NUM_SPECIALS, SEP_ID
 
 
 def random_batch(rng, *, vocab, mono_rows=4, mono_length=16, pairs=4, sentence_length=12):

@@ -10,8 +10,10 @@ import numpy as np
 import pytest
 import sentencepiece as spm
 
-from amber_jax import align, masking, objectives
-from amber_jax.model import CLS_ID, PAD_ID, SEP_ID, Encoder, EncoderConfig, init_params
+from amber_jax.eval import align
+from amber_jax.core import masking
+from amber_jax.core import objectives
+from amber_jax.core.model import CLS_ID, PAD_ID, SEP_ID, Encoder, EncoderConfig, init_params
 
 WORDS = ('the cat dog house tree sat ran on under big small red green a an der die das Katze '
          'Hund Haus Baum sitzt lief auf unter gross klein rot gruen ein eine').split()
@@ -167,7 +169,9 @@ def test_read_word_pairs_both_formats(tmp_path):
 
 def test_cli_align_writes_pharaoh_scores_aer_and_draws(tmp_path, capsys):
   """`amber-jax align` end to end on a transformers folder of a tiny random encoder."""
-  from amber_jax import cli, hf, vocab
+  from amber_jax import cli
+  from amber_jax.export import hf
+  from amber_jax.text import vocab
   sp_path = tmp_path / 'sp.model'
   sp_path.write_bytes(tiny_sp().serialized_model_proto())
   params = nn.meta.unbox(init_params(TINY, jax.random.key(1)))

@@ -10,7 +10,7 @@ import sys
 import pytest
 
 import xla_env
-from amber_jax import aot
+from amber_jax.training import aot
 
 # A one-layer encoder wide enough that the few unsharded vectors (biases over 'mlp' and 'heads',
 # the vocab bias) are a negligible part of the state, as in the base model.

@@ -15,7 +15,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from amber_jax import checkpoint, train
+from amber_jax.training import checkpoint
+from amber_jax.training import loop
+from amber_jax.training import train_state
+from amber_jax.training import train_step
 from test_train import small_config, stream
 
 TESTS = str(pathlib.Path(__file__).parent)
@@ -30,13 +33,13 @@ def _leaves(state):
 
 
 def test_nonfinite_loss_skips_the_update_and_counts(tmp_path):
-  s = train.setup(small_config(tmp_path))
-  state = train.init_state(s, 0)
+  s = train_state.setup(small_config(tmp_path))
+  state = train_state.init_state(s, 0)
   poisoned = jax.tree_util.tree_map(lambda x: x, state)
   poisoned['params']['mlm_bias'] = jnp.full_like(state['params']['mlm_bias'], jnp.inf)
   before = _leaves(poisoned)
   moments = [np.asarray(x) for x in jax.tree_util.tree_leaves(poisoned['opt_state'])]
-  after, metrics = train.make_train_step(s)(poisoned, next(stream()(0)))
+  after, metrics = train_step.make_train_step(s)(poisoned, next(stream()(0)))
   assert int(metrics['nonfinite_streak']) == 1 and float(metrics['skipped']) == 1.0
   for a, b in zip(before, _leaves(after)):
     np.testing.assert_array_equal(a, b)
@@ -50,40 +53,40 @@ def test_training_halts_after_repeated_nonfinite_losses(tmp_path):
   with cfg.unlocked():
     cfg.optimizer.update(learning_rate=1e30, grad_clip_norm=0.0, warmup_steps=1)
     cfg.train.update(max_nonfinite_steps=3, checkpoint_every=1)
-  with pytest.raises(train.NonFiniteLossError, match='3 non-finite losses in a row'):
-    train.train(cfg, batches=stream(), print_fn=_quiet)
+  with pytest.raises(train_step.NonFiniteLossError, match='3 non-finite losses in a row'):
+    loop.train(cfg, batches=stream(), print_fn=_quiet)
 
 
 def test_corrupt_latest_checkpoint_falls_back_to_the_previous_one(tmp_path):
-  train.train(small_config(tmp_path, steps=4), batches=stream(), print_fn=_quiet)
+  loop.train(small_config(tmp_path, steps=4), batches=stream(), print_fn=_quiet)
   latest = tmp_path / 'checkpoints' / '4' / 'state'
   for f in latest.rglob('*'):
     if f.is_file():
       f.write_bytes(b'garbage')
   lines = []
-  train.train(small_config(tmp_path, steps=6), batches=stream(), print_fn=lines.append)
+  loop.train(small_config(tmp_path, steps=6), batches=stream(), print_fn=lines.append)
   assert any('step 4' in l and 'unreadable' in l for l in lines), lines
   assert any('Resumed from step 2' in l for l in lines), lines
 
 
 def test_restoring_with_different_parameters_names_them(tmp_path):
-  train.train(small_config(tmp_path, steps=2), batches=stream(), print_fn=_quiet)
+  loop.train(small_config(tmp_path, steps=2), batches=stream(), print_fn=_quiet)
   bigger = small_config(tmp_path, steps=4)
   with bigger.unlocked():
     bigger.model.num_layers = 3
   with pytest.raises(checkpoint.CheckpointMismatchError, match='layer_2'):
-    train.train(bigger, batches=stream(), print_fn=_quiet)
+    loop.train(bigger, batches=stream(), print_fn=_quiet)
 
 
 RUNNER = textwrap.dedent("""
     import sys
     sys.path.insert(0, {tests!r})
-    from amber_jax import train
+    from amber_jax.training import loop
     from test_train import small_config, stream
     cfg = small_config({workdir!r}, steps={steps})
     with cfg.unlocked():
       cfg.train.update(checkpoint_every=1, log_every=1)
-    train.train(cfg, batches=stream(), print_fn=lambda m: print(m, flush=True))
+    loop.train(cfg, batches=stream(), print_fn=lambda m: print(m, flush=True))
     print('FINISHED', flush=True)
 """)
 
@@ -103,13 +106,13 @@ def _wait_for_step(proc, step):
 
 @pytest.mark.slow
 def test_kill_9_then_resume_matches_an_uninterrupted_run(tmp_path):
-  full, _ = train.train(small_config(tmp_path / 'full', steps=8), batches=stream(),
+  full, _ = loop.train(small_config(tmp_path / 'full', steps=8), batches=stream(),
                         print_fn=_quiet)
   proc = _start(tmp_path / 'killed', steps=8)
   _wait_for_step(proc, 5)
   proc.send_signal(signal.SIGKILL)
   proc.wait(timeout=60)
-  resumed, _ = train.train(small_config(tmp_path / 'killed', steps=8), batches=stream(),
+  resumed, _ = loop.train(small_config(tmp_path / 'killed', steps=8), batches=stream(),
                            print_fn=_quiet)
   for a, b in zip(_leaves(full), _leaves(resumed)):
     np.testing.assert_array_equal(a, b)

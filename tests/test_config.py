@@ -6,32 +6,33 @@ import sys
 import pytest
 
 from amber_jax import cli
-from amber_jax.model import EncoderConfig
+from amber_jax import config as config_lib
+from amber_jax.core.model import EncoderConfig
 
 
 def test_override_from_the_shell():
-  config, rest = cli.load_config(['--config=configs/tiny.py', '--config.train.steps=7',
+  config, rest = config_lib.load_config(['--config=configs/tiny.py', '--config.train.steps=7',
                                   '--config.objectives.sa_weight=0'])
   assert config.train.steps == 7 and config.objectives.sa_weight == 0 and rest == []
 
 
 def test_unknown_field_fails_naming_it():
   with pytest.raises(SystemExit, match='stpes'):
-    cli.load_config(['--config=configs/tiny.py', '--config.train.stpes=7'])
+    config_lib.load_config(['--config=configs/tiny.py', '--config.train.stpes=7'])
 
 
 def test_presets_build_valid_encoders():
   for name in ('tiny', 'base'):
-    config, _ = cli.load_config([f'--config={name}'])
+    config, _ = config_lib.load_config([f'--config={name}'])
     cfg = EncoderConfig.from_config(config.model)
     assert cfg.hidden_size % cfg.num_heads == 0
-  base, _ = cli.load_config(['--config=base'])
+  base, _ = config_lib.load_config(['--config=base'])
   assert (base.model.num_layers, base.model.hidden_size, base.model.num_heads,
           base.model.vocab_size, base.model.max_position_embeddings) == (12, 768, 12, 119547, 512)
 
 
 def test_unknown_model_field_is_refused():
-  config, _ = cli.load_config(['--config=tiny'])
+  config, _ = config_lib.load_config(['--config=tiny'])
   with config.unlocked():
     config.model.hiden_size = 3
   with pytest.raises(ValueError, match='hiden_size'):
@@ -47,8 +48,8 @@ def test_cli_typo_exits_nonzero_with_the_name():
 
 
 def test_vocabulary_larger_than_the_embedding_table_is_refused(django_vocab, tmp_path):
-  from amber_jax import train
-  config, _ = cli.load_config(['--config=tiny', '--config.model.vocab_size=100',
+  from amber_jax.text import tokenizer
+  config, _ = config_lib.load_config(['--config=tiny', '--config.model.vocab_size=100',
                                f'--config.data.vocab_path={django_vocab}'])
   with pytest.raises(ValueError, match='vocab_size is 100'):
-    train.check_vocabulary(config)
+    tokenizer.check_vocabulary(config)

@@ -1,4 +1,4 @@
-"""amber_jax.data and tasks.django on a tiny corpus built here (three languages, one Cyrillic)."""
+"""amber_jax.data.pipeline and tasks.corpus on a tiny corpus built here (three languages, one Cyrillic)."""
 
 import collections
 import itertools
@@ -18,10 +18,11 @@ tf.config.set_visible_devices([], 'GPU')
 
 import seqio  # pylint: disable=g-import-not-at-top
 
-from amber_jax import data  # pylint: disable=g-import-not-at-top
-from amber_jax.model import CLS_ID, PAD_ID, SEP_ID  # pylint: disable=g-import-not-at-top
+from amber_jax.data import pipeline  # pylint: disable=g-import-not-at-top
+from amber_jax.data import batches
+from amber_jax.core.model import CLS_ID, PAD_ID, SEP_ID  # pylint: disable=g-import-not-at-top
 from configs import default  # pylint: disable=g-import-not-at-top
-from tasks import django  # pylint: disable=g-import-not-at-top
+from tasks import corpus as corpus_tasks  # pylint: disable=g-import-not-at-top
 
 # A tiny dictionary: English sentence i is 'the <adj> <noun> <verb> <place>' (plus a long tail for
 # some, to force truncation); a translation maps each word.
@@ -49,7 +50,7 @@ def sentence(lang, i):
 
 
 def write_corpus(root, *, pairs=PAIRS, mono=MONO, bad_lines=()):
-  """The corpus folder layout of amber_jax.ingest; `bad_lines` are appended to de's train TSV."""
+  """The corpus folder layout of amber_jax.corpora; `bad_lines` are appended to de's train TSV."""
   manifest = {'languages': list(pairs), 'pairs': {}, 'mono': {}}
   for lang, n in pairs.items():
     folder = root / 'parallel' / f'en-{lang}'
@@ -109,7 +110,7 @@ def cfg(corpus, vocab_path):
 @pytest.fixture(scope='module')
 def first_batches(cfg):
   """Eight batches of a seed-0 iterator from step 0, and its stats after them."""
-  it = data.make_train_iterator(cfg, seed=0)
+  it = pipeline.make_train_iterator(cfg, seed=0)
   return [next(it) for _ in range(8)], dict(it.stats)
 
 
@@ -123,7 +124,7 @@ def framed(ids):
 
 
 def test_batches_have_the_contracted_shapes_and_dtypes(cfg, first_batches):
-  spec = data.batch_spec(cfg)
+  spec = batches.batch_spec(cfg)
   assert set(spec) == {'mono_ids', 'mono_segments', 'src_ids', 'tgt_ids', 'pair_ids',
                        'pair_segments', 'swap_ids', 'swap_segments'}
   assert spec['mono_ids'][0] == (4, 16) and spec['pair_ids'][0] == (8, 24)
@@ -132,12 +133,12 @@ def test_batches_have_the_contracted_shapes_and_dtypes(cfg, first_batches):
 
 
 def test_batch_spec_leaves_out_a_part_whose_batch_size_is_zero(cfg):
-  assert set(data.batch_spec(make_cfg('', '', mono_batch_size=0))) == {
+  assert set(batches.batch_spec(make_cfg('', '', mono_batch_size=0))) == {
       'src_ids', 'tgt_ids', 'pair_ids', 'pair_segments', 'swap_ids', 'swap_segments'}
-  assert set(data.batch_spec(make_cfg('', '', parallel_batch_size=0))) == {
+  assert set(batches.batch_spec(make_cfg('', '', parallel_batch_size=0))) == {
       'mono_ids', 'mono_segments'}
   with pytest.raises(ValueError, match='both 0'):
-    data.batch_spec(make_cfg('', '', parallel_batch_size=0, mono_batch_size=0))
+    batches.batch_spec(make_cfg('', '', parallel_batch_size=0, mono_batch_size=0))
 
 
 def test_rows_are_framed_and_pair_and_swap_hold_the_same_tokens(first_batches):
@@ -179,7 +180,7 @@ def test_no_english_sentence_twice_in_a_parallel_batch(first_batches):
 def test_unique_source_batcher_defers_duplicates_in_order():
   src = np.array([[1], [2], [1], [3], [2], [4], [1], [5], [6]])  # [rows, 1]
   chunks = iter([{'src_ids': src[i:i + 3], 'n': np.arange(i, i + 3)} for i in (0, 3, 6)])
-  batcher = data.UniqueSourceBatcher(chunks, 3)
+  batcher = pipeline.UniqueSourceBatcher(chunks, 3)
   got = [batcher.next() for _ in range(2)]
   assert list(got[0][0]['n']) == [0, 1, 3] and got[0][1] == 1  # row 2 (a second 1) waits
   assert list(got[1][0]['n']) == [2, 4, 5] and got[1][1] == 0
@@ -188,12 +189,12 @@ def test_unique_source_batcher_defers_duplicates_in_order():
 def test_unique_source_batcher_fails_when_the_corpus_is_too_repetitive():
   chunks = itertools.repeat({'src_ids': np.array([[1], [2], [1]])})
   with pytest.raises(ValueError, match='too few distinct English sentences'):
-    data.UniqueSourceBatcher(chunks, 3).next()
+    pipeline.UniqueSourceBatcher(chunks, 3).next()
 
 
 def test_same_seed_gives_identical_batches_and_another_seed_does_not(cfg, first_batches):
-  again = data.make_train_iterator(cfg, seed=0)
-  other = data.make_train_iterator(cfg, seed=1)
+  again = pipeline.make_train_iterator(cfg, seed=0)
+  other = pipeline.make_train_iterator(cfg, seed=1)
   for want in first_batches[0][:3]:
     got, different = next(again), next(other)
     for k in want:
@@ -202,7 +203,7 @@ def test_same_seed_gives_identical_batches_and_another_seed_does_not(cfg, first_
 
 
 def test_start_step_yields_the_batches_of_a_fresh_iterator_from_that_step(cfg, first_batches):
-  it = data.make_train_iterator(cfg, seed=0, start_step=5)
+  it = pipeline.make_train_iterator(cfg, seed=0, start_step=5)
   for want in first_batches[0][5:8]:
     got = next(it)
     for k in want:
@@ -210,31 +211,31 @@ def test_start_step_yields_the_batches_of_a_fresh_iterator_from_that_step(cfg, f
 
 
 def test_shards_read_different_examples(cfg):
-  a = next(data.make_train_iterator(cfg, seed=0, shard_index=0, num_shards=2))
-  b = next(data.make_train_iterator(cfg, seed=0, shard_index=1, num_shards=2))
+  a = next(pipeline.make_train_iterator(cfg, seed=0, shard_index=0, num_shards=2))
+  b = next(pipeline.make_train_iterator(cfg, seed=0, shard_index=1, num_shards=2))
   assert not np.array_equal(a['mono_ids'], b['mono_ids'])
   with pytest.raises(ValueError, match='shard_index'):
-    data.make_train_iterator(cfg, seed=0, shard_index=2, num_shards=2)
+    pipeline.make_train_iterator(cfg, seed=0, shard_index=2, num_shards=2)
 
 
 def test_smoothed_rates_match_a_hand_computation():
   counts = {'a': 100, 'b': 10, 'c': 1, 'empty': 0}
-  assert django.smoothed_rates(counts, 1.0) == pytest.approx(
+  assert corpus_tasks.smoothed_rates(counts, 1.0) == pytest.approx(
       {'a': 100 / 111, 'b': 10 / 111, 'c': 1 / 111, 'empty': 0})
-  assert django.smoothed_rates(counts, 0.0) == pytest.approx(
+  assert corpus_tasks.smoothed_rates(counts, 0.0) == pytest.approx(
       {'a': 1 / 3, 'b': 1 / 3, 'c': 1 / 3, 'empty': 0})
   # 100^0.7 = 25.1189, 10^0.7 = 5.0119, 1^0.7 = 1; sum 31.1307.
-  assert django.smoothed_rates(counts, 0.7) == pytest.approx(
+  assert corpus_tasks.smoothed_rates(counts, 0.7) == pytest.approx(
       {'a': 0.806883, 'b': 0.160994, 'c': 0.032123, 'empty': 0}, abs=1e-6)
   with pytest.raises(ValueError, match='alpha'):
-    django.smoothed_rates(counts, -1)
+    corpus_tasks.smoothed_rates(counts, -1)
 
 
 def test_register_is_idempotent_and_the_mixtures_use_the_smoothed_rates(cfg):
-  names = django.register(cfg)
-  assert django.register(cfg) == names == {'mono': 't_mono', 'parallel': 't_parallel'}
+  names = corpus_tasks.register(cfg)
+  assert corpus_tasks.register(cfg) == names == {'mono': 't_mono', 'parallel': 't_parallel'}
   mixture = seqio.get_mixture_or_task('t_parallel')
-  want = django.smoothed_rates({f't_para_en_{k.replace("-", "_")}': n for k, n in PAIRS.items()},
+  want = corpus_tasks.smoothed_rates({f't_para_en_{k.replace("-", "_")}': n for k, n in PAIRS.items()},
                                0.7)
   assert {t.name: mixture.get_rate(t) for t in mixture.tasks} == pytest.approx(want)
   assert {t.name for t in seqio.get_mixture_or_task('t_mono').tasks} == {
@@ -242,24 +243,24 @@ def test_register_is_idempotent_and_the_mixtures_use_the_smoothed_rates(cfg):
 
 
 def test_register_keeps_only_the_chosen_languages_and_english(cfg):
-  names = django.register(make_cfg(cfg.corpus_dir, cfg.vocab_path, task_prefix='only',
+  names = corpus_tasks.register(make_cfg(cfg.corpus_dir, cfg.vocab_path, task_prefix='only',
                                    languages=['ru']))
   assert [t.name for t in seqio.get_mixture_or_task(names['parallel']).tasks] == ['only_para_en_ru']
   assert {t.name for t in seqio.get_mixture_or_task(names['mono']).tasks} == {
       'only_mono_en', 'only_mono_ru'}
   with pytest.raises(ValueError, match='does not have'):
-    django.register(make_cfg(cfg.corpus_dir, cfg.vocab_path, languages=['xx']))
+    corpus_tasks.register(make_cfg(cfg.corpus_dir, cfg.vocab_path, languages=['xx']))
 
 
 def test_mixture_sampling_follows_the_rates(cfg):
-  names = django.register(cfg)
+  names = corpus_tasks.register(cfg)
   ds = seqio.get_mixture_or_task(names['mono']).get_dataset(
       None, split='train', seed=3, num_epochs=None, passthrough_features=['text'],
       trim_output_features=False)
   n = 4000
   seen = collections.Counter(ex['text'].decode().split()[0]
                              for ex in ds.take(n).as_numpy_iterator())
-  want = django.smoothed_rates(MONO, 0.7)
+  want = corpus_tasks.smoothed_rates(MONO, 0.7)
   for lang, rate in want.items():
     assert seen[lang] / n == pytest.approx(rate, abs=0.03), (lang, seen)
 
@@ -267,7 +268,7 @@ def test_mixture_sampling_follows_the_rates(cfg):
 @pytest.mark.parametrize('bad', ['no tab here', 'the cat\t ', '\tder Hund', 'a\tb\tc'])
 def test_a_bad_parallel_line_fails_with_its_file_and_line(tmp_path, vocab_path, bad):
   corpus = write_corpus(tmp_path, pairs={'de': 4}, mono={'en': 5}, bad_lines=[bad])
-  it = data.make_train_iterator(make_cfg(corpus, vocab_path, task_prefix='bad',
+  it = pipeline.make_train_iterator(make_cfg(corpus, vocab_path, task_prefix='bad',
                                          parallel_batch_size=2), seed=0)
   with pytest.raises(tf.errors.InvalidArgumentError, match=r'en-de/train\.tsv:3 \(expected'):
     for _ in range(4):
@@ -276,7 +277,7 @@ def test_a_bad_parallel_line_fails_with_its_file_and_line(tmp_path, vocab_path, 
 
 def test_data_and_batch_spec_import_without_tensorflow():
   code = ('import sys; sys.modules["tensorflow"] = None; sys.modules["seqio"] = None\n'
-          'import types, amber_jax.data as d\n'
+          'import types, amber_jax.data.pipeline as d\n'
           'c = types.SimpleNamespace(mono_batch_size=2, parallel_batch_size=3, mono_length=8, '
           'sentence_length=5, packing=True)\n'
           'print(sorted((k, v[0]) for k, v in d.batch_spec(c).items()))')
@@ -289,9 +290,9 @@ def test_data_and_batch_spec_import_without_tensorflow():
 def test_the_built_django_corpus_and_vocabulary_feed_the_pipeline(django_corpus, django_vocab):
   cfg = make_cfg(django_corpus, str(django_vocab), task_prefix='real', languages=['de', 'ja'],
                  sentence_length=64)
-  batch = next(data.make_train_iterator(cfg, seed=0))
+  batch = next(pipeline.make_train_iterator(cfg, seed=0))
   assert {k: v.shape for k, v in batch.items()} == {
-      k: shape for k, (shape, _) in data.batch_spec(cfg).items()}
+      k: shape for k, (shape, _) in batches.batch_spec(cfg).items()}
   english = set()
   for lang in ('de', 'ja'):
     lines = (django_corpus / 'parallel' / f'en-{lang}' / 'train.tsv').read_text().splitlines()
@@ -307,11 +308,11 @@ def test_resume_on_the_real_corpus_continues_with_the_uninterrupted_batches(
   cfg = make_cfg(django_corpus, str(django_vocab), task_prefix='real', languages=['de', 'ja', 'ru'],
                  sentence_length=32, packing=True, mono_length=48)
   if cached:
-    from amber_jax import data_tools  # pylint: disable=import-outside-toplevel
-    data_tools.write_cache(cfg, tmp_path / 'tokens', print_fn=lambda *_: None)
+    from amber_jax.data import mixtures  # pylint: disable=import-outside-toplevel
+    mixtures.write_cache(cfg, tmp_path / 'tokens', print_fn=lambda *_: None)
     cfg.cache_dir = str(tmp_path / 'tokens')
-  full = [b for _, b in zip(range(7), data.make_train_iterator(cfg, seed=5))]
-  resumed = data.make_train_iterator(cfg, seed=5, start_step=4)  # the run restored at step 4
+  full = [b for _, b in zip(range(7), pipeline.make_train_iterator(cfg, seed=5))]
+  resumed = pipeline.make_train_iterator(cfg, seed=5, start_step=4)  # the run restored at step 4
   for want in full[4:]:
     got = next(resumed)
     assert got.keys() == want.keys() and all((got[k] == want[k]).all() for k in want)

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 import xla_env
-from amber_jax import distributed
+from amber_jax.parallel import cluster
 
 TESTS = pathlib.Path(__file__).parent
 
@@ -30,31 +30,31 @@ TESTS = pathlib.Path(__file__).parent
     ('x-[1-2],y', ['x-1', 'x-2', 'y']),
 ])
 def test_expand_nodelist_matches_scontrol(nodelist, hosts):
-  assert distributed.expand_nodelist(nodelist) == hosts
+  assert cluster.expand_nodelist(nodelist) == hosts
 
 
 @pytest.mark.parametrize('nodelist', ['node[01-03', 'node[3-1]', 'node[a-b]', ''])
 def test_expand_nodelist_rejects_malformed_lists(nodelist):
   with pytest.raises(ValueError, match='node list'):
-    distributed.expand_nodelist(nodelist)
+    cluster.expand_nodelist(nodelist)
 
 
 # --- resolve_cluster ------------------------------------------------------------------------
 
 def test_no_cluster_environment_means_single_process():
-  assert distributed.resolve_cluster({'HOME': '/root'}) is None
+  assert cluster.resolve_cluster({'HOME': '/root'}) is None
 
 
 def test_amber_variables_give_coordinator_count_and_id():
   env = {'AMBER_COORDINATOR': '10.0.0.2:1234', 'AMBER_NUM_PROCESSES': '4', 'AMBER_PROCESS_ID': '3'}
-  assert distributed.resolve_cluster(env) == dict(
+  assert cluster.resolve_cluster(env) == dict(
       source='amber', coordinator='10.0.0.2:1234', num_processes=4, process_id=3)
 
 
 def test_amber_variables_win_over_slurm():
   env = {'AMBER_COORDINATOR': 'h:1', 'AMBER_NUM_PROCESSES': '2', 'AMBER_PROCESS_ID': '0',
          'SLURM_JOB_NODELIST': 'n[1-4]', 'SLURM_NTASKS': '4', 'SLURM_PROCID': '2'}
-  assert distributed.resolve_cluster(env)['source'] == 'amber'
+  assert cluster.resolve_cluster(env)['source'] == 'amber'
 
 
 @pytest.mark.parametrize('env, message', [
@@ -68,51 +68,51 @@ def test_amber_variables_win_over_slurm():
 ])
 def test_incomplete_or_bad_amber_variables_say_what_to_set(env, message):
   with pytest.raises(ValueError, match=message):
-    distributed.resolve_cluster(env)
+    cluster.resolve_cluster(env)
 
 
 def test_slurm_coordinator_is_first_node_with_a_port_from_the_job_id():
   env = {'SLURM_JOB_NODELIST': 'gpu[07-08,11]', 'SLURM_NTASKS': '3', 'SLURM_PROCID': '1',
          'SLURM_JOB_ID': '4097'}
-  assert distributed.resolve_cluster(env) == dict(
+  assert cluster.resolve_cluster(env) == dict(
       source='slurm', coordinator=f'gpu07:{65535 - 4096 + 1 + 1}', num_processes=3, process_id=1)
 
 
 def test_slurm_port_can_be_set():
   env = {'SLURM_JOB_NODELIST': 'n1,n2', 'SLURM_NTASKS': '2', 'SLURM_PROCID': '0',
          'AMBER_COORDINATOR_PORT': '5555'}
-  assert distributed.resolve_cluster(env)['coordinator'] == 'n1:5555'
+  assert cluster.resolve_cluster(env)['coordinator'] == 'n1:5555'
 
 
 def test_slurm_step_nodelist_is_preferred_over_the_job_one():
   env = {'SLURM_JOB_NODELIST': 'n[1-8]', 'SLURM_STEP_NODELIST': 'n[5-6]', 'SLURM_NTASKS': '2',
          'SLURM_PROCID': '0', 'AMBER_COORDINATOR_PORT': '1'}
-  assert distributed.resolve_cluster(env)['coordinator'] == 'n5:1'
+  assert cluster.resolve_cluster(env)['coordinator'] == 'n5:1'
 
 
 def test_slurm_task_per_gpu_takes_the_gpu_of_its_local_rank():
   env = {'SLURM_JOB_NODELIST': 'n[1-2]', 'SLURM_NTASKS': '16', 'SLURM_PROCID': '11',
          'SLURM_NTASKS_PER_NODE': '8', 'SLURM_LOCALID': '3', 'AMBER_COORDINATOR_PORT': '1'}
-  assert distributed.resolve_cluster(env) == dict(
+  assert cluster.resolve_cluster(env) == dict(
       source='slurm', coordinator='n1:1', num_processes=16, process_id=11, local_device_ids=[3])
 
 
 def test_single_task_slurm_job_is_a_single_process():
   env = {'SLURM_JOB_NODELIST': 'n1', 'SLURM_NTASKS': '1', 'SLURM_PROCID': '0'}
-  assert distributed.resolve_cluster(env) is None
+  assert cluster.resolve_cluster(env) is None
 
 
 def test_slurm_uses_the_given_hostname_expander():
   env = {'SLURM_JOB_NODELIST': 'whatever', 'SLURM_NTASKS': '2', 'SLURM_PROCID': '0',
          'AMBER_COORDINATOR_PORT': '9'}
-  got = distributed.resolve_cluster(env, hostnames=lambda s: ['from-scontrol', 'other'])
+  got = cluster.resolve_cluster(env, hostnames=lambda s: ['from-scontrol', 'other'])
   assert got['coordinator'] == 'from-scontrol:9'
 
 
 @pytest.mark.parametrize('env, chips', [({}, 4), ({'TPU_WORKER_HOSTNAMES': 'a,b'}, 0),
                                         ({'MEGASCALE_COORDINATOR_ADDRESS': 'a'}, 0)])
 def test_tpu_host_leaves_discovery_to_jax(env, chips):
-  assert distributed.resolve_cluster(env, tpu_chips=chips) == {'source': 'tpu'}
+  assert cluster.resolve_cluster(env, tpu_chips=chips) == {'source': 'tpu'}
 
 
 def test_count_tpu_chips_reads_google_tpu_pci_ids(tmp_path):
@@ -122,20 +122,20 @@ def test_count_tpu_chips_reads_google_tpu_pci_ids(tmp_path):
     d.mkdir(parents=True)
     (d / 'vendor').write_text(vendor + '\n')
     (d / 'device').write_text(device + '\n')
-  assert distributed.count_tpu_chips(str(tmp_path)) == 2
+  assert cluster.count_tpu_chips(str(tmp_path)) == 2
 
 
 def test_initialize_is_a_no_op_for_a_single_process(monkeypatch):
   for k in list(os.environ):
     if k.startswith(('AMBER_', 'SLURM_', 'TPU_', 'MEGASCALE_')):
       monkeypatch.delenv(k)
-  monkeypatch.setattr(distributed, 'count_tpu_chips', lambda: 0)
-  assert distributed.initialize() is None
+  monkeypatch.setattr(cluster, 'count_tpu_chips', lambda: 0)
+  assert cluster.initialize() is None
 
 
 def test_initialize_wants_all_three_arguments():
   with pytest.raises(ValueError, match='together'):
-    distributed.initialize(coordinator='h:1', num_processes=2)
+    cluster.initialize(coordinator='h:1', num_processes=2)
 
 
 # --- meshes across hosts (fake devices) -----------------------------------------------------
@@ -157,7 +157,7 @@ def gpus(nodes, per_node):
 
 @pytest.mark.parametrize('tensor, fsdp', [(8, 1), (4, 2), (2, -1), (1, 4)])
 def test_gpu_mesh_keeps_each_tensor_group_inside_a_node(tensor, fsdp):
-  arr = distributed.gpu_device_array(4, 8, tensor=tensor, fsdp=fsdp, devices=gpus(4, 8))
+  arr = cluster.gpu_device_array(4, 8, tensor=tensor, fsdp=fsdp, devices=gpus(4, 8))
   assert arr.shape[2] == tensor and arr.size == 32
   assert sorted(d.id for d in arr.flat) == list(range(32))
   for group in arr.reshape(-1, tensor):
@@ -165,7 +165,7 @@ def test_gpu_mesh_keeps_each_tensor_group_inside_a_node(tensor, fsdp):
 
 
 def test_gpu_mesh_puts_data_across_nodes():
-  arr = distributed.gpu_device_array(4, 8, tensor=8, devices=gpus(4, 8))
+  arr = cluster.gpu_device_array(4, 8, tensor=8, devices=gpus(4, 8))
   assert arr.shape == (4, 1, 8)
   assert [arr[i, 0, 0].process_index for i in range(4)] == [0, 1, 2, 3]
 
@@ -177,18 +177,18 @@ def test_gpu_mesh_puts_data_across_nodes():
 ])
 def test_gpu_mesh_errors_name_the_problem(kwargs, message):
   with pytest.raises(ValueError, match=message):
-    distributed.gpu_device_array(devices=gpus(2, 8), **kwargs)
+    cluster.gpu_device_array(devices=gpus(2, 8), **kwargs)
 
 
 
 def test_hybrid_mesh_multiplies_ici_and_dcn_sizes():
-  arr = distributed.hybrid_device_array({'fsdp': 8}, {'data': 2}, gpus(2, 8))
+  arr = cluster.hybrid_device_array({'fsdp': 8}, {'data': 2}, gpus(2, 8))
   assert arr.shape == (2, 8, 1)
   assert [{d.process_index for d in arr[i].flat} for i in range(2)] == [{0}, {1}]
 
 
 def test_hybrid_mesh_keeps_tensor_inside_a_granule():
-  arr = distributed.hybrid_device_array({'fsdp': 2, 'tensor': 4}, {'fsdp': 2}, gpus(2, 8))
+  arr = cluster.hybrid_device_array({'fsdp': 2, 'tensor': 4}, {'fsdp': 2}, gpus(2, 8))
   assert arr.shape == (1, 4, 4)
   for group in arr.reshape(-1, 4):
     assert len({d.process_index for d in group}) == 1
@@ -203,7 +203,7 @@ def test_hybrid_mesh_keeps_tensor_inside_a_granule():
 ])
 def test_hybrid_mesh_errors_name_the_problem(ici, dcn, message):
   with pytest.raises(ValueError, match=message):
-    distributed.hybrid_device_array(ici, dcn, gpus(2, 8))
+    cluster.hybrid_device_array(ici, dcn, gpus(2, 8))
 
 
 @pytest.mark.parametrize('shape, ici, dcn', [
@@ -216,17 +216,17 @@ def test_hybrid_mesh_errors_name_the_problem(ici, dcn, message):
 ])
 def test_multislice_shapes_put_slices_on_data_then_fsdp(shape, ici, dcn):
   slices = 64 // 16
-  assert distributed.multislice_shapes(shape, slices, 16) == (ici, dcn)
+  assert cluster.multislice_shapes(shape, slices, 16) == (ici, dcn)
 
 
 def test_multislice_shapes_refuse_slices_that_divide_no_axis():
   with pytest.raises(ValueError, match='neither data'):
-    distributed.multislice_shapes({'data': 1, 'fsdp': 2, 'tensor': -1}, 4, 4)
+    cluster.multislice_shapes({'data': 1, 'fsdp': 2, 'tensor': -1}, 4, 4)
 
 
 def test_hybrid_mesh_on_one_cpu_device_builds_a_real_mesh():
   import jax  # pylint: disable=import-outside-toplevel
-  mesh = distributed.hybrid_mesh({}, {}, devices=jax.devices()[:1])
+  mesh = cluster.hybrid_mesh({}, {}, devices=jax.devices()[:1])
   assert dict(mesh.shape) == {'data': 1, 'fsdp': 1, 'tensor': 1}
 
 
@@ -235,15 +235,15 @@ def test_hybrid_mesh_on_one_cpu_device_builds_a_real_mesh():
 WORKER = textwrap.dedent("""
     import json, sys
     sys.path.insert(0, {tests!r})
-    from amber_jax import distributed
-    cluster = distributed.initialize()          # reads AMBER_* from the environment
+    from amber_jax.parallel import cluster
+    cluster = cluster.initialize()          # reads AMBER_* from the environment
     import jax, jax.numpy as jnp, numpy as np
     from jax.sharding import NamedSharding, PartitionSpec as P
     # Runs with equal configs compile once (the second finds the first's executable on disk).
     jax.config.update('jax_compilation_cache_dir', {workdir!r} + '/xla_cache')
     jax.config.update('jax_persistent_cache_min_compile_time_secs', 0)
     import synthetic, test_train
-    from amber_jax import train
+    from amber_jax.training import loop
 
     pid, n = jax.process_index(), jax.process_count()
     assert cluster['source'] == 'amber' and n == 2 and len(jax.local_devices()) == 2, cluster
@@ -260,7 +260,7 @@ WORKER = textwrap.dedent("""
         cfg.mesh.update(data=2, fsdp=2, tensor=1)
         cfg.model.num_layers = 1
       lines = []
-      state, history = train.train(cfg, batches=mine, print_fn=lines.append)
+      state, history = loop.train(cfg, batches=mine, print_fn=lines.append)
       # Every parameter, gathered onto every process by one compiled concatenation.
       flat = jax.jit(lambda t: jnp.concatenate([x.ravel() for x in jax.tree_util.tree_leaves(t)]),
                      out_shardings=NamedSharding(state['step'].sharding.mesh, P()))

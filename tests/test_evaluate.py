@@ -4,8 +4,9 @@ same figures from a run's params and from their HuggingFace export."""
 import numpy as np
 import pytest
 
-from amber_jax import evaluate, runs
-from amber_jax.model import EncoderConfig, init_params
+from amber_jax.eval import retrieval
+from amber_jax.export import runs
+from amber_jax.core.model import EncoderConfig, init_params
 
 import flax.linen as nn
 import jax
@@ -19,8 +20,8 @@ def test_retrieval_accuracy_known_answer():
   tgt = np.array([[1.0, 0.1], [1, 0.2], [1, 1]])
   # src->tgt: src0 -> tgt0 (right), src1 -> tgt2 (wrong), src2 -> tgt2 (right).
   # tgt->src: tgt0 -> src0 (right), tgt1 -> src0 (wrong), tgt2 -> src2 (right).
-  assert evaluate.retrieval_accuracy(src, tgt) == (pytest.approx(2 / 3), pytest.approx(2 / 3))
-  assert evaluate.retrieval_accuracy(src, src) == (1.0, 1.0)
+  assert retrieval.retrieval_accuracy(src, tgt) == (pytest.approx(2 / 3), pytest.approx(2 / 3))
+  assert retrieval.retrieval_accuracy(src, src) == (1.0, 1.0)
 
 
 def test_retrieval_by_layer_scores_every_layer_and_marks_the_best():
@@ -35,29 +36,29 @@ def test_retrieval_by_layer_scores_every_layer_and_marks_the_best():
        for s_l, t_l in zip(src_layers, tgt_layers)])
   pairs = {'de': [(f'en {i}', f'de {i}') for i in range(10)],
            'fr': [(f'en {i}', f'fr {i}') for i in range(6)]}
-  by_layer = evaluate.retrieval_by_layer(table, pairs)
+  by_layer = retrieval.retrieval_by_layer(table, pairs)
   assert by_layer['de'].shape == (2, 2)
   np.testing.assert_array_equal(by_layer['de'][1], [1.0, 1.0])
-  assert evaluate.best_layer(by_layer) == 1
-  text = evaluate.format_layer_table(by_layer, {'de': 10, 'fr': 6})
+  assert retrieval.best_layer(by_layer) == 1
+  text = retrieval.format_layer_table(by_layer, {'de': 10, 'fr': 6})
   assert 'L1*' in text and 'L0*' not in text and 'best layer: 1' in text
-  assert evaluate.retrieval(table, pairs, layer=1)['fr'] == (1.0, 1.0)
+  assert retrieval.retrieval(table, pairs, layer=1)['fr'] == (1.0, 1.0)
 
 
 def test_unique_pairs_drops_repeated_sources_and_targets():
   pairs = [('a', '1'), ('a', '2'), ('b', '1'), ('c', '3')]
-  assert evaluate.unique_pairs(pairs) == [('a', '1'), ('c', '3')]
+  assert retrieval.unique_pairs(pairs) == [('a', '1'), ('c', '3')]
 
 
 def test_read_pairs_tsv_with_and_without_language(tmp_path):
   path = tmp_path / 'p.tsv'
   path.write_text('de\tHello\tHallo\nfr\tHello\tBonjour\n\n', encoding='utf-8')
-  assert evaluate.read_pairs_tsv(path) == {'de': [('Hello', 'Hallo')], 'fr': [('Hello', 'Bonjour')]}
+  assert retrieval.read_pairs_tsv(path) == {'de': [('Hello', 'Hallo')], 'fr': [('Hello', 'Bonjour')]}
   path.write_text('Hello\tHallo\n', encoding='utf-8')
-  assert evaluate.read_pairs_tsv(path, default_lang='de') == {'de': [('Hello', 'Hallo')]}
+  assert retrieval.read_pairs_tsv(path, default_lang='de') == {'de': [('Hello', 'Hallo')]}
   path.write_text('Hello\n', encoding='utf-8')
   with pytest.raises(ValueError, match=r'p.tsv:1: expected'):
-    evaluate.read_pairs_tsv(path)
+    retrieval.read_pairs_tsv(path)
 
 
 @pytest.fixture(scope='module')
@@ -67,10 +68,10 @@ def tiny_params():
 
 def test_periodic_eval_returns_the_three_figures(tiny_params, django_vocab, django_corpus):
   import sentencepiece as spm
-  from amber_jax.ingest import django_po
+  from amber_jax.corpora import django_po
   sp = spm.SentencePieceProcessor(model_file=str(django_vocab))
   pairs = django_po.read_pairs(django_corpus, 'validation', ['de', 'fr'])
-  out = evaluate.periodic_eval(tiny_params, TINY, sp, pairs, max_pairs=8)
+  out = retrieval.periodic_eval(tiny_params, TINY, sp, pairs, max_pairs=8)
   assert set(out) == {'retrieval_fwd', 'retrieval_bwd', 'retrieval_mean'}
   assert all(0.0 <= v <= 1.0 for v in out.values())
   assert out['retrieval_mean'] == pytest.approx((out['retrieval_fwd'] + out['retrieval_bwd']) / 2)
@@ -79,7 +80,8 @@ def test_periodic_eval_returns_the_three_figures(tiny_params, django_vocab, djan
 @pytest.fixture(scope='module')
 def hf_dir(tiny_params, django_vocab, tmp_path_factory):
   """Our tiny random encoder exported as a transformers folder (BertModel + fast tokenizer)."""
-  from amber_jax import hf, vocab
+  from amber_jax.export import hf
+  from amber_jax.text import vocab
   return hf.export(tiny_params, TINY, tmp_path_factory.mktemp('hf') / 'tiny', head='base',
                    tokenizer_fn=lambda d: vocab.export_hf_tokenizer(django_vocab, d,
                                                                     model_max_length=64))
@@ -90,12 +92,12 @@ SENTENCES = ['Enter a valid email address.', 'Geben Sie eine gültige E-Mail-Adr
 
 def test_hf_export_gives_the_same_embeddings_as_our_params(tiny_params, django_vocab, hf_dir):
   import sentencepiece as spm
-  ours = evaluate.jax_embedder(tiny_params, TINY, spm.SentencePieceProcessor(
+  ours = retrieval.jax_embedder(tiny_params, TINY, spm.SentencePieceProcessor(
       model_file=str(django_vocab)))(SENTENCES)                       # [3, 2, 32]
-  np.testing.assert_allclose(ours, evaluate.hf_embedder(str(hf_dir))(SENTENCES), atol=2e-5)
+  np.testing.assert_allclose(ours, retrieval.hf_embedder(str(hf_dir))(SENTENCES), atol=2e-5)
   params, cfg, tok, config = runs.load_encoder(hf_dir)                # HF folder -> our encoder
   assert config is None
-  np.testing.assert_allclose(ours, evaluate.jax_embedder(params, cfg, tok)(SENTENCES), atol=2e-5)
+  np.testing.assert_allclose(ours, retrieval.jax_embedder(params, cfg, tok)(SENTENCES), atol=2e-5)
 
 
 def test_cli_eval_retrieval_and_mining_on_a_tsv(hf_dir, tmp_path, capsys):
@@ -125,7 +127,8 @@ def test_cli_eval_retrieval_and_mining_on_a_tsv(hf_dir, tmp_path, capsys):
 def test_commands_on_a_run_folder(django_vocab, tmp_path, capsys):
   """eval retrieval and align read a run folder (latest checkpoint, its SentencePiece model)."""
   import synthetic
-  from amber_jax import cli, train
+  from amber_jax import cli
+  from amber_jax.training import loop
   from configs import tiny
   cfg = tiny.get_config()
   with cfg.unlocked():
@@ -135,7 +138,7 @@ def test_commands_on_a_run_folder(django_vocab, tmp_path, capsys):
     cfg.data.update(mono_batch_size=4, parallel_batch_size=4, mono_length=16, sentence_length=12,
                     vocab_path=str(django_vocab))
     cfg.train.update(steps=1, log_every=1, checkpoint_every=1)
-  train.train(cfg, batches=synthetic.batches(0, vocab=4000, mono_rows=4, mono_length=16, pairs=4,
+  loop.train(cfg, batches=synthetic.batches(0, vocab=4000, mono_rows=4, mono_length=16, pairs=4,
                                              sentence_length=12), print_fn=lambda *_: None)
   (tmp_path / 'p.tsv').write_text('Enter a number.\tBitte eine Zahl eingeben.\n'
                                   'Log in again\tErneut anmelden\n', encoding='utf-8')

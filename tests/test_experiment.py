@@ -5,7 +5,8 @@ import json
 import numpy as np
 import pytest
 
-from amber_jax import cli, experiment
+from amber_jax import cli
+from amber_jax.experiments import ablation
 
 LANGS = ['de', 'fr']
 SECTIONS = ('## Results', '| MLM+TLM+WA+SA |', '![ablation](results/results_ablation.png)',
@@ -24,11 +25,11 @@ def fake_run(rng, quality: float, symmetry: float, n=40, layers=3):
 def fake_results(qualities, symmetries):
   rng = np.random.default_rng(0)
   return {p: {s: fake_run(rng, q, a) for s in (0, 1)}
-          for p, q, a in zip(experiment.PRESETS, qualities, symmetries)}
+          for p, q, a in zip(ablation.PRESETS, qualities, symmetries)}
 
 
 def test_summary_orders_and_brackets_the_means():
-  summary = experiment.summarize(fake_results([0.2, 0.3, 0.3, 0.9], [0.1, 0.1, 0.5, 0.5]),
+  summary = ablation.summarize(fake_results([0.2, 0.3, 0.3, 0.9], [0.1, 0.1, 0.5, 0.5]),
                                  LANGS, replicates=200)
   p = summary['presets']
   for e in p.values():
@@ -39,24 +40,24 @@ def test_summary_orders_and_brackets_the_means():
   assert p['mlm_tlm_wa_sa']['retrieval']['best']['mean'] > 0.8
   jump = summary['differences']['mlm_tlm_wa_sa - mlm_tlm_wa']['retrieval_best']
   assert jump['ci'][0] > 0.4
-  held = {claim.split(' (')[0]: ok for claim, ok, _ in experiment.verdict(summary)}
+  held = {claim.split(' (')[0]: ok for claim, ok, _ in ablation.verdict(summary)}
   assert held == {'TLM helps retrieval': True, 'SA makes retrieval jump': True,
                   'WA helps alignment': True}
 
 
 def test_verdict_says_when_the_ordering_fails():
-  summary = experiment.summarize(fake_results([0.3, 0.3, 0.3, 0.3], [0.2, 0.2, 0.2, 0.2]),
+  summary = ablation.summarize(fake_results([0.3, 0.3, 0.3, 0.3], [0.2, 0.2, 0.2, 0.2]),
                                  LANGS, replicates=200)
-  assert not any(ok for _, ok, _ in experiment.verdict(summary))
+  assert not any(ok for _, ok, _ in ablation.verdict(summary))
 
 
 def test_bootstrap_weights_resample_n_items():
-  w = experiment.bootstrap_weights(7, 50, seed=1)
+  w = ablation.bootstrap_weights(7, 50, seed=1)
   assert w.shape == (50, 7) and np.all(w.sum(1) == 7)
 
 
 def test_page_and_plot_have_every_section(tmp_path):
-  summary = experiment.summarize(fake_results([0.2, 0.3, 0.35, 0.9], [0.1, 0.1, 0.5, 0.5]),
+  summary = ablation.summarize(fake_results([0.2, 0.3, 0.35, 0.9], [0.1, 0.1, 0.5, 0.5]),
                                  LANGS, replicates=50)
   meta = {'date': 'today', 'machine': 'test', 'command': 'amber-jax experiment ablation',
           'stage1_steps': 2, 'stage2_steps': 3, 'eval_pairs': 40, 'align_pairs': 10,
@@ -64,27 +65,27 @@ def test_page_and_plot_have_every_section(tmp_path):
           'train_minutes': 0.5, 'eval_minutes': 0.5, 'json': 'results/results_ablation.json',
           'notes': '## Notes\n\nhand-written', 'runs': [
               {'preset': p, 'seed': 0, 'config_sha256': '0' * 64, 'stage1_seconds': 1.0,
-               'stage2_seconds': 2.0, 'eval_seconds': 3.0} for p in experiment.PRESETS]}
+               'stage2_seconds': 2.0, 'eval_seconds': 3.0} for p in ablation.PRESETS]}
   path = tmp_path / 'results' / 'results_ablation.json'
   path.parent.mkdir()
   path.write_text(json.dumps({'summary': summary, 'meta': meta}))
-  page = experiment.render(path, tmp_path / 'RESULTS.md').read_text()
+  page = ablation.render(path, tmp_path / 'RESULTS.md').read_text()
   for section in SECTIONS + ('hand-written',):
     assert section in page, section
   assert (tmp_path / 'results' / 'results_ablation.png').stat().st_size > 10_000
-  experiment.render(path, tmp_path / 'RESULTS.md', notes='')
+  ablation.render(path, tmp_path / 'RESULTS.md', notes='')
   assert 'hand-written' not in (tmp_path / 'RESULTS.md').read_text()
 
 
 def test_preset_configs_take_the_budget_and_overrides():
-  settings = experiment.Settings(stage1_steps=3, stage2_steps=5, languages=['de'],
+  settings = ablation.Settings(stage1_steps=3, stage2_steps=5, languages=['de'],
                                  overrides=['model.num_layers=1'])
-  cfg = experiment.preset_config('mlm_tlm', settings, seed=7)
+  cfg = ablation.preset_config('mlm_tlm', settings, seed=7)
   assert (cfg.seed, cfg.train.steps, cfg.model.num_layers) == (7, 8, 1)
   assert [s['steps'] for s in cfg.train.stages] == [3, 5]
   assert list(cfg.data.languages) == ['de']
   with pytest.raises(SystemExit, match='model.num_layrs'):
-    experiment.preset_config('mlm', experiment.Settings(overrides=['model.num_layrs=1']), 0)
+    ablation.preset_config('mlm', ablation.Settings(overrides=['model.num_layrs=1']), 0)
 
 
 def test_the_command_rejects_bad_arguments():
@@ -111,7 +112,7 @@ def test_ablation_end_to_end_on_a_tiny_corpus(django_corpus, django_vocab, tmp_p
   for section in SECTIONS:
     assert section in page, section
   raw = json.loads((out.parent / 'results' / 'results_ablation.json').read_text())
-  assert set(raw['per_run']) == set(experiment.PRESETS)
+  assert set(raw['per_run']) == set(ablation.PRESETS)
   assert raw['summary']['seeds'] == [0]
   assert (out.parent / 'results' / 'results_ablation.png').exists()
   # A second call reuses the finished runs (same configs): no training, the same numbers.

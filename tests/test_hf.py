@@ -1,4 +1,4 @@
-"""amber_jax.hf: the name table read both ways, and parity with transformers' BERT."""
+"""amber_jax.export.hf: the name table read both ways, and parity with transformers' BERT."""
 
 import os
 
@@ -13,8 +13,9 @@ import torch
 import transformers
 
 import xla_env
-from amber_jax import hf, hf_import
-from amber_jax.model import Encoder, EncoderConfig, init_params
+from amber_jax.export import hf
+from amber_jax.export import hf_import
+from amber_jax.core.model import Encoder, EncoderConfig, init_params
 
 CFG = EncoderConfig(vocab_size=500, hidden_size=64, num_layers=2, num_heads=4,
                     intermediate_size=128, max_position_embeddings=64)
@@ -284,7 +285,7 @@ import sys
 import jax, numpy as np
 sys.path.insert(0, {tests!r})
 import synthetic, test_train
-from amber_jax import train
+from amber_jax.training import loop
 cfg = test_train.small_config({workdir!r}, steps=2)
 with cfg.unlocked():
   cfg.model.vocab_size = {vocab_size}
@@ -293,7 +294,7 @@ with cfg.unlocked():
   cfg.data.parallel_batch_size = 0
   cfg.mesh.update(data=1, fsdp=2, tensor=2)
 batches = synthetic.batches(0, vocab={vocab_size}, mono_rows=4, mono_length=16, pairs=0)
-state, _ = train.train(cfg, batches=batches, print_fn=lambda *_: None)
+state, _ = loop.train(cfg, batches=batches, print_fn=lambda *_: None)
 assert len(state['params']['embeddings']['word_embeddings'].sharding.device_set) == 4
 flat = {{jax.tree_util.keystr(p): np.asarray(x)
         for p, x in jax.tree_util.tree_leaves_with_path(jax.device_get(state['params']))}}
@@ -322,14 +323,15 @@ def sharded_run(django_vocab, tmp_path_factory):
 
 @pytest.mark.slow
 def test_export_of_a_sharded_run_at_any_step(sharded_run, tmp_path, capsys):
-  from amber_jax import cli, runs  # pylint: disable=g-import-not-at-top
+  from amber_jax import cli  # pylint: disable=g-import-not-at-top
+  from amber_jax.export import runs  # pylint: disable=g-import-not-at-top
   workdir, final = sharded_run
   cli.main(['export', str(workdir), str(tmp_path / 'step1'), '--step', '1', '--head', 'base'])
   runs.export_run(workdir, tmp_path / 'latest', figures={'retrieval en->xx': 0.25})
   assert 'Exported to' in capsys.readouterr().out
 
   card = (tmp_path / 'latest' / 'README.md').read_text()
-  for text in ('- steps: 2', "'tlm_weight': 1.0", "'sa_weight': 1.0", 'task module `tasks.django`',
+  for text in ('- steps: 2', "'tlm_weight': 1.0", "'sa_weight': 1.0", 'task module `tasks.corpus`',
                'shape: 2 layers, hidden 32', '## Evaluation', '- retrieval en->xx: 0.25'):
     assert text in card, text
   assert '- steps: 1' in (tmp_path / 'step1' / 'README.md').read_text()
@@ -367,6 +369,6 @@ def test_export_of_a_sharded_run_at_any_step(sharded_run, tmp_path, capsys):
 
 @pytest.mark.slow
 def test_model_card_reports_the_run_batch(sharded_run, tmp_path):
-  from amber_jax import runs  # pylint: disable=g-import-not-at-top
+  from amber_jax.export import runs  # pylint: disable=g-import-not-at-top
   runs.export_run(sharded_run[0], tmp_path)
   assert '- batch: 4 monolingual rows + 0 pairs per step' in (tmp_path / 'README.md').read_text()

@@ -1,4 +1,4 @@
-"""amber_jax.hf_import: a HF BERT folder -> a run at step 0; parity on real weights (MiniLM)."""
+"""amber_jax.export.hf_import: a HF BERT folder -> a run at step 0; parity on real weights (MiniLM)."""
 
 import json
 import shutil
@@ -13,10 +13,16 @@ import transformers
 import synthetic
 import test_train
 from configs import tiny
-from amber_jax import cli, hf, hf_import, hf_vocab, runs, train
-from amber_jax.data import join_pair
-from amber_jax.ingest import django_po
-from amber_jax.model import CLS_ID, PAD_ID, SEP_ID, Encoder, EncoderConfig, init_params
+from amber_jax import cli
+from amber_jax import config as config_lib
+from amber_jax.export import hf
+from amber_jax.export import hf_import
+from amber_jax.text import hf_tokenizer
+from amber_jax.export import runs
+from amber_jax.training import loop
+from amber_jax.data.pipeline import join_pair
+from amber_jax.corpora import django_po
+from amber_jax.core.model import CLS_ID, PAD_ID, SEP_ID, Encoder, EncoderConfig, init_params
 
 TOL = 1e-4
 # A BERT-shaped WordPiece vocabulary: specials at BERT's ids, [unusedN] in between, a few words.
@@ -72,7 +78,7 @@ def test_import_without_head_initialises_it_and_train_resumes_from_step_zero(tmp
   params, mcfg, _, step = runs.load_params(tmp_path / 'run')
   assert step == 0 and mcfg == TINY
   # Encoder weights: the HF ones, token rows re-indexed so that [CLS] (HF 101) is our 2.
-  order = hf_vocab.special_order((0, 100, 101, 102, 103), TINY.vocab_size)
+  order = hf_tokenizer.special_order((0, 100, 101, 102, 103), TINY.vocab_size)
   word = TINY_PARAMS['embeddings']['word_embeddings']
   np.testing.assert_array_equal(params['embeddings']['word_embeddings'], word[order])
   np.testing.assert_array_equal(params['layer_1']['attention']['key']['kernel'],
@@ -87,7 +93,7 @@ def test_import_without_head_initialises_it_and_train_resumes_from_step_zero(tmp
     config.train.steps = 1
     config.data.parallel_batch_size = 0
   batches = synthetic.batches(0, vocab=TINY.vocab_size, mono_rows=4, mono_length=16, pairs=0)
-  state, history = train.train(config, batches=batches, print_fn=lines.append)
+  state, history = loop.train(config, batches=batches, print_fn=lines.append)
   assert any('Resumed from step 0' in line for line in lines)
   assert int(state['step']) == 1 and np.isfinite(history[-1]['mlm_loss'])
 
@@ -97,7 +103,7 @@ def test_import_with_mlm_head_keeps_it(tmp_path):
   report = _quiet_import(src, tmp_path / 'run', _config(tmp_path / 'unused'))
   assert 'no MLM head' not in report
   params, _, _, _ = runs.load_params(tmp_path / 'run')
-  order = hf_vocab.special_order((0, 100, 101, 102, 103), TINY.vocab_size)
+  order = hf_tokenizer.special_order((0, 100, 101, 102, 103), TINY.vocab_size)
   np.testing.assert_array_equal(params['mlm_bias'], TINY_PARAMS['mlm_bias'][order])
   np.testing.assert_array_equal(params['mlm_transform']['kernel'],
                                 TINY_PARAMS['mlm_transform']['kernel'])
@@ -106,7 +112,7 @@ def test_import_with_mlm_head_keeps_it(tmp_path):
 def test_vocab_txt_only_is_converted_to_a_fast_tokenizer(tmp_path):
   src = _tiny_hf_folder(tmp_path / 'hf', tokenizer='vocab.txt')
   _quiet_import(src, tmp_path / 'run', _config(tmp_path / 'unused'))
-  tok = hf_vocab.HFTokenizer(tmp_path / 'run' / 'tokenizer')
+  tok = hf_tokenizer.HFTokenizer(tmp_path / 'run' / 'tokenizer')
   assert tok.encode('Enter a valid email.') == [104 + WORDS.index(w)
                                        for w in ('enter', 'a', 'valid', 'email', '.')]
 
@@ -126,7 +132,7 @@ def test_cli_import_writes_a_config_py_that_train_reads(tmp_path, capsys):
   src = _tiny_hf_folder(tmp_path / 'hf')
   cli.main(['import', str(src), str(tmp_path / 'run')])  # default: configs/tiny.py
   assert 'Continue with: amber-jax train --config=' in capsys.readouterr().out
-  config, rest = cli.load_config([f'--config={tmp_path / "run" / "config.py"}'])
+  config, rest = config_lib.load_config([f'--config={tmp_path / "run" / "config.py"}'])
   assert not rest and config.model.vocab_size == len(TINY_VOCAB)
   assert config.train.steps == tiny.get_config().train.steps
   with pytest.raises(AttributeError):
@@ -141,7 +147,7 @@ def test_cli_import_writes_a_config_py_that_train_reads(tmp_path, capsys):
 def test_missing_file_raises_naming_it(tmp_path, remove, message):
   src = _tiny_hf_folder(tmp_path / 'hf')
   if remove == 'tokenizer.json':
-    for name in hf_vocab.TOKENIZER_FILES:
+    for name in hf_tokenizer.TOKENIZER_FILES:
       (src / name).unlink(missing_ok=True)
   else:
     (src / remove).unlink()
@@ -241,7 +247,7 @@ def _max_diff(ours, theirs, real):
 def test_minilm_import_matches_transformers_on_real_sentences(minilm_dir, minilm_run,
                                                              real_sentences):
   params, mcfg, config, _ = runs.load_params(minilm_run, step=0)
-  ours = hf_vocab.HFTokenizer(config.data.vocab_path)
+  ours = hf_tokenizer.HFTokenizer(config.data.vocab_path)
   theirs = transformers.AutoTokenizer.from_pretrained(str(minilm_dir))
   our_ids, hf_ids, real = _both_ids(real_sentences, ours, theirs)
   hidden = Encoder(mcfg).apply({'params': params}, our_ids)['hidden']
@@ -256,7 +262,7 @@ def test_minilm_import_matches_transformers_on_real_sentences(minilm_dir, minilm
 def test_minilm_round_trip_to_hf_is_bit_exact(minilm_dir, minilm_run, tmp_path):
   import safetensors.numpy  # pylint: disable=import-outside-toplevel
   params, mcfg, config, _ = runs.load_params(minilm_run, step=0)
-  order = hf_vocab.hf_to_ours_order(config.data.vocab_path, mcfg.vocab_size)
+  order = hf_tokenizer.hf_to_ours_order(config.data.vocab_path, mcfg.vocab_size)
   hf.export(params, mcfg, tmp_path, head='base', hf_to_ours=order)
   exported = safetensors.numpy.load_file(str(tmp_path / 'model.safetensors'))
   original = hf_import.load_hf_state_dict(minilm_dir)
@@ -300,10 +306,10 @@ def test_minilm_continued_with_sa_tlm_exports_what_transformers_reproduces(
   config = runs.load_config(workdir)
   with config.unlocked():
     config.workdir = str(workdir)
-  vocab = hf_vocab.HFTokenizer(config.data.vocab_path)
+  vocab = hf_tokenizer.HFTokenizer(config.data.vocab_path)
   lines = []
   batches = _pair_batches(django_corpus, vocab, rows=8, length=config.data.sentence_length)
-  state, history = train.train(config, batches=batches, print_fn=lines.append)
+  state, history = loop.train(config, batches=batches, print_fn=lines.append)
   assert any('Resumed from step 0' in line for line in lines)
   assert [h['step'] for h in history] == [1, 2, 3]
   assert all(np.isfinite(h['sa_loss']) and np.isfinite(h['tlm_loss']) for h in history)
@@ -317,8 +323,8 @@ def test_minilm_continued_with_sa_tlm_exports_what_transformers_reproduces(
                             before['layer_0']['intermediate']['kernel'])
   out_dir = tmp_path / 'hf'
   hf.export(params, mcfg, out_dir, head='mlm',
-            hf_to_ours=hf_vocab.hf_to_ours_order(config.data.vocab_path, mcfg.vocab_size),
-            tokenizer_fn=lambda d: hf_vocab.write_tokenizer(config.data.vocab_path, d))
+            hf_to_ours=hf_tokenizer.hf_to_ours_order(config.data.vocab_path, mcfg.vocab_size),
+            tokenizer_fn=lambda d: hf_tokenizer.write_tokenizer(config.data.vocab_path, d))
   model, info = transformers.AutoModelForMaskedLM.from_pretrained(
       str(out_dir), dtype=torch.float32, output_loading_info=True)
   assert not info['missing_keys'] and not info['unexpected_keys'] and not info['mismatched_keys']

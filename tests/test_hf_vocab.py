@@ -1,4 +1,4 @@
-"""amber_jax.hf_vocab: an HF tokenizer as the pipeline's vocabulary, specials re-indexed to 0..4."""
+"""amber_jax.text.hf_tokenizer: an HF tokenizer as the pipeline's vocabulary, specials re-indexed to 0..4."""
 
 import json
 import shutil
@@ -6,9 +6,9 @@ import shutil
 import numpy as np
 import pytest
 
-from amber_jax import hf_vocab
-from amber_jax import model as model_lib
-from amber_jax.ingest import django_po
+from amber_jax.text import hf_tokenizer
+from amber_jax.core import model as model_lib
+from amber_jax.corpora import django_po
 
 BERT_SPECIALS = (0, 100, 101, 102, 103)  # [PAD] [UNK] [CLS] [SEP] [MASK] of BERT WordPiece
 LANGUAGES = ('en', 'de', 'fr', 'es', 'ru', 'el', 'pl', 'tr', 'vi', 'ja', 'zh-hans', 'ar', 'hi')
@@ -27,7 +27,7 @@ def sentences(django_corpus):
 
 
 def test_special_order_moves_bert_specials_to_our_ids():
-  order = hf_vocab.special_order(BERT_SPECIALS, 200)
+  order = hf_tokenizer.special_order(BERT_SPECIALS, 200)
   assert order[:5].tolist() == list(BERT_SPECIALS)
   assert order[100:104].tolist() == [1, 2, 3, 4]  # [unused0..3] take the specials' old places
   untouched = np.setdiff1d(np.arange(200), [1, 2, 3, 4, 100, 101, 102, 103])
@@ -37,21 +37,21 @@ def test_special_order_moves_bert_specials_to_our_ids():
 @pytest.mark.parametrize('specials', [(1, 3, 0, 2, 4), (4, 3, 2, 1, 0), (0, 1, 2, 3, 4),
                                       (7, 0, 9, 1, 2)])
 def test_special_order_is_a_permutation_for_overlapping_ids(specials):
-  order = hf_vocab.special_order(specials, 12)
+  order = hf_tokenizer.special_order(specials, 12)
   assert sorted(order.tolist()) == list(range(12))
   assert order[:5].tolist() == list(specials)
 
 
 def test_special_order_rejects_shared_or_outside_ids():
   with pytest.raises(ValueError, match='5 distinct special ids'):
-    hf_vocab.special_order((0, 100, 101, 101, 103), 200)
+    hf_tokenizer.special_order((0, 100, 101, 101, 103), 200)
   with pytest.raises(ValueError, match=r'Special ids \[300\] are outside the 200 ids'):
-    hf_vocab.special_order((0, 100, 101, 102, 300), 200)
+    hf_tokenizer.special_order((0, 100, 101, 102, 300), 200)
 
 
 def test_wordpiece_ids_are_the_transformers_ids_reindexed(minilm_dir, sentences):
   import transformers  # pylint: disable=import-outside-toplevel
-  ours = hf_vocab.HFTokenizer(minilm_dir)
+  ours = hf_tokenizer.HFTokenizer(minilm_dir)
   theirs = transformers.AutoTokenizer.from_pretrained(str(minilm_dir))
   assert ours.hf_specials == BERT_SPECIALS and ours.size == 30522
   encoded = ours.encode(sentences)
@@ -65,13 +65,13 @@ def test_wordpiece_ids_are_the_transformers_ids_reindexed(minilm_dir, sentences)
 
 def test_long_text_is_not_truncated(minilm_dir):
   # tokenizer.json may carry a truncation setting; the batcher truncates, after framing.
-  assert len(hf_vocab.HFTokenizer(minilm_dir).encode('word ' * 600)) == 600
+  assert len(hf_tokenizer.HFTokenizer(minilm_dir).encode('word ' * 600)) == 600
 
 
 def test_own_sentencepiece_export_has_the_identity_order(django_vocab, tmp_path):
-  from amber_jax import vocab  # pylint: disable=import-outside-toplevel
+  from amber_jax.text import vocab  # pylint: disable=import-outside-toplevel
   vocab.export_hf_tokenizer(django_vocab, tmp_path)
-  ours = hf_vocab.HFTokenizer(tmp_path)
+  ours = hf_tokenizer.HFTokenizer(tmp_path)
   np.testing.assert_array_equal(ours.ours_to_hf, np.arange(4000))
   text = ['Enter a valid email address.', 'Geben Sie eine gültige E-Mail-Adresse ein.']
   assert ours.encode(text) == vocab.load_processor(django_vocab).encode(text)
@@ -79,12 +79,12 @@ def test_own_sentencepiece_export_has_the_identity_order(django_vocab, tmp_path)
 
 def test_seqio_vocabulary_in_python_and_tensorflow(minilm_dir, sentences):
   import tensorflow as tf  # pylint: disable=import-outside-toplevel
-  vocabulary = hf_vocab.load_vocabulary(minilm_dir)
-  assert isinstance(vocabulary, hf_vocab.HFTokenizerVocabulary)
+  vocabulary = hf_tokenizer.load_vocabulary(minilm_dir)
+  assert isinstance(vocabulary, hf_tokenizer.HFTokenizerVocabulary)
   assert (vocabulary.pad_id, vocabulary.unk_id, vocabulary.bos_id, vocabulary.eos_id,
           vocabulary.mask_id) == (0, 1, 2, 3, 4)
   assert vocabulary.vocab_size == 30522
-  assert vocabulary == hf_vocab.load_vocabulary(minilm_dir)
+  assert vocabulary == hf_tokenizer.load_vocabulary(minilm_dir)
   some = sentences[::13]  # 20 sentences, every language
   ds = tf.data.Dataset.from_tensor_slices(some).map(vocabulary.encode_tf)
   for sentence, ids in zip(some, ds.as_numpy_iterator()):
@@ -106,7 +106,7 @@ def test_seqio_vocabulary_in_python_and_tensorflow(minilm_dir, sentences):
 def test_seqio_tokenize_preprocessor_gives_ids_without_cls_sep(minilm_dir):
   import seqio  # pylint: disable=import-outside-toplevel
   import tensorflow as tf  # pylint: disable=import-outside-toplevel
-  vocabulary = hf_vocab.load_vocabulary(minilm_dir)
+  vocabulary = hf_tokenizer.load_vocabulary(minilm_dir)
   ds = tf.data.Dataset.from_tensors({'tokens': 'Enter a whole number.'})
   ds = seqio.preprocessors.tokenize(
       ds, {'tokens': seqio.Feature(vocabulary, add_eos=False)}, copy_pretokenized=False)
@@ -116,21 +116,21 @@ def test_seqio_tokenize_preprocessor_gives_ids_without_cls_sep(minilm_dir):
 
 
 def test_vocab_path_dispatch(django_vocab, minilm_dir, tmp_path):
-  assert hf_vocab.is_hf_tokenizer(minilm_dir)
-  assert hf_vocab.is_hf_tokenizer(minilm_dir / 'tokenizer.json')
-  assert not hf_vocab.is_hf_tokenizer(django_vocab)
-  assert isinstance(hf_vocab.load_processor(minilm_dir), hf_vocab.HFTokenizer)
-  assert hf_vocab.load_processor(django_vocab).get_piece_size() == 4000
-  assert hf_vocab.hf_to_ours_order(django_vocab, 4000) is None
-  order = hf_vocab.hf_to_ours_order(minilm_dir, 30528)  # embeddings padded past the tokenizer
+  assert hf_tokenizer.is_hf_tokenizer(minilm_dir)
+  assert hf_tokenizer.is_hf_tokenizer(minilm_dir / 'tokenizer.json')
+  assert not hf_tokenizer.is_hf_tokenizer(django_vocab)
+  assert isinstance(hf_tokenizer.load_processor(minilm_dir), hf_tokenizer.HFTokenizer)
+  assert hf_tokenizer.load_processor(django_vocab).get_piece_size() == 4000
+  assert hf_tokenizer.hf_to_ours_order(django_vocab, 4000) is None
+  order = hf_tokenizer.hf_to_ours_order(minilm_dir, 30528)  # embeddings padded past the tokenizer
   assert order[[0, 100, 101, 102, 103]].tolist() == [0, 1, 2, 3, 4]
   np.testing.assert_array_equal(order[30522:], np.arange(30522, 30528))
   with pytest.raises(ValueError, match='has 30522 ids but the model only 30000'):
-    hf_vocab.hf_to_ours_order(minilm_dir, 30000)
-  hf_vocab.write_tokenizer(minilm_dir, tmp_path / 'hf')
+    hf_tokenizer.hf_to_ours_order(minilm_dir, 30000)
+  hf_tokenizer.write_tokenizer(minilm_dir, tmp_path / 'hf')
   assert (tmp_path / 'hf' / 'tokenizer.json').read_bytes() == (
       minilm_dir / 'tokenizer.json').read_bytes()
-  hf_vocab.write_tokenizer(django_vocab, tmp_path / 'sp')
+  hf_tokenizer.write_tokenizer(django_vocab, tmp_path / 'sp')
   assert (tmp_path / 'sp' / 'tokenizer.json').is_file()
 
 
@@ -143,10 +143,10 @@ def test_tokenizer_without_a_mask_token_raises_naming_it(minilm_dir, tmp_path):
   Tokenizer.from_file(str(tmp_path / 'tokenizer.json'))  # a valid tokenizer, just no [MASK]
   shutil.copyfile(minilm_dir / 'tokenizer_config.json', tmp_path / 'tokenizer_config.json')
   with pytest.raises(ValueError, match=r"no token for \{'mask_token': '\[MASK\]'\}"):
-    hf_vocab.HFTokenizer(tmp_path)
+    hf_tokenizer.HFTokenizer(tmp_path)
 
 
 def test_folder_without_tokenizer_json_raises(tmp_path):
   (tmp_path / 'vocab.txt').write_text('[PAD]\n')
   with pytest.raises(FileNotFoundError, match='No tokenizer.json at'):
-    hf_vocab.HFTokenizer(tmp_path)
+    hf_tokenizer.HFTokenizer(tmp_path)

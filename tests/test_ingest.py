@@ -6,7 +6,7 @@ import pathlib
 import polib
 import pytest
 
-from amber_jax.ingest import django_po, layout
+from amber_jax.corpora import django_po, layout
 
 SPLITS = ('train', 'validation')
 

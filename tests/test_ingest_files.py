@@ -11,7 +11,7 @@ import pathlib
 import polib
 import pytest
 
-from amber_jax.ingest import files, layout
+from amber_jax.corpora import files, layout
 
 SPLITS = ('train', 'validation')
 

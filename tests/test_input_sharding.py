@@ -11,23 +11,25 @@ import textwrap
 import pytest
 
 import xla_env
-from amber_jax import data_tools
+from amber_jax.data import mixtures
 from test_data import corpus, make_cfg, vocab_path  # pylint: disable=unused-import
 
 WORKER = textwrap.dedent("""
     import json, sys
     sys.modules['tensorflow'] = None             # a cache needs no TensorFlow on the hosts
-    from amber_jax import distributed
-    distributed.initialize()                     # AMBER_* from the environment
+    from amber_jax.parallel import cluster
+    cluster.initialize()                     # AMBER_* from the environment
     import jax, ml_collections, numpy as np
     from jax.experimental import multihost_utils
-    from amber_jax import partitioning, train
+    from amber_jax.parallel import partitioning
+    from amber_jax.training import loop
+    from amber_jax.data import inputs
 
     config = ml_collections.ConfigDict({config!r})
     pid = jax.process_index()
     mesh = partitioning.make_mesh(dict(data=-1, fsdp=1, tensor=1))
     out = []
-    for step, local in zip(range(3), train.real_batches(config, start_step=0)):
+    for step, local in zip(range(3), inputs.real_batches(config, start_step=0)):
       glob = partitioning.to_global(local, mesh)  # one jax.Array over both processes
       full = {{k: multihost_utils.process_allgather(v, tiled=True) for k, v in glob.items()}}
       out.append({{'local': {{k: v.tolist() for k, v in local.items()}},
@@ -46,7 +48,7 @@ def _free_port():
 def runs(corpus, vocab_path, tmp_path_factory):
   folder = tmp_path_factory.mktemp('sharding')
   cfg = make_cfg(corpus, vocab_path, cache_dir=str(folder / 'tokens'))
-  data_tools.write_cache(cfg, folder / 'tokens', print_fn=lambda *_: None)
+  mixtures.write_cache(cfg, folder / 'tokens', print_fn=lambda *_: None)
   config = {'seed': 0, 'data': cfg.to_dict(), 'model': {'vocab_size': 1000}}
   code = WORKER.format(config=config)
   port = _free_port()
@@ -91,7 +93,7 @@ def test_the_global_batch_is_the_union_of_both_hosts_rows(runs):
 
 def test_each_host_reads_only_its_shard_and_no_pair_is_read_twice(runs, corpus, vocab_path):
   import sentencepiece as spm  # pylint: disable=import-outside-toplevel
-  from amber_jax.model import CLS_ID, SEP_ID  # pylint: disable=import-outside-toplevel
+  from amber_jax.core.model import CLS_ID, SEP_ID  # pylint: disable=import-outside-toplevel
   sp = spm.SentencePieceProcessor(model_file=vocab_path)
   _, results = runs
   shard_of = {}  # framed (src, tgt) -> shard of its line (line i belongs to shard i % 2)

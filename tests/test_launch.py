@@ -14,7 +14,7 @@ import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 LAUNCH = ROOT / 'launch'
-CHECK = f'{sys.executable} -m amber_jax.distributed'   # joins, sums across processes, prints
+CHECK = f'{sys.executable} -m amber_jax.parallel.cluster'   # joins, sums across processes, prints
 
 
 def clean_env(**extra):

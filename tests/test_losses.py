@@ -7,8 +7,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from amber_jax import losses, masking
-from amber_jax.model import CLS_ID, MASK_ID, NUM_SPECIALS, PAD_ID, SEP_ID
+from amber_jax.core import losses
+from amber_jax.core import masking
+from amber_jax.core.model import CLS_ID, MASK_ID, NUM_SPECIALS, PAD_ID, SEP_ID
 
 
 def _log_softmax(v):

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from amber_jax.ingest import layout, manpages
+from amber_jax.corpora import layout, manpages
 
 # A small English page and its German translation, written for these tests. The German page
 # appends a translators' section, as po4a does.

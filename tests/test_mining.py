@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from amber_jax import mining
+from amber_jax.eval import mining
 
 
 def _margin_loop(x, y, k):

@@ -14,8 +14,9 @@ import ml_collections
 import numpy as np
 import pytest
 
-from amber_jax import masking, objectives
-from amber_jax.model import (CLS_ID, MASK_ID, NUM_SPECIALS, PAD_ID, SEP_ID, Encoder,
+from amber_jax.core import masking
+from amber_jax.core import objectives
+from amber_jax.core.model import (CLS_ID, MASK_ID, NUM_SPECIALS, PAD_ID, SEP_ID, Encoder,
                              EncoderConfig, init_params)
 
 TINY = EncoderConfig(vocab_size=64, hidden_size=32, num_layers=2, num_heads=4,
@@ -288,7 +289,9 @@ def test_bfloat16_loss_and_gradients_close_to_float32():
 
 def test_bfloat16_train_step_end_to_end(tmp_path):
   """The jitted train step with bf16 compute and the options: finite, close to fp32, params fp32."""
-  from amber_jax import train  # pylint: disable=import-outside-toplevel
+  from amber_jax.data import inputs
+  from amber_jax.training import train_state
+  from amber_jax.training import train_step
   from configs import tiny  # pylint: disable=import-outside-toplevel
 
   def first_losses(**model):
@@ -300,10 +303,10 @@ def test_bfloat16_train_step_end_to_end(tmp_path):
                        attention_dropout_rate=0.0, **model)
       cfg.data.update(mono_batch_size=2, parallel_batch_size=2, mono_length=16,
                       sentence_length=12)
-    s = train.setup(cfg)
-    state = train.init_state(s, 0)
-    step = train.make_train_step(s)
-    batches = train.synthetic_batches(cfg)
+    s = train_state.setup(cfg)
+    state = train_state.init_state(s, 0)
+    step = train_step.make_train_step(s)
+    batches = inputs.synthetic_batches(cfg)
     out = []
     for _ in range(2):
       state, metrics = step(state, next(batches))

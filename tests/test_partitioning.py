@@ -11,7 +11,7 @@ import textwrap
 import pytest
 
 import xla_env
-from amber_jax import partitioning
+from amber_jax.parallel import partitioning
 
 
 def test_mesh_shape_fills_minus_one():
@@ -35,7 +35,10 @@ SCRIPT = textwrap.dedent("""
     import jax, numpy as np
     sys.path.insert(0, {tests!r})
     import synthetic, test_train
-    from amber_jax import objectives, partitioning, train
+    from amber_jax.core import objectives
+    from amber_jax.parallel import partitioning
+    from amber_jax.training import loop
+    from amber_jax.training import train_state
 
     cfg = test_train.small_config({workdir!r})
     with cfg.unlocked():
@@ -54,9 +57,9 @@ SCRIPT = textwrap.dedent("""
       with cfg.unlocked():
         cfg.model.scan_layers = scan
       mesh = partitioning.make_mesh(shape, devices=devices)
-      s = train.setup(cfg, mesh)
+      s = train_state.setup(cfg, mesh)
       if params is None:
-        params = jax.device_get(train.init_state(s, 0)['params'])
+        params = jax.device_get(train_state.init_state(s, 0)['params'])
       p = jax.device_put(params, s.state_shardings['params'])
       b = partitioning.to_global(batch, mesh)
       def loss(p, b):
@@ -108,15 +111,17 @@ RESTORE_SCRIPT = textwrap.dedent("""
     import jax, numpy as np
     sys.path.insert(0, {tests!r})
     import test_train
-    from amber_jax import checkpoint, partitioning, train
+    from amber_jax.training import checkpoint
+    from amber_jax.parallel import partitioning
+    from amber_jax.training import loop
 
     cfg = test_train.small_config({workdir!r}, steps=2)
     with cfg.unlocked():
       cfg.data.update(mono_batch_size=8, parallel_batch_size=8)
       cfg.train.checkpoint_every = 2
-    saved, _ = train.train(cfg, batches=test_train.stream_of(8), print_fn=lambda *_: None,
+    saved, _ = loop.train(cfg, batches=test_train.stream_of(8), print_fn=lambda *_: None,
                            mesh=partitioning.make_mesh(dict(data=8, fsdp=1, tensor=1)))
-    target = train.setup(cfg, partitioning.make_mesh(dict(data=1, fsdp=4, tensor=2)))
+    target = train_state.setup(cfg, partitioning.make_mesh(dict(data=1, fsdp=4, tensor=2)))
     mgr = checkpoint.manager({workdir!r}, keep=3)
     restored, _ = checkpoint.restore(mgr, 2, target.abstract_state)
     emb = restored['params']['embeddings']['word_embeddings']

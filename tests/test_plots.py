@@ -6,7 +6,7 @@ import matplotlib.image
 import numpy as np
 import pytest
 
-from amber_jax import plots
+from amber_jax.eval import plots
 
 
 def _image(path):

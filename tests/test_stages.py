@@ -5,7 +5,10 @@ import numpy as np
 import pytest
 
 import synthetic
-from amber_jax import cli, train
+from amber_jax import cli
+from amber_jax import config as config_lib
+from amber_jax.training import loop
+from amber_jax.training import stages
 from configs import ablation, tiny
 
 VOCAB = 64
@@ -49,13 +52,13 @@ def stage_batches(opened, shapes=None):
 
 def test_no_stages_is_one_stage_of_the_top_level_settings():
   cfg = tiny.get_config()
-  (stage,) = train.stages(cfg)
+  (stage,) = stages.stages(cfg)
   assert (stage.start, stage.end, stage.config) == (0, cfg.train.steps, cfg)
 
 
 def test_stage_overrides_seeds_and_ranges(tmp_path):
   cfg = staged_config(tmp_path)
-  first, second = train.stages(cfg)
+  first, second = stages.stages(cfg)
   assert (first.name, first.start, first.end) == ('mono', 0, 2)
   assert (second.name, second.start, second.end) == ('stage1', 2, 4)
   assert first.config.data.parallel_batch_size == 0 and first.config.objectives.sa_weight == 0.0
@@ -63,9 +66,9 @@ def test_stage_overrides_seeds_and_ranges(tmp_path):
   assert second.config.data.sentence_length == 10 and second.config.data.mono_batch_size == 2
   assert second.config.objectives.sa_weight == cfg.objectives.sa_weight
   assert (first.config.seed, second.config.seed) == (cfg.seed, cfg.seed + 1)
-  assert train.stage_at([first, second], 1) is first
-  assert train.stage_at([first, second], 2) is second
-  assert train.stage_at([first, second], 4) is second
+  assert stages.stage_at([first, second], 1) is first
+  assert stages.stage_at([first, second], 2) is second
+  assert stages.stage_at([first, second], 4) is second
 
 
 @pytest.mark.parametrize('stage, message', [
@@ -83,7 +86,7 @@ def test_a_bad_stage_fails_naming_it(tmp_path, stage, message):
   with cfg.unlocked():
     cfg.train.stages = [{'steps': 3}, stage]
   with pytest.raises(ValueError, match='stages\\[1\\]') as e:
-    train.stages(cfg)
+    stages.stages(cfg)
   assert message in str(e.value)
 
 
@@ -92,34 +95,34 @@ def test_steps_must_add_up(tmp_path):
   with cfg.unlocked():
     cfg.train.steps = 7
   with pytest.raises(ValueError, match='add up to 4 steps'):
-    train.stages(cfg)
+    stages.stages(cfg)
 
 
 def test_stages_from_the_command_line(tmp_path):
-  stages = "[{'steps': 2, 'objectives.sa_weight': 0.0}, {'steps': 3}]"
-  cfg, _ = cli.load_config(['--config=tiny', f'--config.train.stages={stages}',
-                            '--config.train.steps=5'])
-  assert [s.steps for s in train.stages(cfg)] == [2, 3]
+  text = "[{'steps': 2, 'objectives.sa_weight': 0.0}, {'steps': 3}]"
+  cfg, _ = config_lib.load_config(['--config=tiny', f'--config.train.stages={text}',
+                                  '--config.train.steps=5'])
+  assert [s.steps for s in stages.stages(cfg)] == [2, 3]
 
 
 def test_ablation_presets_share_stage_one_and_differ_in_stage_two():
   configs = {p: ablation.get_config(p) for p in ablation.PRESETS}
-  stage1 = {p: train.stages(c)[0].config.to_dict() for p, c in configs.items()}
+  stage1 = {p: stages.stages(c)[0].config.to_dict() for p, c in configs.items()}
   first = stage1['mlm']
   assert all(s == first for s in stage1.values())  # one stage-1 run serves all four
   assert first['data']['parallel_batch_size'] == 0
-  weights = {p: {k: train.stages(c)[1].config.objectives[k]
+  weights = {p: {k: stages.stages(c)[1].config.objectives[k]
                  for k in ('tlm_weight', 'wa_weight', 'sa_weight')} for p, c in configs.items()}
   assert weights['mlm'] == dict(tlm_weight=0.0, wa_weight=0.0, sa_weight=0.0)
   assert weights['mlm_tlm_wa_sa'] == dict(tlm_weight=1.0, wa_weight=1.0, sa_weight=1.0)
-  assert train.stages(configs['mlm'])[1].config.data.parallel_batch_size == 0
-  assert train.stages(configs['mlm_tlm'])[1].config.data.parallel_batch_size > 0
+  assert stages.stages(configs['mlm'])[1].config.data.parallel_batch_size == 0
+  assert stages.stages(configs['mlm_tlm'])[1].config.data.parallel_batch_size > 0
 
 
 def test_the_boundary_switches_shapes_and_losses(tmp_path):
   cfg = staged_config(tmp_path)
   opened, shapes, lines = [], [], []
-  _, history = train.train(cfg, batches=stage_batches(opened, shapes), print_fn=lines.append)
+  _, history = loop.train(cfg, batches=stage_batches(opened, shapes), print_fn=lines.append)
   assert opened == [(0, 0), (1, 0)]
   assert [s['mono_ids'] for s in shapes] == [(8, 16), (8, 16), (2, 16), (2, 16)]
   assert ['pair_ids' in s for s in shapes] == [False, False, True, True]
@@ -133,14 +136,14 @@ def test_the_boundary_switches_shapes_and_losses(tmp_path):
 
 
 def test_resume_inside_stage_two_is_exact(tmp_path):
-  full, _ = train.train(staged_config(tmp_path / 'full'), batches=stage_batches([]),
+  full, _ = loop.train(staged_config(tmp_path / 'full'), batches=stage_batches([]),
                         print_fn=lambda *_: None)
   part = staged_config(tmp_path / 'part')
   opened = []
-  train.train(part, batches=stage_batches(opened), print_fn=lambda *_: None, stop_at=3)
+  loop.train(part, batches=stage_batches(opened), print_fn=lambda *_: None, stop_at=3)
   assert opened == [(0, 0), (1, 0)]
   lines = []
-  resumed, _ = train.train(part, batches=stage_batches(opened), print_fn=lines.append)
+  resumed, _ = loop.train(part, batches=stage_batches(opened), print_fn=lines.append)
   assert any('Resumed from step 3' in line for line in lines)
   assert opened[-1] == (1, 1)  # stage 2's stream from its own step 1
   assert int(resumed['step']) == 4

@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from amber_jax.ingest import files, layout, tfds_dataset
+from amber_jax.corpora import files, layout, tfds_dataset
 
 SPLITS = ('train', 'validation')
 
@@ -59,7 +59,7 @@ import json, os, sys
 os.environ['TF_CPP_MIN_LOG_LEVEL'] = '2'
 import seqio, tensorflow_datasets as tfds
 data_dir = sys.argv[1]
-assert 'amber_jax.ingest.tfds_dataset' not in sys.modules
+assert 'amber_jax.corpora.tfds_export' not in sys.modules
 def rows(ds):
   return [{k: v.decode('utf-8') for k, v in ex.items()} for ex in ds.as_numpy_iterator()]
 out = {}
@@ -128,6 +128,6 @@ def test_overwrite_replaces_and_bad_names(corpus, tmp_path):
 
 
 def test_files_corpus_is_accepted_by_the_corpus_tasks(corpus):
-  from tasks import django as corpus_tasks  # pylint: disable=import-outside-toplevel
+  from tasks import corpus as corpus_tasks  # pylint: disable=import-outside-toplevel
   manifest = corpus_tasks._read_manifest(corpus)  # pylint: disable=protected-access
   assert corpus_tasks._chosen_languages(manifest, [], corpus) == ['de', 'pt-br', 'sw']  # sw: mono only; pylint: disable=protected-access

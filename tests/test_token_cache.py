@@ -9,9 +9,12 @@ import numpy as np
 import pytest
 import sentencepiece as spm
 
-from amber_jax import data, data_tools, token_cache
-from amber_jax.model import CLS_ID, PAD_ID, SEP_ID
-from tasks import django
+from amber_jax.data import pipeline
+from amber_jax.data import batches
+from amber_jax.data import mixtures
+from amber_jax.data import token_cache
+from amber_jax.core.model import CLS_ID, PAD_ID, SEP_ID
+from tasks import corpus as corpus_tasks
 from test_data import corpus, make_cfg, vocab_path, write_corpus  # pylint: disable=unused-import
 
 STEPS = 6
@@ -20,7 +23,7 @@ STEPS = 6
 @pytest.fixture(scope='module')
 def cache_dir(corpus, vocab_path, tmp_path_factory):
   folder = tmp_path_factory.mktemp('cache') / 'tokens'
-  data_tools.write_cache(make_cfg(corpus, vocab_path), folder, print_fn=lambda *_: None)
+  mixtures.write_cache(make_cfg(corpus, vocab_path), folder, print_fn=lambda *_: None)
   return folder
 
 
@@ -55,10 +58,10 @@ def test_cache_holds_every_example_tokenized_like_the_live_pipeline(corpus, voca
 
 
 def test_cached_batches_keep_the_contract_and_are_deterministic(cached_cfg):
-  first = list(zip(range(STEPS), data.make_train_iterator(cached_cfg, seed=3)))
-  again = list(zip(range(STEPS), data.make_train_iterator(cached_cfg, seed=3)))
-  other = next(data.make_train_iterator(cached_cfg, seed=4))
-  spec = data.batch_spec(cached_cfg)
+  first = list(zip(range(STEPS), pipeline.make_train_iterator(cached_cfg, seed=3)))
+  again = list(zip(range(STEPS), pipeline.make_train_iterator(cached_cfg, seed=3)))
+  other = next(pipeline.make_train_iterator(cached_cfg, seed=4))
+  spec = batches.batch_spec(cached_cfg)
   for (_, batch), (_, same) in zip(first, again):
     assert {k: (v.shape, v.dtype) for k, v in batch.items()} == spec
     assert all((batch[k] == same[k]).all() for k in batch)
@@ -70,8 +73,8 @@ def test_cached_batches_keep_the_contract_and_are_deterministic(cached_cfg):
 
 
 def test_cached_resume_yields_the_uninterrupted_batches(cached_cfg):
-  full = [b for _, b in zip(range(STEPS), data.make_train_iterator(cached_cfg, seed=1))]
-  resumed = data.make_train_iterator(cached_cfg, seed=1, start_step=STEPS - 2)
+  full = [b for _, b in zip(range(STEPS), pipeline.make_train_iterator(cached_cfg, seed=1))]
+  resumed = pipeline.make_train_iterator(cached_cfg, seed=1, start_step=STEPS - 2)
   for want in full[-2:]:
     got = next(resumed)
     assert all((got[k] == want[k]).all() for k in want)
@@ -97,17 +100,17 @@ def test_a_cache_from_another_vocabulary_is_refused(cached_cfg, tmp_path):
   cfg = cached_cfg.copy_and_resolve_references()
   cfg.vocab_path = str(other)
   with pytest.raises(ValueError, match='tokenized with .*sp.model.*Rewrite the cache'):
-    data.make_train_iterator(cfg, seed=0)
+    pipeline.make_train_iterator(cfg, seed=0)
 
 
 def test_a_missing_cache_says_how_to_write_it(corpus, vocab_path, tmp_path):
   with pytest.raises(FileNotFoundError, match='amber-jax data cache'):
-    data.make_train_iterator(make_cfg(corpus, vocab_path, cache_dir=str(tmp_path)), seed=0)
+    pipeline.make_train_iterator(make_cfg(corpus, vocab_path, cache_dir=str(tmp_path)), seed=0)
 
 
 def test_training_from_the_cache_needs_no_tensorflow(cached_cfg):
   code = ('import sys; sys.modules["tensorflow"] = None; sys.modules["seqio"] = None\n'
-          'import ml_collections, amber_jax.data as d\n'
+          'import ml_collections, amber_jax.data.pipeline as d\n'
           f'c = ml_collections.ConfigDict({cached_cfg.to_dict()!r})\n'
           'b = next(d.make_train_iterator(c, seed=0))\n'
           'print(sorted((k, v.shape) for k, v in b.items()))')
@@ -126,7 +129,7 @@ def _texts(lengths):
 
 def test_packer_keeps_every_text_in_order_and_numbers_them():
   texts = _texts([3, 4, 10, 2, 2, 5, 1, 7])
-  packer = data.Packer(iter(texts + _texts([1] * 50)), length=12, batch_size=3, drop=False)
+  packer = pipeline.Packer(iter(texts + _texts([1] * 50)), length=12, batch_size=3, drop=False)
   batch, stats = packer.next()
   ids, seq = batch['mono_ids'], batch['mono_seq']
   got = []
@@ -146,10 +149,10 @@ def test_packer_keeps_every_text_in_order_and_numbers_them():
 
 def test_packer_cuts_or_drops_long_texts_and_counts_them():
   long_first = _texts([20, 3])
-  cut = data.Packer(iter(long_first + _texts([2] * 9)), length=8, batch_size=1, drop=False)
+  cut = pipeline.Packer(iter(long_first + _texts([2] * 9)), length=8, batch_size=1, drop=False)
   batch, stats = cut.next()
   assert (batch['mono_ids'][0][1:7] == long_first[0][:6]).all() and stats['mono_truncated'] == 1
-  dropped = data.Packer(iter(long_first + _texts([2] * 9)), length=8, batch_size=1, drop=True)
+  dropped = pipeline.Packer(iter(long_first + _texts([2] * 9)), length=8, batch_size=1, drop=True)
   batch, stats = dropped.next()
   assert (batch['mono_ids'][0][1:4] == long_first[1]).all() and stats['mono_dropped'] == 1
 
@@ -158,7 +161,7 @@ def test_packing_works_from_the_cache_and_from_seqio(corpus, vocab_path, cache_d
   # The two samplers differ (so do their texts); both must pack several texts a row.
   for cfg in (make_cfg(corpus, vocab_path, packing=True, mono_length=40, cache_dir=str(cache_dir)),
               make_cfg(corpus, vocab_path, packing=True, mono_length=40)):
-    it = data.make_train_iterator(cfg, seed=0)
+    it = pipeline.make_train_iterator(cfg, seed=0)
     batch = next(it)
     assert batch['mono_seq'].shape == batch['mono_ids'].shape == (4, 40)
     assert it.stats['mono_texts'] > it.stats['mono_rows']  # more than one text a row
@@ -169,7 +172,7 @@ def test_packing_works_from_the_cache_and_from_seqio(corpus, vocab_path, cache_d
 def test_too_long_drop_removes_and_counts_cut_rows(cached_cfg):
   cfg = cached_cfg.copy_and_resolve_references()
   cfg.update(too_long='drop', sentence_length=16)  # (12 would leave too few distinct pairs)
-  it = data.make_train_iterator(cfg, seed=0)
+  it = pipeline.make_train_iterator(cfg, seed=0)
   batches = [next(it) for _ in range(STEPS)]
   assert it.stats['pairs_dropped'] > 0 and it.stats['mono_dropped'] > 0
   assert it.stats['src_truncated'] == it.stats['tgt_truncated'] == it.stats['mono_truncated'] == 0
@@ -177,7 +180,7 @@ def test_too_long_drop_removes_and_counts_cut_rows(cached_cfg):
     for k in ('src_ids', 'tgt_ids', 'mono_ids'):
       assert ((b[k][:, -1] == PAD_ID) | (b[k][:, -1] == SEP_ID)).all()  # nothing cut
   cfg.too_long = 'truncate'
-  truncating = data.make_train_iterator(cfg, seed=0)
+  truncating = pipeline.make_train_iterator(cfg, seed=0)
   [next(truncating) for _ in range(STEPS)]
   assert truncating.stats['src_truncated'] + truncating.stats['tgt_truncated'] > 0
 
@@ -186,14 +189,14 @@ def test_too_long_must_be_truncate_or_drop(cached_cfg):
   cfg = cached_cfg.copy_and_resolve_references()
   cfg.too_long = 'skip'
   with pytest.raises(ValueError, match="'truncate' or 'drop'"):
-    data.make_train_iterator(cfg, seed=0)
+    pipeline.make_train_iterator(cfg, seed=0)
 
 
 # Rates and users' own tasks.
 
 
 def test_explicit_rates_override_the_smoothed_ones(corpus, vocab_path):
-  names, table = data_tools.mixture_table(
+  names, table = mixtures.mixture_table(
       make_cfg(corpus, vocab_path, rates='t_para_en_pt_br=0,t_para_en_de=2'))
   rates = {r['task']: r['rate'] for r in table['parallel']}
   want_ru = 20 ** 0.7 / (30 ** 0.7 + 20 ** 0.7 + 10 ** 0.7)  # ru keeps its smoothed weight
@@ -207,7 +210,7 @@ def test_explicit_rates_override_the_smoothed_ones(corpus, vocab_path):
                                             ('t_para_en_de=-1', 'task=RATE')])
 def test_bad_rates_name_the_problem(corpus, vocab_path, rates, message):
   with pytest.raises(ValueError, match=message):
-    django.register(make_cfg(corpus, vocab_path, rates=rates))
+    corpus_tasks.register(make_cfg(corpus, vocab_path, rates=rates))
 
 
 def test_an_extra_task_from_files_joins_the_mixture(corpus, vocab_path, tmp_path):
@@ -215,24 +218,24 @@ def test_an_extra_task_from_files_joins_the_mixture(corpus, vocab_path, tmp_path
   tsv.write_text('the red cat sleeps here\tdie rote Katze schläft hier\n' * 3, encoding='utf-8')
   cfg = make_cfg(corpus, vocab_path, extra_tasks=[
       {'name': 'my_pairs', 'kind': 'parallel', 'files': {'train': str(tsv)}, 'rate': 0.5}])
-  _, table = data_tools.mixture_table(cfg)
+  _, table = mixtures.mixture_table(cfg)
   row = {r['task']: r for r in table['parallel']}['my_pairs']
-  smoothed = django.smoothed_rates({'de': 30, 'ru': 20, 'pt-br': 10, 'mine': 3}, 0.7)
+  smoothed = corpus_tasks.smoothed_rates({'de': 30, 'ru': 20, 'pt-br': 10, 'mine': 3}, 0.7)
   assert row['examples'] == 3  # the others keep their smoothed weights; 'mine' gets 0.5:
   assert row['rate'] == pytest.approx(0.5 / (0.5 + 1 - smoothed['mine']))
   lines = []
-  data_tools.print_rates(cfg, print_fn=lines.append)
+  mixtures.print_rates(cfg, print_fn=lines.append)
   assert any(line.split()[0] == 'my_pairs' for line in lines)
 
 
 def test_an_extra_task_with_an_unknown_key_is_refused(corpus, vocab_path):
   cfg = make_cfg(corpus, vocab_path, extra_tasks=[{'name': 'x', 'kind': 'mono', 'file': 'a'}])
   with pytest.raises(ValueError, match=r"unknown keys \['file'\]"):
-    django.register(cfg)
+    corpus_tasks.register(cfg)
 
 
 def test_an_extra_task_from_a_tfds_dataset_reads_its_examples(corpus, vocab_path, tmp_path):
-  from amber_jax.ingest import tfds_dataset  # pylint: disable=import-outside-toplevel
+  from amber_jax.corpora import tfds_dataset  # pylint: disable=import-outside-toplevel
   import seqio  # pylint: disable=import-outside-toplevel
   names = tfds_dataset.build_tfds(corpus, tmp_path / 'tfds', name='user_pairs')
   assert 'user_pairs/para_en_ru:1.0.0' in names
@@ -241,7 +244,7 @@ def test_an_extra_task_from_a_tfds_dataset_reads_its_examples(corpus, vocab_path
        'tfds_data_dir': str(tmp_path / 'tfds')},
       {'name': 'from_tfds_mono', 'kind': 'mono', 'tfds': 'user_pairs/mono_de:1.0.0',
        'tfds_data_dir': str(tmp_path / 'tfds')}])
-  _, table = data_tools.mixture_table(cfg)
+  _, table = mixtures.mixture_table(cfg)
   assert {r['task']: r['examples'] for r in table['parallel']}['from_tfds'] == 20
   assert {r['task']: r['examples'] for r in table['mono']}['from_tfds_mono'] == 30
   ex = next(seqio.get_mixture_or_task('from_tfds').get_dataset(
@@ -254,12 +257,15 @@ def test_an_extra_task_from_a_tfds_dataset_reads_its_examples(corpus, vocab_path
 
 @pytest.mark.slow
 def test_training_reads_packed_rows_from_the_cache(cached_cfg, tmp_path):
-  from amber_jax import train  # pylint: disable=import-outside-toplevel
+  from amber_jax.training import loop  # pylint: disable=import-outside-toplevel
+  from amber_jax.eval import retrieval
+  from amber_jax.data import inputs
   from test_train import small_config  # pylint: disable=import-outside-toplevel
   cfg = small_config(tmp_path / 'run', steps=2)
   with cfg.unlocked():
     cfg.data = cached_cfg.copy_and_resolve_references()
     cfg.data.update(packing=True, mono_length=40)
     cfg.model.vocab_size = 256
-  _, history = train.train(cfg, print_fn=lambda *_: None)
+  _, history = loop.train(cfg, batches=inputs.config_input(cfg), print_fn=lambda *_: None,
+                          eval_fn=retrieval.periodic_eval_fn(cfg))
   assert history[-1]['step'] == 2 and np.isfinite(history[-1]['mlm_loss'])

@@ -10,8 +10,12 @@ import numpy as np
 import pytest
 
 import synthetic
-from amber_jax import masking, objectives, train
-from amber_jax.model import Encoder, EncoderConfig, init_params
+from amber_jax.core import masking
+from amber_jax.core import objectives
+from amber_jax.training import loop
+from amber_jax.training import train_state
+from amber_jax.training import train_step
+from amber_jax.core.model import Encoder, EncoderConfig, init_params
 from configs import tiny
 
 VOCAB = 64
@@ -77,18 +81,18 @@ def test_zero_weight_removes_the_loss(tmp_path):
   cfg = small_config(tmp_path)
   with cfg.unlocked():
     cfg.objectives.update(sa_weight=0.0, wa_weight=0.0)
-  s = train.setup(cfg)
-  state = train.init_state(s, 0)
+  s = train_state.setup(cfg)
+  state = train_state.init_state(s, 0)
   batch = next(stream()(0))
-  _, metrics = train.make_train_step(s)(state, batch)
+  _, metrics = train_step.make_train_step(s)(state, batch)
   assert set(metrics) >= {'mlm_loss', 'tlm_loss'} and not {'sa_loss', 'wa_loss'} & set(metrics)
 
 
 def test_training_reduces_the_loss_on_a_repeated_batch(tmp_path):
   cfg = small_config(tmp_path)
-  s = train.setup(cfg)
-  state = train.init_state(s, 0)
-  step = train.make_train_step(s)
+  s = train_state.setup(cfg)
+  state = train_state.init_state(s, 0)
+  step = train_step.make_train_step(s)
   batch = next(stream()(0))
   first = None
   for _ in range(30):
@@ -100,12 +104,12 @@ def test_training_reduces_the_loss_on_a_repeated_batch(tmp_path):
 
 def test_killed_run_resumes_to_identical_parameters(tmp_path):
   full_cfg = small_config(tmp_path / 'full', steps=4)
-  full, _ = train.train(full_cfg, batches=stream(), print_fn=lambda *_: None)
+  full, _ = loop.train(full_cfg, batches=stream(), print_fn=lambda *_: None)
   part_cfg = small_config(tmp_path / 'part', steps=2)
-  train.train(part_cfg, batches=stream(), print_fn=lambda *_: None)
+  loop.train(part_cfg, batches=stream(), print_fn=lambda *_: None)
   resumed_cfg = small_config(tmp_path / 'part', steps=4)  # same workdir: resumes at step 2
   lines = []
-  resumed, _ = train.train(resumed_cfg, batches=stream(), print_fn=lines.append)
+  resumed, _ = loop.train(resumed_cfg, batches=stream(), print_fn=lines.append)
   assert any('Resumed from step 2' in line for line in lines)
   for a, b in zip(jax.tree_util.tree_leaves(full), jax.tree_util.tree_leaves(resumed)):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
@@ -117,10 +121,10 @@ def test_training_core_runs_with_tensorflow_blocked(tmp_path):
       sys.modules['tensorflow'] = None   # any import of TF now raises ImportError
       sys.modules['seqio'] = None
       sys.path.insert(0, {str(__import__('pathlib').Path(__file__).parent)!r})
-      import amber_jax.model, amber_jax.losses, amber_jax.objectives, amber_jax.train
+      import amber_jax.core.model, amber_jax.core.losses, amber_jax.core.objectives, amber_jax.training.loop
       import test_train as t
       cfg = t.small_config({str(tmp_path)!r}, steps=2)
-      state, history = amber_jax.train.train(cfg, batches=t.stream(), print_fn=print)
+      state, history = amber_jax.training.loop.train(cfg, batches=t.stream(), print_fn=print)
       assert 'tensorflow' not in sys.modules or sys.modules['tensorflow'] is None
       print('OK', history[-1]['loss'])
   """)
@@ -136,14 +140,14 @@ def test_resume_with_another_vocabulary_fails_naming_both(tmp_path):
   cfg = small_config(tmp_path / 'run', steps=2)
   with cfg.unlocked():
     cfg.data.vocab_path = str(first)
-  train.train(cfg, batches=stream(), print_fn=lambda *_: None)
+  loop.train(cfg, batches=stream(), print_fn=lambda *_: None)
   resumed = small_config(tmp_path / 'run', steps=4)
   with resumed.unlocked():
     resumed.data.vocab_path = str(other)
   with pytest.raises(ValueError, match='trained with the vocabulary') as e:
-    train.train(resumed, batches=stream(), print_fn=lambda *_: None)
+    loop.train(resumed, batches=stream(), print_fn=lambda *_: None)
   assert str(first) in str(e.value) and str(other) in str(e.value)
   with resumed.unlocked():
     resumed.data.vocab_path = str(first)  # the run's own vocabulary resumes
-  state, _ = train.train(resumed, batches=stream(), print_fn=lambda *_: None)
+  state, _ = loop.train(resumed, batches=stream(), print_fn=lambda *_: None)
   assert int(state['step']) == 4

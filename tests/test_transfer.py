@@ -11,8 +11,8 @@ import polib
 import pytest
 import sentencepiece as spm
 
-from amber_jax import transfer
-from amber_jax.model import EncoderConfig, init_params
+from amber_jax.eval import transfer
+from amber_jax.core.model import EncoderConfig, init_params
 
 ANIMALS = 'cat dog horse bird fish cow'.split()
 TOOLS = 'hammer saw drill wrench nail screw'.split()

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import sentencepiece as spm
 
-from amber_jax import model as model_lib
-from amber_jax import vocab
-from amber_jax.ingest import django_po
+from amber_jax.core import model as model_lib
+from amber_jax.text import vocab
+from amber_jax.corpora import django_po
 
 # >= 20 languages: CJK, Arabic script, Devanagari, Cyrillic, Greek, Hebrew, Thai, accented Latin.
 PARITY_LANGUAGES = ('zh-hans', 'zh-hant', 'ja', 'ko', 'ar', 'fa', 'hi', 'bn', 'ru', 'uk', 'bg',
@@ -131,7 +131,7 @@ def test_vocab_size_the_corpus_cannot_fill_is_a_clear_error(django_corpus, tmp_p
 
 
 def test_module_imports_without_tensorflow():
-  code = ('import sys, amber_jax.vocab; '
+  code = ('import sys, amber_jax.text.vocab; '
           'assert "tensorflow" not in sys.modules and "seqio" not in sys.modules')
   subprocess.run([sys.executable, '-c', code], check=True)
 

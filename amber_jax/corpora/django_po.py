@@ -1,0 +1,259 @@
+"""Django's translation catalogs (.po) -> English-X parallel pairs and monolingual text.
+
+The catalogs ship inside the `django` pip package (BSD-3), so a user builds this corpus from what
+they installed; nothing is downloaded and no corpus text lives in git. Rules (DATA.md §1):
+
+- Skipped entries: obsolete, fuzzy, empty msgid or msgstr, msgstr equal to the msgid, an English
+  side with fewer than `min_words` words once format placeholders are stripped (reason
+  `mostly_placeholders` when the entry has placeholders, `too_short` when it has none), and a
+  translation that is nothing but placeholders. Placeholders are `%(name)s`, `%s`, `%d`, `{0}`,
+  `{name}`, `<tag>` and `&amp;`-style entities (`PLACEHOLDER_RE`).
+- Kept text is the catalog text as-is, with every run of whitespace (tabs, newlines, no-break
+  spaces) collapsed into one space: placeholders only decide what is kept, they are not removed,
+  so a sentence stays grammatical (`PLACEHOLDER_RE.sub` removes them for code that wants to).
+- Plural entries pair the singular msgid with `msgstr[0]` (the singular, or the only form in
+  languages such as Japanese); the plural msgid is not used.
+- A pair already kept for the same language (the same string in two catalogs or two contexts) is
+  a `duplicate` skip.
+- Locale folders are normalised to lowercase BCP-47-like codes (`pt_BR` -> `pt-br`, `zh_Hans` ->
+  `zh-hans`) and checked against `django.conf.locale.LANG_INFO`; the `en` catalogs (and the
+  English variants `en-au`, `en-gb`) are the source language and are skipped whole.
+- Train/validation: by a sha1 hash of the English sentence, so an English sentence and all of its
+  translations fall in the same split.
+
+Every entry read is either kept or counted in the manifest under a reason, with up to
+`MAX_EXAMPLES` examples per reason naming the file and line; whole files can be skipped too
+(`FILE_REASONS`). The builder checks `read == kept + skipped` before it writes anything.
+
+Layout under `out_dir` (what `read_pairs`, `read_mono` and the seqio tasks read):
+
+    manifest.json
+    parallel/en-<xx>/train.tsv, validation.tsv   one `english<TAB>translation` a line, UTF-8
+    mono/<lang>/train.txt, validation.txt        one sentence a line, every language incl. `en`
+"""
+
+from __future__ import annotations
+
+import collections
+import pathlib
+import re
+from collections.abc import Sequence
+
+import polib
+
+from amber_jax.corpora import layout
+from amber_jax.corpora.layout import (MAX_EXAMPLES, SOURCE_LANGUAGE, SPLITS, collapse_whitespace,
+                                     is_validation, load_manifest, read_mono, read_pairs)
+import django
+from django.conf.locale import LANG_INFO
+
+CORPUS_NAME = 'django'
+CATALOG_NAME = 'django.po'  # The file read in every <root>/<lang>/LC_MESSAGES/ folder.
+
+# `%(name)s` and `%s`-style printf fields (no space flag, so "50% of" is text), `{0}` and `{name}`
+# format fields, HTML tags and character entities.
+PLACEHOLDER_RE = re.compile(
+    r'%\([^)]*\)[-#0+]*\d*(?:\.\d+)?[diouxXeEfFgGcrs]'
+    r'|%[-#0+]*\d*(?:\.\d+)?[diouxXeEfFgGcrs]'
+    r'|\{[^{}\s]*\}'
+    r'|</?[A-Za-z][^<>]*>'
+    r'|&(?:[A-Za-z]+|#\d+|#x[0-9A-Fa-f]+);')
+_WORD_RE = re.compile(r'\w+')
+
+# Reasons that count whole files; every other reason counts entries.
+FILE_REASONS = ('source_language', 'unknown_language', 'parse_error', 'empty_catalog')
+
+
+def count_words(text: str) -> int:
+  """Words (runs of letters/digits/underscore) of `text` once placeholders are stripped."""
+  return len(_WORD_RE.findall(PLACEHOLDER_RE.sub(' ', text)))
+
+
+def normalize_language(locale_dir_name: str) -> str:
+  """Django locale folder name -> lowercase BCP-47-like code: `pt_BR` -> `pt-br`."""
+  return locale_dir_name.replace('_', '-').replace('@', '-').lower()
+
+
+def default_locale_roots() -> list[pathlib.Path]:
+  """Django's own locale folders: conf/locale and every contrib app's locale."""
+  package = pathlib.Path(django.__file__).parent
+  return [package / 'conf' / 'locale'] + sorted((package / 'contrib').glob('*/locale'))
+
+
+def _decode_catalog(raw: bytes) -> tuple[str, list[int]]:
+  """UTF-8 text of a catalog (bad bytes -> U+FFFD) and the 1-based lines that held bad bytes."""
+  try:
+    return raw.decode('utf-8'), []
+  except UnicodeDecodeError:
+    # b'\n' never occurs inside a UTF-8 sequence, so the lines can be checked one by one.
+    bad = [number for number, line in enumerate(raw.split(b'\n'), start=1)
+           if line.decode('utf-8', errors='replace').encode('utf-8') != line]
+    return raw.decode('utf-8', errors='replace'), bad
+
+
+def _entry_translation(entry: polib.POEntry) -> str:
+  """The msgstr of a singular entry, msgstr[0] of a plural one."""
+  if entry.msgid_plural:
+    return entry.msgstr_plural.get(0, '')
+  return entry.msgstr
+
+
+def _entry_skip_reason(entry: polib.POEntry, min_words: int) -> str | None:
+  """Why a parsed (valid UTF-8) entry is not kept, or None to keep it."""
+  if entry.obsolete:
+    return 'obsolete'
+  if 'fuzzy' in entry.flags:
+    return 'fuzzy'
+  english = collapse_whitespace(entry.msgid)
+  translation = collapse_whitespace(_entry_translation(entry))
+  if not english:
+    return 'empty_msgid'
+  if not translation:
+    return 'empty_msgstr'
+  if translation == english:
+    return 'unchanged'
+  if count_words(english) < min_words:
+    return 'mostly_placeholders' if PLACEHOLDER_RE.search(english) else 'too_short'
+  if count_words(translation) == 0:
+    return 'mostly_placeholders'
+  return None
+
+
+def _catalog_files(roots: Sequence[pathlib.Path]) -> list[tuple[str, pathlib.Path]]:
+  """(locale folder name, catalog path) for every `<root>/<lang>/LC_MESSAGES/django.po`."""
+  found = []
+  for root in roots:
+    if not root.is_dir():
+      raise FileNotFoundError(
+          f'locale root {root} is not a folder; expected <root>/<lang>/LC_MESSAGES/{CATALOG_NAME} '
+          'folders (pass existing roots, or None for the installed Django catalogs)')
+    for path in sorted(root.glob(f'*/LC_MESSAGES/{CATALOG_NAME}')):
+      found.append((path.parent.parent.name, path))
+  return found
+
+
+def _display_path(path: pathlib.Path, base: pathlib.Path | None) -> str:
+  """Path as written in the manifest: relative to site-packages for Django's own files."""
+  if base is not None:
+    try:
+      return str(path.relative_to(base))
+    except ValueError:
+      pass
+  return str(path)
+
+
+def _collect(catalogs, known_languages, min_words, display, tally):
+  """Reads every catalog; returns ({lang: [(en, xx)]} in read order, entries read, files used)."""
+  pairs = collections.defaultdict(list)  # lang -> [(english, translation)]
+  seen = collections.defaultdict(set)
+  entries_read = files_used = 0
+  for dir_name, path in catalogs:
+    file = display(path)
+    lang = normalize_language(dir_name)
+    if lang == SOURCE_LANGUAGE or lang.startswith(f'{SOURCE_LANGUAGE}-'):
+      # English and its regional variants (en-au, en-gb): English-to-English is no translation.
+      tally.skip('source_language', file, None, dir_name)
+      continue
+    if lang not in known_languages:
+      tally.skip('unknown_language', file, None,
+                 f'{dir_name} -> {lang} is not in django.conf.locale.LANG_INFO')
+      continue
+    text, bad_lines = _decode_catalog(path.read_bytes())
+    try:
+      catalog = polib.pofile(text, encoding='utf-8')
+    except (OSError, ValueError) as error:  # polib: OSError('Syntax error in po file (line 3)').
+      line = re.search(r'line (\d+)', str(error))
+      tally.skip('parse_error', file, int(line.group(1)) if line else None, str(error))
+      continue
+    kept_here = 0
+    for entry in catalog:
+      entries_read += 1
+      fields = [entry.msgid, entry.msgid_plural or '', entry.msgstr, *entry.msgstr_plural.values()]
+      if bad_lines and any('\ufffd' in field for field in fields):
+        line = next((n for n in bad_lines if n >= entry.linenum), bad_lines[-1])
+        tally.skip('invalid_utf8', file, line, entry.msgid)
+        continue
+      reason = _entry_skip_reason(entry, min_words)
+      if reason is None:
+        pair = (collapse_whitespace(entry.msgid), collapse_whitespace(_entry_translation(entry)))
+        if pair in seen[lang]:
+          reason = 'duplicate'
+        else:
+          seen[lang].add(pair)
+          pairs[lang].append(pair)
+          kept_here += 1
+      if reason is not None:
+        tally.skip(reason, file, entry.linenum, entry.msgid)
+    if kept_here:
+      files_used += 1
+    else:
+      tally.skip('empty_catalog', file, None, f'{len(catalog)} entries, none usable')
+  return pairs, entries_read, files_used
+
+
+def build_django_corpus(out_dir: str | pathlib.Path, *, validation_fraction: float = 0.15,
+                        min_words: int = 3,
+                        locale_roots: Sequence[str | pathlib.Path] | None = None) -> dict:
+  """Builds the Django catalog corpus into `out_dir`, replacing any corpus there atomically.
+
+  Args:
+    out_dir: corpus folder to create (usually `paths.corpus_dir('django')`).
+    validation_fraction: share of distinct English sentences (with all of their translations)
+      that go to the validation split.
+    min_words: fewest English words, placeholders not counted, for an entry to be kept.
+    locale_roots: folders laid out like Django's (`<root>/<lang>/LC_MESSAGES/django.po`); None
+      reads the installed Django package.
+
+  Returns:
+    The manifest, as also written to `out_dir/manifest.json`.
+  """
+  if not 0.0 <= validation_fraction < 1.0:
+    raise ValueError(f'validation_fraction must be in [0, 1), got {validation_fraction}')
+
+  if locale_roots is None:
+    roots, base = default_locale_roots(), pathlib.Path(django.__file__).parent.parent
+    source = f'django=={django.__version__}'
+  else:
+    roots, base = [pathlib.Path(root) for root in locale_roots], None
+    source = 'po files under ' + ', '.join(str(root) for root in roots)
+  catalogs = _catalog_files(roots)
+  if not catalogs:
+    raise FileNotFoundError(
+        f'no {CATALOG_NAME} found under {[str(r) for r in roots]}; expected '
+        f'<root>/<lang>/LC_MESSAGES/{CATALOG_NAME} (is Django installed? `pip install django`)')
+
+  tally = layout.Tally(FILE_REASONS)
+  pairs, entries_read, files_used = _collect(
+      catalogs, set(LANG_INFO), min_words, lambda p: _display_path(p, base), tally)
+  entries_kept = sum(len(v) for v in pairs.values())
+  if entries_read != entries_kept + tally.entries_skipped():
+    raise RuntimeError(
+        f'bookkeeping error: read {entries_read} entries but kept {entries_kept} and skipped '
+        f'{tally.entries_skipped()} ({dict(tally.counts)}); this is a bug in {__name__}')
+  if len(catalogs) != files_used + tally.files_skipped():
+    raise RuntimeError(
+        f'bookkeeping error: {len(catalogs)} catalogs but {files_used} used and '
+        f'{tally.files_skipped()} skipped; this is a bug in {__name__}')
+
+  by_split, mono = layout.split_corpus(pairs, validation_fraction)
+  manifest = {
+      'name': CORPUS_NAME,
+      'source': source,
+      'languages': list(by_split),
+      'pairs': {f'{SOURCE_LANGUAGE}-{lang}': {s: len(splits[s]) for s in SPLITS}
+                for lang, splits in by_split.items()},
+      'mono': {lang: {s: len(mono[lang][s]) for s in SPLITS} for lang in sorted(mono)},
+      'total_pairs': {s: sum(len(splits[s]) for splits in by_split.values()) for s in SPLITS},
+      'skipped': dict(sorted(tally.counts.items())),
+      'skipped_examples': tally.examples,
+      'file_reasons': list(FILE_REASONS),
+      'totals': {'files_read': len(catalogs), 'files_used': files_used,
+                 'files_skipped': tally.files_skipped(), 'entries_read': entries_read,
+                 'entries_kept': entries_kept, 'entries_skipped': tally.entries_skipped()},
+      'validation_fraction': validation_fraction,
+      'min_words': min_words,
+  }
+  layout.write_corpus(pathlib.Path(out_dir), by_split, mono, manifest)
+  return manifest
+
+

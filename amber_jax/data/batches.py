@@ -1,0 +1,83 @@
+"""The batch contract: the arrays one training step reads, their shapes, and how pairs join.
+
+The batch contract (B_m = mono_batch_size, L_m = mono_length, B_p = parallel_batch_size,
+L_s = sentence_length, L_p = 2 * L_s; a part whose batch size is 0 has none of its keys):
+  mono_ids       [B_m, L_m]  [CLS] x [SEP] PAD...          x: one text, cut to L_m - 2 tokens
+  mono_segments  [B_m, L_m]  zeros
+  mono_seq       [B_m, L_m]  only with config.data.packing: rows are [CLS] a [SEP] [CLS] b [SEP]...
+                             and mono_seq numbers their texts 1, 2, ... (0 on pads)
+  src_ids        [B_p, L_s]  [CLS] x [SEP] PAD...          x: English, cut to L_s - 2 tokens
+  tgt_ids        [B_p, L_s]  [CLS] y [SEP] PAD...          y: its translation, cut likewise
+  pair_ids       [B_p, L_p]  [CLS] x [SEP] y [SEP] PAD...
+  pair_segments  [B_p, L_p]  0 on [CLS] x [SEP], 1 on y [SEP], 0 on pads
+  swap_ids       [B_p, L_p]  [CLS] y [SEP] x [SEP] PAD...
+  swap_segments  [B_p, L_p]  0 on [CLS] y [SEP], 1 on x [SEP], 0 on pads
+x and y are the same token lists in every array of a row.
+
+Everything here is numpy: no TensorFlow.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from amber_jax.core.model import PAD_ID
+
+
+def batch_spec(data_cfg) -> dict[str, tuple[tuple[int, int], np.dtype]]:
+  """The arrays `make_train_iterator` yields: name -> (shape, dtype). Needs no TensorFlow."""
+  check_sizes(data_cfg)
+  bm, lm = data_cfg.mono_batch_size, data_cfg.mono_length
+  bp, ls = data_cfg.parallel_batch_size, data_cfg.sentence_length
+  int32 = np.dtype(np.int32)
+  spec = {}
+  if bm:
+    spec.update(mono_ids=((bm, lm), int32), mono_segments=((bm, lm), int32))
+    if data_cfg.packing:
+      spec['mono_seq'] = ((bm, lm), int32)
+  if bp:
+    spec.update(src_ids=((bp, ls), int32), tgt_ids=((bp, ls), int32))
+    for name in ('pair_ids', 'pair_segments', 'swap_ids', 'swap_segments'):
+      spec[name] = ((bp, 2 * ls), int32)
+  return spec
+
+
+def join_pair(first: np.ndarray, second: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+  """Joins framed sentences into one input per row, with its segment ids.
+
+  Args:
+    first: int32 [rows, length], rows [CLS] a [SEP] PAD... (a holds no PAD id).
+    second: int32 [rows, length], rows [CLS] b [SEP] PAD...
+
+  Returns:
+    ids [rows, 2 length] = [CLS] a [SEP] b [SEP] PAD..., and segments [rows, 2 length] = 1 on
+    b [SEP], else 0.
+  """
+  rows, length = first.shape
+  n_first = np.count_nonzero(first, axis=1)[:, None]  # [rows, 1]: [CLS] a [SEP] (PAD_ID is 0)
+  n_second = np.count_nonzero(second, axis=1)[:, None] - 1  # [rows, 1]: b [SEP]
+  pos = np.arange(2 * length)[None, :]  # [1, 2 length]
+  in_second = (pos >= n_first) & (pos < n_first + n_second)  # [rows, 2 length]
+  # Row r of the output reads first[r] up to n_first, then second[r] from its position 1: one
+  # gather from [first | second] laid side by side.
+  both = np.concatenate([first, second], axis=1)  # [rows, 2 length]
+  source = np.where(pos < n_first, pos, pos - n_first + 1 + length)  # [rows, 2 length]
+  ids = np.take_along_axis(both, np.minimum(source, 2 * length - 1), axis=1)
+  ids[~((pos < n_first) | in_second)] = PAD_ID
+  return ids.astype(np.int32, copy=False), in_second.astype(np.int32)
+
+
+def check_sizes(data_cfg) -> None:
+  sizes = {k: getattr(data_cfg, k) for k in ('mono_batch_size', 'parallel_batch_size',
+                                             'mono_length', 'sentence_length')}
+  negative = {k: v for k, v in sizes.items() if v < 0}
+  if negative:
+    raise ValueError(f'config.data sizes must be >= 0; got {negative}.')
+  if not sizes['mono_batch_size'] and not sizes['parallel_batch_size']:
+    raise ValueError('config.data.mono_batch_size and parallel_batch_size are both 0: there is '
+                     'nothing to train on; set at least one.')
+  for batch, length in (('mono_batch_size', 'mono_length'),
+                        ('parallel_batch_size', 'sentence_length')):
+    if sizes[batch] and sizes[length] < 3:
+      raise ValueError(f'config.data.{length}={sizes[length]} leaves no room for a token between '
+                       f'[CLS] and [SEP]; use >= 3 (or set {batch}=0).')

@@ -1,0 +1,79 @@
+"""A run's input: this process's share of the real pipeline, or synthetic batches of its layout.
+
+`real_batches` imports the TensorFlow-based pipeline only when called; `synthetic_batches` needs
+no TensorFlow (benchmarks, TF-free machines).
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Iterator
+
+import jax
+import ml_collections
+import numpy as np
+
+from amber_jax.core.model import CLS_ID, NUM_SPECIALS, SEP_ID
+from amber_jax.data.batches import batch_spec
+from amber_jax.text.tokenizer import check_vocabulary
+from amber_jax.data import pipeline
+
+
+def real_batches(config, start_step: int, data_seed: int | None = None) -> Iterator[dict]:
+  """This process's share of the real input pipeline, from `start_step` on.
+
+  `data_seed` seeds shuffling and mixture sampling (default config.seed; a stage passes its own).
+  """
+  check_vocabulary(config)
+  # config.data's batch sizes are global; each process reads and batches its share of the rows.
+  local = ml_collections.ConfigDict(config.data.to_dict())
+  for field in ('mono_batch_size', 'parallel_batch_size'):
+    if local[field] % jax.process_count():
+      raise ValueError(f'config.data.{field}={local[field]} is not divisible by the '
+                       f'{jax.process_count()} processes; make it a multiple.')
+    local[field] //= jax.process_count()
+  seed = config.seed if data_seed is None else data_seed
+  return pipeline.make_train_iterator(local, seed=seed, start_step=start_step,
+                                  shard_index=jax.process_index(),
+                                  num_shards=jax.process_count())
+
+
+def config_input(config) -> Callable[..., Iterator[dict]]:
+  """The `batches` argument of `amber_jax.training.loop.train` that reads config.data's pipeline.
+
+  Called as (start_step) for a run without stages, or (step within the stage, Stage) with them;
+  each stage reads with its own shapes and seed (`stage.config`).
+  """
+
+  def batches(start_step: int, stage=None) -> Iterator[dict]:
+    cfg = config if stage is None else stage.config
+    return real_batches(cfg, start_step, data_seed=cfg.seed)
+
+  return batches
+
+
+def synthetic_batches(config, start_step: int = 0) -> Iterator[dict]:
+  """Random token batches with the real batch layout (benchmarks, TF-free machines)."""
+  spec = batch_spec(config.data)
+  step = start_step
+  while True:
+    rng = np.random.default_rng([config.seed, step])
+    yield {name: _synthetic_array(name, shape, dtype, rng, config.model.vocab_size)
+           for name, (shape, dtype) in spec.items()}
+    step += 1
+
+
+def _synthetic_array(name, shape, dtype, rng, vocab_size):
+  if name == 'mono_segments':
+    return np.zeros(shape, dtype)
+  if name == 'mono_seq':  # one text per row, as the ids below are framed
+    return np.ones(shape, dtype)
+  if name.endswith('segments'):
+    half = shape[1] // 2
+    return np.concatenate([np.zeros((shape[0], half)), np.ones((shape[0], shape[1] - half))],
+                          axis=1).astype(dtype)
+  ids = rng.integers(NUM_SPECIALS, vocab_size, size=shape).astype(dtype)
+  ids[:, 0] = CLS_ID
+  if name in ('pair_ids', 'swap_ids'):
+    ids[:, shape[1] // 2 - 1] = SEP_ID
+  ids[:, -1] = SEP_ID
+  return ids

@@ -1,0 +1,131 @@
+"""The demo: Django catalogs -> corpus -> SentencePiece -> AMBER `tiny` -> retrieval -> HF export.
+
+Everything runs on this machine's CPU from data that pip installed (Django's translation
+catalogs); nothing is fetched from a hub. Prints a final table and writes demo_summary.json.
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import shutil
+import time
+
+import jax
+import numpy as np
+
+from amber_jax.eval import retrieval
+from amber_jax import paths
+from amber_jax.export import runs
+from amber_jax.training import loop
+from amber_jax.data import inputs
+from amber_jax import config as config_lib
+from amber_jax.training import train_state
+from amber_jax.text import vocab
+from amber_jax.corpora import django_po
+import sentencepiece as spm
+
+
+def _prepare_data(config, print_fn):
+  corpus = pathlib.Path(config.data.corpus_dir)
+  if not (corpus / 'manifest.json').exists():
+    print_fn(f'Building the Django catalog corpus into {corpus} ...')
+    django_po.build_django_corpus(corpus)
+  manifest = django_po.load_manifest(corpus)
+  n_train = sum(v['train'] for v in manifest['pairs'].values())
+  n_val = sum(v['validation'] for v in manifest['pairs'].values())
+  print_fn(f'Corpus: {len(manifest["languages"])} languages paired with English, {n_train} train '
+           f'and {n_val} validation pairs; skipped entries: {manifest["skipped"]}')
+  vocab_path = pathlib.Path(config.data.vocab_path)
+  if not vocab_path.exists():
+    print_fn(f'Training SentencePiece ({config.model.vocab_size} pieces) into {vocab_path} ...')
+    vocab.train_sentencepiece(corpus, vocab_path, vocab_size=config.model.vocab_size,
+                              alpha=config.data.alpha, seed=config.seed)
+  return django_po.read_pairs(corpus, 'validation')
+
+
+def _eval_pairs(pairs, min_pairs: int):
+  return {lang: p for lang, p in pairs.items() if len(p) >= min_pairs}
+
+
+def run(config, hf_out: str = 'amber-demo-hf', print_fn=print, min_pairs: int = 30) -> dict:
+  """Runs the whole demo; returns the summary it prints."""
+  t0 = time.time()
+  with config.unlocked():
+    if not config.workdir:
+      config.workdir = str(paths.cache_dir() / 'runs' / 'demo')
+  config_lib.resolve_paths(config)
+  pairs = _eval_pairs(_prepare_data(config, print_fn), min_pairs)
+  sp = spm.SentencePieceProcessor(model_file=config.data.vocab_path)
+  shutil.rmtree(config.workdir, ignore_errors=True)  # the demo always starts fresh
+
+  s = train_state.setup(config)
+  params0 = jax.device_get(train_state.init_state(s, config.seed)['params'])
+  mcfg = s.model.cfg
+  before = retrieval.retrieval(retrieval.jax_embedder(params0, mcfg, sp), pairs)
+  print_fn(f'Retrieval before training (en->xx, mean over {len(pairs)} languages): '
+           f'{retrieval.mean_accuracy(before)[0]:.3f}')
+
+  print_fn(f'Training {config.model.num_layers}-layer AMBER for {config.train.steps} steps '
+           f'(MLM + TLM + SA + WA) in {config.workdir} ...')
+  t_train = time.time()
+  state, history = loop.train(config, batches=inputs.config_input(config), print_fn=print_fn,
+                              eval_fn=retrieval.periodic_eval_fn(config))
+  train_minutes = (time.time() - t_train) / 60
+  params = jax.device_get(state['params'])
+  ours = retrieval.jax_embedder(params, mcfg, sp)
+  after = retrieval.retrieval(ours, pairs)
+
+  figures = {
+      'retrieval en->xx (validation, mean)': round(retrieval.mean_accuracy(after)[0], 4),
+      'retrieval xx->en (validation, mean)': round(retrieval.mean_accuracy(after)[1], 4),
+  }
+  out = runs.export_run(config.workdir, hf_out, figures=figures)
+  hf_embed = retrieval.hf_embedder(str(out))
+  hf_after = retrieval.retrieval(hf_embed, pairs)
+
+  loss_names = [k for k in ('mlm_loss', 'tlm_loss', 'sa_loss', 'wa_loss') if k in history[0]]
+  summary = {
+      'steps': config.train.steps,
+      'train_minutes': round(train_minutes, 2),
+      'losses': {k: (history[0][k], history[-1][k]) for k in loss_names},
+      'retrieval_before': retrieval.mean_accuracy(before),
+      'retrieval_after': retrieval.mean_accuracy(after),
+      'retrieval_after_hf_export': retrieval.mean_accuracy(hf_after),
+      'languages': len(pairs),
+      'tokens_per_s': float(np.median([h['tokens_per_s'] for h in history[1:]] or [0])),
+      'hf_export': str(out.absolute()),
+  }
+  _print_table(summary, print_fn)
+  _print_nearest(hf_embed, pairs, print_fn)
+  summary['total_minutes'] = round((time.time() - t0) / 60, 2)
+  (pathlib.Path(config.workdir) / 'demo_summary.json').write_text(json.dumps(summary, indent=2))
+  print_fn(f'Done in {summary["total_minutes"]} min. Summary: '
+           f'{pathlib.Path(config.workdir) / "demo_summary.json"}')
+  return summary
+
+
+def _print_table(summary, print_fn):
+  print_fn('')
+  print_fn(f'{"":36s}{"start":>10s}{"end":>10s}')
+  for name, (start, end) in summary['losses'].items():
+    print_fn(f'{name:36s}{start:10.4f}{end:10.4f}')
+  b, a, h = (summary['retrieval_before'], summary['retrieval_after'],
+             summary['retrieval_after_hf_export'])
+  print_fn(f'{"":36s}{"before":>10s}{"after":>10s}{"HF export":>11s}')
+  print_fn(f'{"retrieval en->xx (" + str(summary["languages"]) + " languages)":36s}'
+           f'{b[0]:10.3f}{a[0]:10.3f}{h[0]:11.3f}')
+  print_fn(f'{"retrieval xx->en":36s}{b[1]:10.3f}{a[1]:10.3f}{h[1]:11.3f}')
+  print_fn(f'trained {summary["steps"]} steps in {summary["train_minutes"]} min, '
+           f'~{summary["tokens_per_s"]:.0f} non-pad tokens/s; HF model: {summary["hf_export"]}')
+
+
+def _print_nearest(embed, pairs, print_fn, languages=('de', 'fr', 'ru', 'ja', 'ar', 'hi')):
+  print_fn('')
+  print_fn('Nearest translation found by the exported model (transformers), validation sentences:')
+  for lang in [l for l in languages if l in pairs][:5]:
+    english = [en for en, _ in pairs[lang]]
+    candidates = [xx for _, xx in pairs[lang]]
+    (query, found, cos), = retrieval.nearest_translations(embed, english[:1], candidates)
+    mark = 'correct' if found == candidates[0] else f'expected: {candidates[0]}'
+    print_fn(f'  [{lang}] {query}\n        -> {found}  (cos {cos:.2f}, {mark})')

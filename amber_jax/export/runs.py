@@ -1,0 +1,118 @@
+"""A training run folder (config.json + checkpoints/) as something to load, evaluate and export.
+
+Restores onto this machine's first device whatever mesh the run was saved from.
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+
+import jax
+import ml_collections
+import numpy as np
+
+from amber_jax.training import checkpoint
+from amber_jax.eval import retrieval
+from amber_jax.export import hf
+from amber_jax.parallel import partitioning
+from amber_jax.training import train_state
+from amber_jax.core.model import EncoderConfig
+from amber_jax.text import hf_tokenizer
+from amber_jax.export import hf_import
+
+
+def load_config(workdir: str | pathlib.Path) -> ml_collections.ConfigDict:
+  path = pathlib.Path(workdir) / 'config.json'
+  if not path.exists():
+    raise FileNotFoundError(f'{path} not found: {workdir} is not a training run folder '
+                            '(expected config.json and checkpoints/ written by `amber-jax train`).')
+  return ml_collections.ConfigDict(json.loads(path.read_text()))
+
+
+def load_params(workdir: str | pathlib.Path, step: int | None = None):
+  """(params as numpy, EncoderConfig, run config, step) of a run's checkpoint (default latest)."""
+  config = load_config(workdir)
+  mesh = partitioning.make_mesh({'data': 1, 'fsdp': 1, 'tensor': 1}, devices=jax.devices()[:1])
+  one_device = ml_collections.ConfigDict(config.to_dict())  # the run's own config stays as it was
+  one_device.data.mono_batch_size = one_device.data.parallel_batch_size = 0  # nothing to divide
+  s = train_state.setup(one_device, mesh)
+  mgr = checkpoint.manager(workdir, keep=config.train.keep_checkpoints)
+  step = mgr.latest_step() if step is None else step
+  if step is None:
+    raise FileNotFoundError(f'No checkpoint in {pathlib.Path(workdir) / "checkpoints"}; '
+                            'train first (`amber-jax train`).')
+  state, _ = checkpoint.restore(mgr, step, s.abstract_state)
+  mgr.close()
+  params = jax.tree_util.tree_map(np.asarray, state['params'])
+  return params, EncoderConfig.from_config(config.model), config, step
+
+
+def model_card(config, step: int, figures: dict | None = None) -> str:
+  o = config.objectives
+  weights = {k: o[k] for k in ('mlm_weight', 'tlm_weight', 'sa_weight', 'wa_weight')}
+  lines = [
+      '# AMBER encoder (amber-jax export)', '',
+      'A BERT-style multilingual encoder pretrained with the AMBER objectives '
+      '(Hu et al., arXiv 2010.07972) by amber-jax.', '',
+      f'- steps: {step}',
+      f'- objectives (weights): {weights}',
+      f'- sentence alignment: cosine={o.sa_cosine}, temperature={o.sa_temperature}, '
+      f'margin={o.sa_margin}, bidirectional={o.sa_bidirectional}; word-alignment mask: {o.wa_mask}',
+      f'- data: task module `{config.data.task_module}` (prefix `{config.data.task_prefix}`), '
+      f'language sampling alpha={config.data.alpha}, languages: '
+      f'{list(config.data.languages) or "all of the corpus"}',
+      f'- batch: {config.data.mono_batch_size} monolingual rows + '
+      f'{config.data.parallel_batch_size} pairs per step',
+      f'- shape: {config.model.num_layers} layers, hidden {config.model.hidden_size}, '
+      f'{config.model.num_heads} heads, vocabulary {config.model.vocab_size}',
+  ]
+  if figures:
+    lines += ['', '## Evaluation', '']
+    lines += [f'- {k}: {v}' for k, v in figures.items()]
+  return '\n'.join(lines) + '\n'
+
+
+def export_run(workdir, out_dir, *, step=None, head='mlm', dtype='float32',
+               figures: dict | None = None) -> pathlib.Path:
+  """Writes a transformers folder (config, safetensors, tokenizer, model card) for a run."""
+  params, mcfg, config, step = load_params(workdir, step)
+  out = pathlib.Path(out_dir)
+  hf.export(params, mcfg, out, head=head, dtype=dtype,
+            hf_to_ours=hf_tokenizer.hf_to_ours_order(config.data.vocab_path, mcfg.vocab_size),
+            tokenizer_fn=lambda d: hf_tokenizer.write_tokenizer(
+                config.data.vocab_path, d, model_max_length=mcfg.max_position_embeddings),
+            model_card=model_card(config, step, figures))
+  return out
+
+
+def load_encoder(path: str | pathlib.Path):
+  """(params, EncoderConfig, tokenizer, run config or None) of a run folder (latest checkpoint) or
+  of a HuggingFace BERT folder (weights imported into our encoder as `amber-jax import` does, the
+  specials moved to our ids; the tokenizer speaks our ids). The tokenizer has `encode(list[str])`
+  and `id_to_piece(id)`, like a SentencePiece processor."""
+  # pylint: disable=import-outside-toplevel
+  path = pathlib.Path(path)
+  if (path / 'config.json').exists() and (path / 'checkpoints').exists():
+    params, cfg, config, _ = load_params(path)
+    return params, cfg, hf_tokenizer.load_processor(config.data.vocab_path), config
+  if (path / 'config.json').exists():
+    cfg = hf_import.encoder_config_from_hf(json.loads((path / 'config.json').read_text()))
+    params, _, _ = hf_import.params_from_hf(hf_import.load_hf_state_dict(path), cfg)
+    tok = hf_tokenizer.HFTokenizer(path)
+    params = hf.reorder_vocab(params, hf_tokenizer.special_order(tok.hf_specials, cfg.vocab_size))
+    return params, cfg, tok, None
+  raise FileNotFoundError(f'{path} is neither a training run folder (config.json + checkpoints/) '
+                          'nor a HuggingFace folder (config.json + model.safetensors).')
+
+
+def embedder_for(path: str | pathlib.Path) -> retrieval.Embedder:
+  """An embedder from a run folder (our encoder) or an exported HF folder (transformers)."""
+  path = pathlib.Path(path)
+  if (path / 'config.json').exists() and (path / 'checkpoints').exists():
+    params, mcfg, sp, _ = load_encoder(path)
+    return retrieval.jax_embedder(params, mcfg, sp, max_length=mcfg.max_position_embeddings)
+  if (path / 'config.json').exists():
+    return retrieval.hf_embedder(str(path))
+  raise FileNotFoundError(f'{path} is neither a training run folder (config.json + checkpoints/) '
+                          'nor an exported HuggingFace folder (config.json + model.safetensors).')

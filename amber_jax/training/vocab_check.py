@@ -1,0 +1,32 @@
+"""A run keeps the vocabulary it started with (its fingerprint in the run folder's vocab.json)."""
+
+from __future__ import annotations
+
+import json
+import pathlib
+
+import jax
+
+from amber_jax.data import token_cache
+
+
+def check_run_vocabulary(config, workdir: pathlib.Path, resumed: bool) -> None:
+  """A run keeps the vocabulary it started with: `vocab.json` in the run folder records its
+  fingerprint, and resuming with a different config.data.vocab_path file raises (the ids would
+  index the wrong embedding rows and training would go on silently wrong)."""
+  path = pathlib.Path(config.data.vocab_path or '')
+  if not config.data.vocab_path or not path.exists():
+    return  # synthetic input, or check_vocabulary reports the missing file when data is read
+  record = workdir / 'vocab.json'
+  digest = token_cache.vocab_fingerprint(path)
+  if resumed and record.exists():
+    saved = json.loads(record.read_text())
+    if saved['sha256'] != digest:
+      raise ValueError(
+          f'The run {workdir} was trained with the vocabulary {saved["path"]} (sha256 '
+          f'{saved["sha256"][:12]}...), but config.data.vocab_path={path} has sha256 '
+          f'{digest[:12]}...: its ids would not match the checkpoint\'s embedding rows. Resume '
+          f'with --config.data.vocab_path={saved["path"]}, or train a new workdir.')
+    return
+  if jax.process_index() == 0:
+    record.write_text(json.dumps({'path': str(path), 'sha256': digest}, indent=2))
