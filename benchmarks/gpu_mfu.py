@@ -144,7 +144,7 @@ def main(argv=None) -> None:
     print(f'{seq:>4} {step:<6} {attention:<9} {remat:<5} {rows:>5} {1e3 * sec:>9.1f} '
           f'{tokens / sec:>10,.0f} {flops / 1e12:>13.2f} {xla_flops / 1e12:>11.2f} {mfu:>6}')
     sys.stdout.flush()
-  print('\ntokens/s counts non-pad mono + [x; y] tokens (as train.py logs them); MFU counts the '
+  print('\ntokens/s counts non-pad mono + [x; y] tokens (as the training loop logs them); MFU counts the '
         'model FLOPs of every pass (module docstring), not remat recomputation.')
 
 

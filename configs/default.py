@@ -34,7 +34,7 @@ def get_config() -> ml_collections.ConfigDict:
       scan_layers=False,     # one lax.scan over the layers: compiles one layer body, not N
   ))
 
-  # The AMBER objectives (PAPER.md). A weight of 0 removes the loss and its passes.
+  # The AMBER objectives (Hu et al., arXiv 2010.07972). A weight of 0 removes the loss and its passes.
   c.objectives = ml_collections.ConfigDict(dict(
       mlm_weight=1.0,        # MLM on monolingual rows
       tlm_weight=1.0,        # MLM on [x; y] translation pairs
@@ -57,7 +57,7 @@ def get_config() -> ml_collections.ConfigDict:
       languages=[],          # [] = every language of the corpus
       alpha=0.7,             # language sampling exponent: rate ~ n^alpha (1: by count, 0: uniform)
       rates='',              # explicit rates 'task=w,task=w' (others keep their smoothed share)
-      extra_tasks=[],        # your own sources, each a dict (see tasks/sources.py), mixed in too
+      extra_tasks=[],        # your own sources, each a dict (see docs/DATA.md and tasks/corpus.py), mixed in too
       mono_batch_size=32,    # rows of monolingual text per step (0: no MLM)
       parallel_batch_size=32,  # translation pairs per step (0: no TLM/SA/WA)
       mono_length=64,        # tokens per monolingual row, [CLS] and [SEP] included

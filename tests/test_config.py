@@ -53,3 +53,18 @@ def test_vocabulary_larger_than_the_embedding_table_is_refused(django_vocab, tmp
                                f'--config.data.vocab_path={django_vocab}'])
   with pytest.raises(ValueError, match='vocab_size is 100'):
     tokenizer.check_vocabulary(config)
+
+
+def test_each_preset_has_its_own_default_workdir(monkeypatch, tmp_path):
+  monkeypatch.setenv('AMBER_JAX_CACHE', str(tmp_path))
+  workdirs = {}
+  for name in ('tiny', 'base'):
+    config, _ = config_lib.load_config([f'--config={name}'])
+    assert config.preset == name
+    config_lib.resolve_paths(config)
+    workdirs[name] = config.workdir
+  assert workdirs == {'tiny': str(tmp_path / 'runs' / 'tiny'),
+                      'base': str(tmp_path / 'runs' / 'base')}
+  explicit, _ = config_lib.load_config(['--config=tiny', f'--config.workdir={tmp_path / "mine"}'])
+  config_lib.resolve_paths(explicit)
+  assert explicit.workdir == str(tmp_path / 'mine')

@@ -1,4 +1,4 @@
-"""The AMBER losses as pure array functions (see PAPER.md for the formulas).
+"""The AMBER losses as pure array functions (formulas: Hu et al., arXiv 2010.07972).
 
 Each function takes arrays and returns a scalar (plus, where useful, per-example values); none
 knows about the model. `tests/test_losses.py` checks each against a slow numpy reference.

@@ -7,7 +7,7 @@ spaces before SentencePiece sees it, so every word starts at a piece beginning w
 
 Two extractors, both returning piece-level bool [n_src_pieces, n_tgt_pieces]:
 
-  'attention'   The word-alignment passes of training (PAPER.md §4): [CLS] x [SEP] y [SEP] under
+  'attention'   The word-alignment passes of training (AMBER, arXiv 2010.07972, §2): [CLS] x [SEP] y [SEP] under
                 the WA mask gives A_y->x (y queries over x keys, last layer, mean over heads),
                 [CLS] y [SEP] x [SEP] gives A_x->y. Each row is renormalised over the other side's
                 real tokens (the mask lets a y row also see [CLS], [SEP] and earlier y tokens).
