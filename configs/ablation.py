@@ -24,8 +24,6 @@ PRESETS = {
     'mlm_tlm_wa': dict(tlm_weight=1.0, wa_weight=1.0, sa_weight=0.0),
     'mlm_tlm_wa_sa': dict(tlm_weight=1.0, wa_weight=1.0, sa_weight=1.0),
 }
-LABELS = {'mlm': 'MLM', 'mlm_tlm': 'MLM+TLM', 'mlm_tlm_wa': 'MLM+TLM+WA',
-          'mlm_tlm_wa_sa': 'MLM+TLM+WA+SA'}
 
 # The default budget (steps of each stage) and the languages paired with English.
 STAGE1_STEPS = 250

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from amber_jax import cli
-from amber_jax.experiments import ablation
+from amber_jax.experiments import ablation, statistics
 
 LANGS = ['de', 'fr']
 SECTIONS = ('## Results', '| MLM+TLM+WA+SA |', '![ablation](results/results_ablation.png)',
@@ -29,7 +29,7 @@ def fake_results(qualities, symmetries):
 
 
 def test_summary_orders_and_brackets_the_means():
-  summary = ablation.summarize(fake_results([0.2, 0.3, 0.3, 0.9], [0.1, 0.1, 0.5, 0.5]),
+  summary = statistics.summarize(fake_results([0.2, 0.3, 0.3, 0.9], [0.1, 0.1, 0.5, 0.5]),
                                  LANGS, replicates=200)
   p = summary['presets']
   for e in p.values():
@@ -40,24 +40,24 @@ def test_summary_orders_and_brackets_the_means():
   assert p['mlm_tlm_wa_sa']['retrieval']['best']['mean'] > 0.8
   jump = summary['differences']['mlm_tlm_wa_sa - mlm_tlm_wa']['retrieval_best']
   assert jump['ci'][0] > 0.4
-  held = {claim.split(' (')[0]: ok for claim, ok, _ in ablation.verdict(summary)}
+  held = {claim.split(' (')[0]: ok for claim, ok, _ in statistics.verdict(summary)}
   assert held == {'TLM helps retrieval': True, 'SA makes retrieval jump': True,
                   'WA helps alignment': True}
 
 
 def test_verdict_says_when_the_ordering_fails():
-  summary = ablation.summarize(fake_results([0.3, 0.3, 0.3, 0.3], [0.2, 0.2, 0.2, 0.2]),
+  summary = statistics.summarize(fake_results([0.3, 0.3, 0.3, 0.3], [0.2, 0.2, 0.2, 0.2]),
                                  LANGS, replicates=200)
-  assert not any(ok for _, ok, _ in ablation.verdict(summary))
+  assert not any(ok for _, ok, _ in statistics.verdict(summary))
 
 
 def test_bootstrap_weights_resample_n_items():
-  w = ablation.bootstrap_weights(7, 50, seed=1)
+  w = statistics.bootstrap_weights(7, 50, seed=1)
   assert w.shape == (50, 7) and np.all(w.sum(1) == 7)
 
 
 def test_page_and_plot_have_every_section(tmp_path):
-  summary = ablation.summarize(fake_results([0.2, 0.3, 0.35, 0.9], [0.1, 0.1, 0.5, 0.5]),
+  summary = statistics.summarize(fake_results([0.2, 0.3, 0.35, 0.9], [0.1, 0.1, 0.5, 0.5]),
                                  LANGS, replicates=50)
   meta = {'date': 'today', 'machine': 'test', 'command': 'amber-jax experiment ablation',
           'stage1_steps': 2, 'stage2_steps': 3, 'eval_pairs': 40, 'align_pairs': 10,

@@ -11,7 +11,7 @@ import pathlib
 import polib
 import pytest
 
-from amber_jax.corpora import files, layout
+from amber_jax.corpora import files, languages, layout, readers
 
 SPLITS = ('train', 'validation')
 
@@ -193,12 +193,12 @@ def test_unknown_language_names_spec_and_suggests(tmp_path, code, suggestion):
 
 
 def test_language_rule(tmp_path):
-  assert files.check_language('pt_BR', 'x') == 'pt-br'
-  assert files.check_language('zh-Hans', 'x') == 'zh-hans'
-  assert files.check_language('swh', 'x') == 'swh'  # plain ISO 639 shape
+  assert languages.check_language('pt_BR', 'x') == 'pt-br'
+  assert languages.check_language('zh-Hans', 'x') == 'zh-hans'
+  assert languages.check_language('swh', 'x') == 'swh'  # plain ISO 639 shape
   with pytest.raises(ValueError, match='English is the source side'):
     tsv = _write(tmp_path / 'x.tsv', f'{EN[0]}\t{DE[0]}\n')
-    files.parse_spec(f'en:{tsv}', 'pairs')
+    readers.parse_spec(f'en:{tsv}', 'pairs')
   with pytest.raises(ValueError, match=r'rows\.tsv:2: unknown language code \'xx-yy\''):
     files.build_files_corpus(tmp_path / 'out', [str(_write(
         tmp_path / 'rows.tsv', f'en\tde\t{EN[0]}\t{DE[0]}\nen\txx-yy\ta b\tc d\n'))])

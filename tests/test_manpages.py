@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from amber_jax.corpora import layout, manpages
+from amber_jax.corpora import debian, layout, manpages, roff
 
 # A small English page and its German translation, written for these tests. The German page
 # appends a translators' section, as po4a does.
@@ -109,7 +109,7 @@ def _all_pairs(out: pathlib.Path) -> dict[str, list[tuple[str, str]]]:
 
 
 def test_escapes_are_rendered_or_removed():
-  render = manpages.render_text
+  render = roff.render_text
   assert render(r'\fBbold\fP, \fIitalic\fR and \f(CWcode\fP, \f[B]long\f[]') == (
       'bold, italic and code, long')
   assert render(r'a\-b \(em c \(en d \(aqe\(aq \(dqf\(dq') == "a-b \u2014 c \u2013 d 'e' \"f\""
@@ -122,7 +122,7 @@ def test_escapes_are_rendered_or_removed():
 
 
 def test_macros_comments_and_requests():
-  page = manpages.parse_page(
+  page = roff.parse_page(
       '.TH X 1\n'
       '.\\" a whole-line comment\n'
       '.SH "TWO WORDS"\n'
@@ -158,7 +158,7 @@ def test_macros_comments_and_requests():
 
 
 def test_block_boundaries():
-  page = manpages.parse_page(
+  page = roff.parse_page(
       '.SH\nHEADER ON ITS OWN LINE\nbody under the header\n.PP\nfirst paragraph\n.LP\nsecond\n'
       '.P\nthird\n.SS Sub\n.TP\n.B \\-x\nthe x option\n.IP \\(bu 2\nbullet item\n'
       '.IP (a) 4\nlettered item\n.HP\nhanging\n.sp\nafter a space\n.PP\n.SH END\n')
@@ -171,14 +171,14 @@ def test_block_boundaries():
 
 
 def test_so_only_page_is_a_redirect():
-  page = manpages.parse_page('.\\" comment\n.so man1/other.1\n')
+  page = roff.parse_page('.\\" comment\n.so man1/other.1\n')
   assert page.redirect == 'man1/other.1'
   assert page.blocks == []
-  assert manpages.parse_page('.SH X\ntext\n.so man1/other.1\n').redirect is None
+  assert roff.parse_page('.SH X\ntext\n.so man1/other.1\n').redirect is None
 
 
 def test_split_arguments():
-  assert manpages.split_arguments('a "b c" "say ""hi""" d\\ e') == ['a', 'b c', 'say "hi"', 'd\\ e']
+  assert roff.split_arguments('a "b c" "say ""hi""" d\\ e') == ['a', 'b c', 'say "hi"', 'd\\ e']
 
 
 def test_language_codes():
@@ -355,9 +355,9 @@ def test_missing_roots_say_what_to_do(tmp_path):
 
 
 def test_fetch_reports_a_missing_apt_get(tmp_path, monkeypatch):
-  monkeypatch.setattr(manpages.shutil, 'which', lambda name: None)
-  with pytest.raises(manpages.FetchError, match='apt-get not found'):
-    manpages.fetch_packages(tmp_path, ['manpages-de'])
+  monkeypatch.setattr(debian.shutil, 'which', lambda name: None)
+  with pytest.raises(debian.FetchError, match='apt-get not found'):
+    debian.fetch_packages(tmp_path, ['manpages-de'])
 
 
 def test_fetch_uses_debs_already_there(tmp_path, monkeypatch):
@@ -369,23 +369,23 @@ def test_fetch_uses_debs_already_there(tmp_path, monkeypatch):
   def fake_run(command, **kwargs):
     calls.append(command)
     _write(pathlib.Path(command[-1]), 'usr/share/man/xx/man1/frob.1.gz', GERMAN_PAGE)
-    return manpages.subprocess.CompletedProcess(command, 0, '', '')
+    return debian.subprocess.CompletedProcess(command, 0, '', '')
 
-  monkeypatch.setattr(manpages.shutil, 'which', lambda name: f'/usr/bin/{name}')
-  monkeypatch.setattr(manpages.subprocess, 'run', fake_run)
-  root = manpages.fetch_packages(tmp_path, ['manpages-xx'])
+  monkeypatch.setattr(debian.shutil, 'which', lambda name: f'/usr/bin/{name}')
+  monkeypatch.setattr(debian.subprocess, 'run', fake_run)
+  root = debian.fetch_packages(tmp_path, ['manpages-xx'])
   assert (root / 'usr/share/man/xx/man1/frob.1.gz').exists()
   assert [c[:2] for c in calls] == [['/usr/bin/dpkg-deb', '-x']]
-  manpages.fetch_packages(tmp_path, ['manpages-xx'])  # Already unpacked: nothing runs.
+  debian.fetch_packages(tmp_path, ['manpages-xx'])  # Already unpacked: nothing runs.
   assert len(calls) == 1
 
 
 def test_fetch_failure_shows_stderr(tmp_path, monkeypatch):
-  monkeypatch.setattr(manpages.shutil, 'which', lambda name: f'/usr/bin/{name}')
-  monkeypatch.setattr(manpages.subprocess, 'run', lambda command, **kwargs: (
-      manpages.subprocess.CompletedProcess(command, 100, '', 'E: Unable to locate package x')))
-  with pytest.raises(manpages.FetchError, match='(?s)apt-get update.*Unable to locate package'):
-    manpages.fetch_packages(tmp_path, ['manpages-nope'])
+  monkeypatch.setattr(debian.shutil, 'which', lambda name: f'/usr/bin/{name}')
+  monkeypatch.setattr(debian.subprocess, 'run', lambda command, **kwargs: (
+      debian.subprocess.CompletedProcess(command, 100, '', 'E: Unable to locate package x')))
+  with pytest.raises(debian.FetchError, match='(?s)apt-get update.*Unable to locate package'):
+    debian.fetch_packages(tmp_path, ['manpages-nope'])
 
 
 def test_main_prints_a_summary(tmp_path, capsys):
@@ -412,7 +412,7 @@ def test_real_packages_give_german_pairs(tmp_path):
       'apt-get is not available: this test downloads the Debian packages manpages and '
       'manpages-de with `apt-get download`; run it on Debian/Ubuntu (or deselect -m "not slow")')
   start = time.time()
-  root = manpages.fetch_packages(tmp_path / 'cache', ['manpages', 'manpages-de'])
+  root = debian.fetch_packages(tmp_path / 'cache', ['manpages', 'manpages-de'])
   man_root = root / manpages.MAN_SUBDIR
   manifest = manpages.build_manpages_corpus(tmp_path / 'out', man_roots=[man_root],
                                             english_roots=[man_root])

@@ -7,10 +7,11 @@ they installed; nothing is downloaded and no corpus text lives in git. Rules (DA
   side with fewer than `min_words` words once format placeholders are stripped (reason
   `mostly_placeholders` when the entry has placeholders, `too_short` when it has none), and a
   translation that is nothing but placeholders. Placeholders are `%(name)s`, `%s`, `%d`, `{0}`,
-  `{name}`, `<tag>` and `&amp;`-style entities (`PLACEHOLDER_RE`).
+  `{name}`, `<tag>` and `&amp;`-style entities (`words.PLACEHOLDER_RE`); the keep rules are
+  `po.entry_skip_reason`.
 - Kept text is the catalog text as-is, with every run of whitespace (tabs, newlines, no-break
   spaces) collapsed into one space: placeholders only decide what is kept, they are not removed,
-  so a sentence stays grammatical (`PLACEHOLDER_RE.sub` removes them for code that wants to).
+  so a sentence stays grammatical (`words.PLACEHOLDER_RE.sub` removes them for code that wants to).
 - Plural entries pair the singular msgid with `msgstr[0]` (the singular, or the only form in
   languages such as Japanese); the plural msgid is not used.
 - A pair already kept for the same language (the same string in two catalogs or two contexts) is
@@ -47,26 +48,13 @@ from amber_jax.corpora.layout import (MAX_EXAMPLES, SOURCE_LANGUAGE, SPLITS, col
 import django
 from django.conf.locale import LANG_INFO
 
+from amber_jax.corpora import po
+
 CORPUS_NAME = 'django'
 CATALOG_NAME = 'django.po'  # The file read in every <root>/<lang>/LC_MESSAGES/ folder.
 
-# `%(name)s` and `%s`-style printf fields (no space flag, so "50% of" is text), `{0}` and `{name}`
-# format fields, HTML tags and character entities.
-PLACEHOLDER_RE = re.compile(
-    r'%\([^)]*\)[-#0+]*\d*(?:\.\d+)?[diouxXeEfFgGcrs]'
-    r'|%[-#0+]*\d*(?:\.\d+)?[diouxXeEfFgGcrs]'
-    r'|\{[^{}\s]*\}'
-    r'|</?[A-Za-z][^<>]*>'
-    r'|&(?:[A-Za-z]+|#\d+|#x[0-9A-Fa-f]+);')
-_WORD_RE = re.compile(r'\w+')
-
 # Reasons that count whole files; every other reason counts entries.
 FILE_REASONS = ('source_language', 'unknown_language', 'parse_error', 'empty_catalog')
-
-
-def count_words(text: str) -> int:
-  """Words (runs of letters/digits/underscore) of `text` once placeholders are stripped."""
-  return len(_WORD_RE.findall(PLACEHOLDER_RE.sub(' ', text)))
 
 
 def normalize_language(locale_dir_name: str) -> str:
@@ -78,45 +66,6 @@ def default_locale_roots() -> list[pathlib.Path]:
   """Django's own locale folders: conf/locale and every contrib app's locale."""
   package = pathlib.Path(django.__file__).parent
   return [package / 'conf' / 'locale'] + sorted((package / 'contrib').glob('*/locale'))
-
-
-def _decode_catalog(raw: bytes) -> tuple[str, list[int]]:
-  """UTF-8 text of a catalog (bad bytes -> U+FFFD) and the 1-based lines that held bad bytes."""
-  try:
-    return raw.decode('utf-8'), []
-  except UnicodeDecodeError:
-    # b'\n' never occurs inside a UTF-8 sequence, so the lines can be checked one by one.
-    bad = [number for number, line in enumerate(raw.split(b'\n'), start=1)
-           if line.decode('utf-8', errors='replace').encode('utf-8') != line]
-    return raw.decode('utf-8', errors='replace'), bad
-
-
-def _entry_translation(entry: polib.POEntry) -> str:
-  """The msgstr of a singular entry, msgstr[0] of a plural one."""
-  if entry.msgid_plural:
-    return entry.msgstr_plural.get(0, '')
-  return entry.msgstr
-
-
-def _entry_skip_reason(entry: polib.POEntry, min_words: int) -> str | None:
-  """Why a parsed (valid UTF-8) entry is not kept, or None to keep it."""
-  if entry.obsolete:
-    return 'obsolete'
-  if 'fuzzy' in entry.flags:
-    return 'fuzzy'
-  english = collapse_whitespace(entry.msgid)
-  translation = collapse_whitespace(_entry_translation(entry))
-  if not english:
-    return 'empty_msgid'
-  if not translation:
-    return 'empty_msgstr'
-  if translation == english:
-    return 'unchanged'
-  if count_words(english) < min_words:
-    return 'mostly_placeholders' if PLACEHOLDER_RE.search(english) else 'too_short'
-  if count_words(translation) == 0:
-    return 'mostly_placeholders'
-  return None
 
 
 def _catalog_files(roots: Sequence[pathlib.Path]) -> list[tuple[str, pathlib.Path]]:
@@ -158,7 +107,7 @@ def _collect(catalogs, known_languages, min_words, display, tally):
       tally.skip('unknown_language', file, None,
                  f'{dir_name} -> {lang} is not in django.conf.locale.LANG_INFO')
       continue
-    text, bad_lines = _decode_catalog(path.read_bytes())
+    text, bad_lines = po.decode_catalog(path.read_bytes())
     try:
       catalog = polib.pofile(text, encoding='utf-8')
     except (OSError, ValueError) as error:  # polib: OSError('Syntax error in po file (line 3)').
@@ -173,9 +122,9 @@ def _collect(catalogs, known_languages, min_words, display, tally):
         line = next((n for n in bad_lines if n >= entry.linenum), bad_lines[-1])
         tally.skip('invalid_utf8', file, line, entry.msgid)
         continue
-      reason = _entry_skip_reason(entry, min_words)
+      reason = po.entry_skip_reason(entry, min_words)
       if reason is None:
-        pair = (collapse_whitespace(entry.msgid), collapse_whitespace(_entry_translation(entry)))
+        pair = (collapse_whitespace(entry.msgid), collapse_whitespace(po.entry_translation(entry)))
         if pair in seen[lang]:
           reason = 'duplicate'
         else:

@@ -29,6 +29,7 @@ from amber_jax.core import losses
 from amber_jax.core.model import CLS_ID, PAD_ID, SEP_ID, Encoder, EncoderConfig
 import polib
 from amber_jax.corpora import django_po
+from amber_jax.corpora import words
 
 POOLINGS = ('mean', 'cls')
 IGNORE = -1  # tag label of pieces that are not a word's first piece, and of padding
@@ -72,7 +73,7 @@ def django_app_examples(roots: Sequence[pathlib.Path] | None = None, min_words: 
       lang = django_po.normalize_language(path.parent.parent.name)
       for entry in polib.pofile(str(path)):
         english = django_po.collapse_whitespace(entry.msgid)
-        if entry.obsolete or django_po.count_words(english) < min_words:
+        if entry.obsolete or words.count_words(english) < min_words:
           continue
         english_labels[english].add(label)
         text = django_po.collapse_whitespace(
