@@ -11,6 +11,7 @@ import pathlib
 import polib
 import pytest
 
+from amber_jax import cli
 from amber_jax.corpora import files, languages, layout, readers
 
 SPLITS = ('train', 'validation')
@@ -257,10 +258,11 @@ def test_output_is_what_tasks_read(tmp_path):
 def test_cli_main_prints_summary_and_clean_errors(tmp_path, capsys):
   en = _write(tmp_path / 'c.en', '\n'.join(EN) + '\n')
   de = _write(tmp_path / 'c.de', '\n'.join(DE) + '\n')
-  files.main(['--out', str(tmp_path / 'out'), '--pairs', f'de:{en},{de}',
-              '--validation-fraction', '0.25', '--min-words', '2'])
+  cli.main(['data', 'build', 'files', '--out', str(tmp_path / 'out'), '--pairs', f'de:{en},{de}',
+            '--validation-fraction', '0.25', '--min-words', '2'])
   printed = capsys.readouterr().out
   assert f'Built {tmp_path / "out"}' in printed and 'kept 4' in printed
   assert layout.load_manifest(tmp_path / 'out')['min_words'] == 2
   with pytest.raises(SystemExit, match='amber-jax data build files: .*unknown language code'):
-    files.main(['--out', str(tmp_path / 'out2'), '--pairs', f'deutsch:{en},{de}'])
+    cli.main(['data', 'build', 'files', '--out', str(tmp_path / 'out2'), '--pairs',
+              f'deutsch:{en},{de}'])

@@ -11,6 +11,7 @@ import time
 
 import pytest
 
+from amber_jax import cli
 from amber_jax.corpora import debian, layout, manpages, roff
 
 # A small English page and its German translation, written for these tests. The German page
@@ -390,8 +391,8 @@ def test_fetch_failure_shows_stderr(tmp_path, monkeypatch):
 
 def test_main_prints_a_summary(tmp_path, capsys):
   root = _tree(tmp_path)
-  manifest = manpages.main(['--out', str(tmp_path / 'cli'), '--man-roots', str(root),
-                            '--english-roots', str(root), '--languages', 'de'])
+  manifest = cli.main(['data', 'build', 'manpages', '--out', str(tmp_path / 'cli'), '--man-roots',
+                       str(root), '--english-roots', str(root), '--languages', 'de'])
   printed = capsys.readouterr().out
   assert 'en-de' in printed and 'too_short 6' in printed
   assert layout.load_manifest(tmp_path / 'cli') == manifest

@@ -10,7 +10,8 @@ import sys
 
 import pytest
 
-from amber_jax.corpora import files, layout, tfds_dataset
+from amber_jax import cli
+from amber_jax.corpora import files, layout, tfds_export
 
 SPLITS = ('train', 'validation')
 
@@ -42,7 +43,7 @@ def corpus(tmp_path_factory) -> pathlib.Path:
 @pytest.fixture(scope='module')
 def data_dir(corpus, tmp_path_factory) -> tuple[pathlib.Path, list[str]]:
   data = tmp_path_factory.mktemp('tfds')
-  return data, tfds_dataset.build_tfds(corpus, data)
+  return data, tfds_export.build_tfds(corpus, data)
 
 
 def test_names_and_config_names(corpus, data_dir):
@@ -104,13 +105,13 @@ def test_read_by_name_in_another_process(corpus, data_dir):
 def test_existing_dataset_needs_overwrite_and_main_prints_names(corpus, data_dir, capsys):
   data, names = data_dir
   with pytest.raises(FileExistsError, match='already exists; pass overwrite=True'):
-    tfds_dataset.build_tfds(corpus, data)
+    tfds_export.build_tfds(corpus, data)
   with pytest.raises(SystemExit, match='amber-jax data tfds: .*already exists'):
-    tfds_dataset.main([str(corpus), '--out', str(data)])
-  tfds_dataset.main([str(corpus), '--out', str(data), '--name', 'mine_v2'])
+    cli.main(['data', 'tfds', str(corpus), '--out', str(data)])
+  cli.main(['data', 'tfds', str(corpus), '--out', str(data), '--name', 'mine_v2'])
   printed = capsys.readouterr().out
   assert 'mine_v2/para_en_pt_br:1.0.0' in printed and 'read_only=True' in printed
-  assert tfds_dataset.build_tfds(corpus, data, 'mine_v2', overwrite=True) == [
+  assert tfds_export.build_tfds(corpus, data, 'mine_v2', overwrite=True) == [
       n.replace('amber_corpus/', 'mine_v2/') for n in names]
   assert sorted(p.name for p in data.iterdir()) == ['amber_corpus', 'mine_v2']  # no leftovers
 
@@ -119,12 +120,12 @@ def test_overwrite_replaces_and_bad_names(corpus, tmp_path):
   (tmp_path / 'amber_corpus').mkdir()
   (tmp_path / 'amber_corpus' / 'notes.txt').write_text('mine')
   with pytest.raises(FileExistsError, match='does not look like a TFDS dataset'):
-    tfds_dataset.build_tfds(corpus, tmp_path, overwrite=True)
+    tfds_export.build_tfds(corpus, tmp_path, overwrite=True)
   assert (tmp_path / 'amber_corpus' / 'notes.txt').exists()
   with pytest.raises(ValueError, match="dataset name 'Amber-Corpus' must be lowercase"):
-    tfds_dataset.build_tfds(corpus, tmp_path, name='Amber-Corpus')
+    tfds_export.build_tfds(corpus, tmp_path, name='Amber-Corpus')
   with pytest.raises(FileNotFoundError, match='no manifest.json'):
-    tfds_dataset.build_tfds(tmp_path / 'nothing', tmp_path / 'tfds')
+    tfds_export.build_tfds(tmp_path / 'nothing', tmp_path / 'tfds')
 
 
 def test_files_corpus_is_accepted_by_the_corpus_tasks(corpus):

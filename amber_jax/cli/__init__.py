@@ -1,5 +1,67 @@
-"""The `amber-jax` command line: all argparse lives in this package."""
+"""The `amber-jax` command line: all argparse lives in this package.
 
-from amber_jax.cli.commands import main
+usage: amber-jax COMMAND ... (every command answers -h/--help)
 
-__all__ = ['main']
+  amber-jax demo                                  corpus -> vocab -> train tiny -> eval -> export
+  amber-jax data build django [--out DIR]         the Django catalog corpus (DATA.md §1)
+  amber-jax data build manpages [--out DIR]       the Debian man-page translations (DATA.md §2)
+  amber-jax data build files --out DIR ...        your own Moses/TSV/JSONL/text/.po files
+  amber-jax data tfds CORPUS_DIR --out DIR        a built corpus -> a local TFDS dataset
+  amber-jax data rates [--config=... ]            effective per-task sampling rates of the mixtures
+  amber-jax data cache [--config=... ]            pretokenize the training tasks once
+  amber-jax vocab train [--size N] [--out PATH]   SentencePiece with BERT specials
+  amber-jax train --config=configs/tiny.py [--config.train.steps=N ...]
+  amber-jax compile --config=configs/base.py --topology=cpu:8 [--config.mesh.fsdp=8 ...] [--json]
+  amber-jax export WORKDIR OUT_DIR [--head mlm|base] [--dtype float32|bfloat16]
+  amber-jax eval retrieval|mining|transfer WORKDIR_OR_HF_DIR [--pairs FILE.tsv] [--plot PNG]
+  amber-jax align WORKDIR_OR_HF_DIR --pairs FILE [--method attention|similarity] [--gold FILE]
+  amber-jax import HF_DIR OUT_WORKDIR [--config=configs/tiny.py --config.a.b=V ...]
+  amber-jax experiment ablation [--steps N1,N2] [--seeds 0,1,2] [--languages de,fr,...]
+                                [--out docs/RESULTS.md] [--config.a.b=V ...]
+
+--config=PRESET is a preset name (tiny, base) or a Python file with get_config();
+--config.a.b=V sets one field of it (e.g. --config.train.steps=100).
+
+Modules: train (train, compile), data (data ..., vocab train), model (export, import), evaluate
+(eval, align), experiments (demo, experiment ablation), parsing (the --config help and parse).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from amber_jax.cli import data
+from amber_jax.cli import evaluate
+from amber_jax.cli import experiments
+from amber_jax.cli import model
+from amber_jax.cli import train
+
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+
+USAGE = __doc__[__doc__.index('usage:'):__doc__.index('\nModules:')].rstrip()
+
+COMMANDS = {'train': train.cmd_train, 'compile': train.cmd_compile, 'data': data.cmd_data,
+            'vocab': data.cmd_vocab, 'export': model.cmd_export, 'eval': evaluate.cmd_eval,
+            'demo': experiments.cmd_demo, 'import': model.cmd_import, 'align': evaluate.cmd_align,
+            'experiment': experiments.cmd_experiment}
+
+
+def main(argv: list[str] | None = None):
+  """Runs `amber-jax ARGV...` (default: sys.argv[1:]); returns what the command returns.
+
+  No command, or -h/--help, prints the usage and exits 0; an unknown command prints it and exits 2.
+  """
+  argv = sys.argv[1:] if argv is None else list(argv)
+  if not argv or argv[0] in ('-h', '--help'):
+    print(USAGE)
+    raise SystemExit(0)
+  if argv[0] not in COMMANDS:
+    print(f'amber-jax: unknown command {argv[0]!r}; the commands are {", ".join(COMMANDS)}.',
+          file=sys.stderr)
+    print(USAGE)
+    raise SystemExit(2)
+  return COMMANDS[argv[0]](argv[1:])
+
+
+__all__ = ['main', 'USAGE', 'COMMANDS']

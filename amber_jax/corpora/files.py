@@ -73,7 +73,6 @@ checks read == kept + skipped for pairs and for mono before it writes anything.
 
 from __future__ import annotations
 
-import argparse
 import collections
 import hashlib
 import pathlib
@@ -84,7 +83,6 @@ from amber_jax.corpora.layout import SOURCE_LANGUAGE, SPLITS, is_validation
 from amber_jax.corpora.readers import KINDS, SPEC_HELP, Collector, parse_spec, read_source
 
 CORPUS_NAME = 'files'
-_SPEC_HELP = SPEC_HELP  # The name main() uses.
 
 
 def file_record(path: pathlib.Path) -> dict:
@@ -234,30 +232,3 @@ def summary(out_dir: str | pathlib.Path, manifest: dict) -> str:
           f'{totals["mono_skipped"]} {manifest["skipped_by_kind"]["mono"]}; mono text per language '
           f'(with the sides of the pairs): {mono or "none"}. Skip examples (file:line) are in '
           f'{pathlib.Path(out_dir) / "manifest.json"}.')
-
-
-def main(argv: list[str]) -> None:
-  """`amber-jax data build files --out DIR --pairs SPEC ... --mono SPEC ...`."""
-  parser = argparse.ArgumentParser(
-      prog='amber-jax data build files',
-      description='Build a corpus folder from your own files (nothing is downloaded).',
-      epilog=f'Specs: {_SPEC_HELP}. Example: amber-jax data build files --out corpora/mine '
-             '--pairs de:train.en,train.de --pairs fr:enfr.tsv.gz --mono sw:news.sw.txt')
-  parser.add_argument('--out', required=True, help='corpus folder to create (replaced if present)')
-  parser.add_argument('--pairs', action='append', default=[], metavar='SPEC',
-                      help='parallel input; repeat for more files')
-  parser.add_argument('--mono', action='append', default=[], metavar='SPEC',
-                      help='monolingual input; repeat for more files')
-  parser.add_argument('--validation-fraction', type=float, default=0.15)
-  parser.add_argument('--min-words', type=int, default=1,
-                      help='fewest words in English text (other languages need one)')
-  args = parser.parse_args(argv)
-  if not args.pairs and not args.mono:
-    parser.error('give at least one --pairs or --mono spec')
-  try:
-    manifest = build_files_corpus(args.out, args.pairs, args.mono,
-                                  validation_fraction=args.validation_fraction,
-                                  min_words=args.min_words)
-  except (ValueError, FileNotFoundError) as error:
-    raise SystemExit(f'amber-jax data build files: {error}') from None
-  print(summary(args.out, manifest))

@@ -45,19 +45,15 @@ identities (`totals` in the manifest) before it writes anything.
 
 from __future__ import annotations
 
-import argparse
 import collections
 import gzip
 import pathlib
-import sys
-import time
 import zlib
 from collections.abc import Sequence
 
 from amber_jax import paths
 from amber_jax.corpora import debian
 from amber_jax.corpora import layout
-from amber_jax.corpora.debian import FetchError
 from amber_jax.corpora.django_po import normalize_language
 from amber_jax.corpora.layout import SOURCE_LANGUAGE, SPLITS
 from amber_jax.corpora.roff import Block, Page, decode_page, parse_page, read_page_bytes
@@ -346,52 +342,3 @@ def build_manpages_corpus(out_dir: str | pathlib.Path, *,
   }
   layout.write_corpus(pathlib.Path(out_dir), by_split, mono, manifest)
   return manifest
-
-
-def _comma_list(value: str) -> list[str] | None:
-  """`'a,b'` -> ['a', 'b']; an empty value -> None (the default)."""
-  return [v for v in value.split(',') if v] or None
-
-
-def main(argv: Sequence[str] | None = None) -> dict:
-  """`amber-jax data build manpages [--out DIR] [--languages de,fr] [--max-pages N] [--cache DIR]`.
-  """
-  p = argparse.ArgumentParser(
-      prog='amber-jax data build manpages',
-      description='Build the Debian man-page translation corpus (English <-> 16 languages).')
-  p.add_argument('--out', default='', help='output folder (default: <cache>/corpora/manpages)')
-  p.add_argument('--languages', default='', help='comma-separated codes, e.g. de,fr,pt-br '
-                 '(default: all)')
-  p.add_argument('--max-pages', type=int, default=None,
-                 help='read at most N translated pages per language')
-  p.add_argument('--cache', default='', help='package cache (default: <cache>/packages/manpages)')
-  p.add_argument('--man-roots', default='', help='comma-separated folders laid out like '
-                 '/usr/share/man to read instead of fetching the packages')
-  p.add_argument('--english-roots', default='', help='comma-separated folders with English man*/ '
-                 'pages (default: the man roots, then /usr/share/man)')
-  args = p.parse_args(argv)
-  out = pathlib.Path(args.out) if args.out else paths.corpus_dir(CORPUS_NAME)
-  start = time.time()
-  try:
-    manifest = build_manpages_corpus(
-        out, man_roots=_comma_list(args.man_roots), english_roots=_comma_list(args.english_roots),
-        languages=_comma_list(args.languages), max_pages=args.max_pages,
-        cache_dir=args.cache or None)
-  except (FetchError, FileNotFoundError, ValueError) as error:
-    raise SystemExit(f'amber-jax data build manpages: {error}') from None
-  seconds = time.time() - start
-  print(f'Built {out} in {seconds:.1f} s: {len(manifest["languages"])} languages, '
-        f'{sum(manifest["total_pairs"].values())} pairs '
-        f'(train {manifest["total_pairs"]["train"]}, '
-        f'validation {manifest["total_pairs"]["validation"]})')
-  for name, splits in sorted(manifest['pairs'].items(), key=lambda kv: -sum(kv[1].values())):
-    print(f'  {name:10s} {sum(splits.values()):7d}')
-  totals = manifest['totals']
-  print(f'pages: {totals["files_read"]} read, {totals["files_used"]} used; blocks: '
-        f'{totals["entries_read"]} read, {totals["entries_kept"]} kept')
-  print('skipped: ' + ', '.join(f'{reason} {n}' for reason, n in manifest['skipped'].items()))
-  return manifest
-
-
-if __name__ == '__main__':
-  main(sys.argv[1:])

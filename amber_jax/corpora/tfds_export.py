@@ -38,7 +38,6 @@ build leaves no half dataset; an existing `<data_dir>/<name>` is only replaced w
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import os
 import pathlib
@@ -240,27 +239,3 @@ def build_tfds(corpus_dir: str | pathlib.Path, data_dir: str | pathlib.Path,
     tfds.display_progress_bar(progress_bar)
     shutil.rmtree(tmp, ignore_errors=True)
   return names
-
-
-def main(argv: list[str]) -> None:
-  """`amber-jax data tfds CORPUS_DIR --out DATA_DIR [--name NAME] [--overwrite]`."""
-  parser = argparse.ArgumentParser(
-      prog='amber-jax data tfds',
-      description='Export a built corpus folder as a local TFDS dataset (tfrecord, no network).',
-      epilog="Read it with seqio.TfdsDataSource(tfds_name='NAME/para_en_de:1.0.0', "
-             "tfds_data_dir=DATA_DIR, read_only=True).")
-  parser.add_argument('corpus_dir', help='a corpus folder (manifest.json, parallel/, mono/)')
-  parser.add_argument('--out', required=True, help='TFDS data folder (data_dir)')
-  parser.add_argument('--name', default='amber_corpus', help='dataset name (default amber_corpus)')
-  parser.add_argument('--overwrite', action='store_true', help='replace an existing dataset')
-  args = parser.parse_args(argv)
-  try:
-    names = build_tfds(args.corpus_dir, args.out, args.name, overwrite=args.overwrite)
-  except (ValueError, FileNotFoundError, FileExistsError) as error:
-    raise SystemExit(f'amber-jax data tfds: {error}') from None
-  print(f'Wrote {len(names)} TFDS configs of {args.name} to {pathlib.Path(args.out) / args.name} '
-        f'({FILE_FORMAT}); read them with seqio.TfdsDataSource(tfds_name=NAME, '
-        f'tfds_data_dir={str(args.out)!r}, read_only=True):')
-  for full_name in names:
-    print(f'  {full_name}')
-
