@@ -53,7 +53,7 @@ class JaxStep:
     self.tokens = metrics.count_tokens(local)
     from amber_jax.parallel import partitioning  # pylint: disable=import-outside-toplevel
     self.batch = partitioning.to_global(local, self.setup.mesh)
-    with partitioning.activation_rules(self.setup.mesh):
+    with partitioning.activation_rules(self.setup.mesh, self.setup.rules):
       t = time.perf_counter()
       self.compiled = self.step.jitted.lower(self.state, self.batch).compile()
       self.compile_seconds = time.perf_counter() - t

@@ -69,7 +69,7 @@ def main(argv=None) -> None:
     cfg = config()
     with cfg.unlocked():
       cfg.model.update(model)
-    mesh = aot.target_mesh(cfg, aot.topology_devices(f'cpu:{args.devices}'))
+    mesh = aot.topology_mesh(cfg, f'cpu:{args.devices}')
     r, _ = aot.compile_train_step(cfg, mesh, f'cpu:{args.devices}')
     print(f'{label:<22} {r.lower_s:>8.1f} {r.compile_s:>10.1f} {r.lower_s + r.compile_s:>8.1f}')
     sys.stdout.flush()

@@ -78,7 +78,7 @@ def main(argv=None) -> None:
       cfg.model.update(dtype=args.dtype, vocab_size=args.vocab, **model)
       cfg.data.update(mono_batch_size=mono, parallel_batch_size=pairs)
     t = time.perf_counter()
-    mesh = aot.target_mesh(cfg, aot.topology_devices('cpu:8'))
+    mesh = aot.topology_mesh(cfg, 'cpu:8')
     r, _ = aot.compile_train_step(cfg, mesh, 'cpu:8')
     print(f'{label:<22} {r.params_bytes / MIB:>9,.1f} {r.opt_state_bytes / MIB:>9,.1f} '
           f'{r.argument_bytes / MIB:>9,.1f} {r.temp_bytes / MIB:>10,.1f} '

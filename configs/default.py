@@ -95,8 +95,15 @@ def get_config() -> ml_collections.ConfigDict:
       stages=[],
   ))
 
-  # Mesh axes sizes; -1 fills in the remaining devices.
-  c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1))
+  # The device mesh (amber_jax.parallel.mesh) and how the model is laid out on it.
+  c.mesh = ml_collections.ConfigDict(dict(
+      data=-1,               # axis sizes; one -1 fills the devices (data=-1 yields: fsdp=-1 alone
+      fsdp=1,                # means data=1, pure FSDP)
+      tensor=1,              # tensor parallelism, always inside a slice / GPU node
+      num_slices=1,          # TPU slices or GPU nodes joined by DCN (the launch scripts set it)
+      dcn_axis='auto',       # the axis across slices: 'data' | 'fsdp' | 'auto' (data if divisible)
+      rules='fsdp_tensor',   # logical-axis rules: 'fsdp_tensor' | 'fsdp' | 'data_parallel'
+  ))
 
   c.lock()
   return c

@@ -39,6 +39,13 @@ run() {
   fi
 }
 
+# mesh_args N: the train arguments that tell amber_jax.parallel.mesh how many slices (TPU slices,
+# or GPU nodes) the run spans. They go before the user's arguments, which may override them.
+mesh_args() {
+  [[ "$1" =~ ^[1-9][0-9]*$ ]] || die "slice count must be a positive integer; got '$1'"
+  echo "--config.mesh.num_slices=$1"
+}
+
 die() {
   echo "$(basename "$0"): $*" >&2
   exit 2

@@ -10,6 +10,8 @@
 # the command installs amber-jax first. Every pod runs `amber-jax train`; JAX reads the TPU worker
 # list that GKE sets (amber_jax.parallel.cluster: TPU branch). --storage attaches an xpk storage
 # (e.g. a gcsfuse bucket made with `xpk storage attach`) so that --workdir is shared by all pods.
+# --num-slices N also goes to the run as --config.mesh.num_slices=N (amber_jax.parallel.mesh: a
+# DCN axis across the slices).
 # --dry-run prints the xpk command.
 set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -49,7 +51,7 @@ JAX_VERSION=$(sed -n 's/.*"jax==\([^"]*\)".*/\1/p' "$REPO/pyproject.toml" | head
 
 TRAIN=(amber-jax train "--config=$CONFIG")
 [[ -z "$WORKDIR" ]] || TRAIN+=("--config.workdir=$WORKDIR")
-TRAIN+=("${ARGS[@]}")
+TRAIN+=("$(mesh_args "$SLICES")" "${ARGS[@]}")   # ICI inside a slice, DCN across slices
 COMMAND=$(show "${TRAIN[@]}")
 CMD=(xpk workload create "--cluster=$CLUSTER" "--workload=$WORKLOAD" "--tpu-type=$TPU"
      "--num-slices=$SLICES")

@@ -99,7 +99,7 @@ data() {
 train() {
   local cmd=(.venv/bin/amber-jax train "--config=$CONFIG")
   [[ -z "$WORKDIR" ]] || cmd+=("--config.workdir=$WORKDIR")
-  cmd+=("${ARGS[@]}")
+  cmd+=("$(mesh_args 1)" "${ARGS[@]}")   # one slice (multislice: launch/gke_xpk.sh)
   on_all_workers "cd ~/amber-jax && $(show "${cmd[@]}")"
 }
 

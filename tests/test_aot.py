@@ -50,16 +50,18 @@ def report(proc):
 
 @pytest.fixture(scope='module')
 def data8_fsdp8():
-  # Both compile at once (XLA compiles on one core each).
-  procs = [compile_cli(*SMALL, '--topology=cpu:8', '--json', f'--config.mesh.{axis}=8',
-                       f'--config.mesh.{other}=1')
-           for axis, other in (('data', 'fsdp'), ('fsdp', 'data'))]
+  # All compile at once (XLA compiles on one core each). FSDP is asked for as launch/README.md
+  # does, `--config.mesh.fsdp=-1` alone (the default data=-1 yields); the third is two slices.
+  procs = [compile_cli(*SMALL, '--topology=cpu:8', '--json', *mesh)
+           for mesh in (['--config.mesh.data=8', '--config.mesh.fsdp=1'],
+                        ['--config.mesh.fsdp=-1'],
+                        ['--config.mesh.fsdp=4', '--config.mesh.num_slices=2'])]
   return [report(p) for p in procs]
 
 
 @pytest.mark.slow
 def test_compile_reports_the_mesh_memory_and_flops(data8_fsdp8):
-  data8, fsdp8 = data8_fsdp8
+  data8, fsdp8, _ = data8_fsdp8
   assert data8['mesh'] == {'data': 8, 'fsdp': 1, 'tensor': 1}
   assert fsdp8['mesh'] == {'data': 1, 'fsdp': 8, 'tensor': 1}
   for r in (data8, fsdp8):
@@ -70,8 +72,14 @@ def test_compile_reports_the_mesh_memory_and_flops(data8_fsdp8):
 
 
 @pytest.mark.slow
+def test_compile_splits_cpu_devices_into_the_configured_slices(data8_fsdp8):
+  two_slices = data8_fsdp8[2]
+  assert two_slices['mesh'] == {'data': 2, 'fsdp': 4, 'tensor': 1} and two_slices['flops'] > 0
+
+
+@pytest.mark.slow
 def test_fsdp_holds_an_eighth_of_the_replicated_state_per_device(data8_fsdp8):
-  data8, fsdp8 = data8_fsdp8
+  data8, fsdp8, _ = data8_fsdp8
   assert fsdp8['params_bytes'] <= data8['params_bytes'] / 8 * 1.05
   assert fsdp8['opt_state_bytes'] <= data8['opt_state_bytes'] / 8 * 1.05
   # XLA agrees: the compiled step's inputs shrink the same way (the batch is split in both).

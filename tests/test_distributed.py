@@ -1,7 +1,6 @@
-"""Multi-host start-up: the cluster chosen from the environment, meshes across hosts (fake
-devices), and a real two-process run on localhost that trains, checkpoints and resumes."""
+"""Multi-host start-up: the cluster chosen from the environment, and a real two-process run on
+localhost that trains, checkpoints and resumes (meshes across hosts: test_mesh.py)."""
 
-import dataclasses
 import json
 import os
 import pathlib
@@ -138,96 +137,7 @@ def test_initialize_wants_all_three_arguments():
     cluster.initialize(coordinator='h:1', num_processes=2)
 
 
-# --- meshes across hosts (fake devices) -----------------------------------------------------
-
-@dataclasses.dataclass(frozen=True)
-class FakeDevice:
-  id: int
-  process_index: int
-  platform: str = 'gpu'
-  device_kind: str = 'fake'
-  slice_index: int | None = None
-
-
-def gpus(nodes, per_node):
-  # Interleave the ids so that a layout by id alone would mix nodes.
-  return [FakeDevice(id=g * nodes + n, process_index=n) for n in range(nodes)
-          for g in range(per_node)]
-
-
-@pytest.mark.parametrize('tensor, fsdp', [(8, 1), (4, 2), (2, -1), (1, 4)])
-def test_gpu_mesh_keeps_each_tensor_group_inside_a_node(tensor, fsdp):
-  arr = cluster.gpu_device_array(4, 8, tensor=tensor, fsdp=fsdp, devices=gpus(4, 8))
-  assert arr.shape[2] == tensor and arr.size == 32
-  assert sorted(d.id for d in arr.flat) == list(range(32))
-  for group in arr.reshape(-1, tensor):
-    assert len({d.process_index for d in group}) == 1
-
-
-def test_gpu_mesh_puts_data_across_nodes():
-  arr = cluster.gpu_device_array(4, 8, tensor=8, devices=gpus(4, 8))
-  assert arr.shape == (4, 1, 8)
-  assert [arr[i, 0, 0].process_index for i in range(4)] == [0, 1, 2, 3]
-
-
-@pytest.mark.parametrize('kwargs, message', [
-    (dict(num_nodes=2, gpus_per_node=8, tensor=3), 'must divide gpus_per_node'),
-    (dict(num_nodes=3, gpus_per_node=8, tensor=8), 'but there are 16'),
-    (dict(num_nodes=4, gpus_per_node=4, tensor=4), 'one process per node'),
-])
-def test_gpu_mesh_errors_name_the_problem(kwargs, message):
-  with pytest.raises(ValueError, match=message):
-    cluster.gpu_device_array(devices=gpus(2, 8), **kwargs)
-
-
-
-def test_hybrid_mesh_multiplies_ici_and_dcn_sizes():
-  arr = cluster.hybrid_device_array({'fsdp': 8}, {'data': 2}, gpus(2, 8))
-  assert arr.shape == (2, 8, 1)
-  assert [{d.process_index for d in arr[i].flat} for i in range(2)] == [{0}, {1}]
-
-
-def test_hybrid_mesh_keeps_tensor_inside_a_granule():
-  arr = cluster.hybrid_device_array({'fsdp': 2, 'tensor': 4}, {'fsdp': 2}, gpus(2, 8))
-  assert arr.shape == (1, 4, 4)
-  for group in arr.reshape(-1, 4):
-    assert len({d.process_index for d in group}) == 1
-
-
-@pytest.mark.parametrize('ici, dcn, message', [
-    ({'fsdp': 8}, {'tensor': 2}, 'tensor parallelism across slices'),
-    ({'fsdp': 8}, {'data': 3}, 'covers 24 devices but there are 16'),
-    ({'fsdp': 4}, {'data': 4}, 'wants 4 groups of 4 devices'),
-    ({'pipeline': 8}, {'data': 2}, 'unknown mesh axes'),
-    ({'fsdp': 0}, {'data': 2}, 'positive'),
-])
-def test_hybrid_mesh_errors_name_the_problem(ici, dcn, message):
-  with pytest.raises(ValueError, match=message):
-    cluster.hybrid_device_array(ici, dcn, gpus(2, 8))
-
-
-@pytest.mark.parametrize('shape, ici, dcn', [
-    ({'data': -1, 'fsdp': 16}, {'data': 1, 'fsdp': 16, 'tensor': 1},
-     {'data': 4, 'fsdp': 1, 'tensor': 1}),
-    ({'data': 4, 'fsdp': -1, 'tensor': 4}, {'data': 1, 'fsdp': 4, 'tensor': 4},
-     {'data': 4, 'fsdp': 1, 'tensor': 1}),
-    ({'data': 2, 'fsdp': -1, 'tensor': 4}, {'data': 2, 'fsdp': 2, 'tensor': 4},
-     {'data': 1, 'fsdp': 4, 'tensor': 1}),
-])
-def test_multislice_shapes_put_slices_on_data_then_fsdp(shape, ici, dcn):
-  slices = 64 // 16
-  assert cluster.multislice_shapes(shape, slices, 16) == (ici, dcn)
-
-
-def test_multislice_shapes_refuse_slices_that_divide_no_axis():
-  with pytest.raises(ValueError, match='neither data'):
-    cluster.multislice_shapes({'data': 1, 'fsdp': 2, 'tensor': -1}, 4, 4)
-
-
-def test_hybrid_mesh_on_one_cpu_device_builds_a_real_mesh():
-  import jax  # pylint: disable=import-outside-toplevel
-  mesh = cluster.hybrid_mesh({}, {}, devices=jax.devices()[:1])
-  assert dict(mesh.shape) == {'data': 1, 'fsdp': 1, 'tensor': 1}
+# Meshes across hosts (fake devices) are tested in test_mesh.py.
 
 
 # --- two real processes on localhost --------------------------------------------------------

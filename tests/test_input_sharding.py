@@ -21,13 +21,14 @@ WORKER = textwrap.dedent("""
     cluster.initialize()                     # AMBER_* from the environment
     import jax, ml_collections, numpy as np
     from jax.experimental import multihost_utils
+    from amber_jax.parallel import mesh as mesh_lib
     from amber_jax.parallel import partitioning
     from amber_jax.training import loop
     from amber_jax.data import inputs
 
     config = ml_collections.ConfigDict({config!r})
     pid = jax.process_index()
-    mesh = partitioning.make_mesh(dict(data=-1, fsdp=1, tensor=1))
+    mesh = mesh_lib.build(dict(data=-1, fsdp=1, tensor=1))
     out = []
     for step, local in zip(range(3), inputs.real_batches(config, start_step=0)):
       glob = partitioning.to_global(local, mesh)  # one jax.Array over both processes

@@ -63,7 +63,7 @@ def test_tpu_pod_dry_run_creates_copies_installs_and_trains_on_every_worker():
   remote = shlex.split(shlex.split(train)[-1][len('--command='):])
   assert remote[remote.index('&&') + 1:] == [
       '.venv/bin/amber-jax', 'train', '--config=configs/base.py', '--config.workdir=/mnt/run',
-      '--config.train.steps=1000']
+      '--config.mesh.num_slices=1', '--config.train.steps=1000']
 
 
 def test_tpu_pod_queued_resources_create_waits_and_deletes_the_queued_resource():
@@ -109,16 +109,45 @@ def test_xpk_dry_run_builds_from_this_checkout_and_installs_jax_tpu():
   assert {'--cluster=tpu-cluster', '--workload=amber-1', '--tpu-type=v5litepod-256',
           '--num-slices=2', '--storage=ckpt', f'--script-dir={ROOT}'} <= set(words)
   command = [w for w in words if w.startswith('--command=')][0][len('--command='):]
+  # The slice count reaches the mesh (a DCN axis across the two slices), before the user's args.
   assert command == ("pip install -q -e . 'jax[tpu]==0.10.2' && amber-jax train "
                      '--config=configs/base.py --config.workdir=/gcs/runs/base '
-                     '--config.mesh.fsdp=-1')
+                     '--config.mesh.num_slices=2 --config.mesh.fsdp=-1')
+
+
+def test_xpk_slice_count_gives_the_run_a_two_slice_mesh():
+  """The command xpk runs, loaded as `amber-jax train` would, builds two slices of fake devices."""
+  from amber_jax import config as config_lib  # pylint: disable=import-outside-toplevel
+  from amber_jax.parallel import mesh  # pylint: disable=import-outside-toplevel
+  out = launch('gke_xpk.sh', '--dry-run', '--cluster', 'c', '--docker-image', 'i',
+               '--num-slices', '2', '--', '--config.mesh.fsdp=-1')
+  command = [w for w in shlex.split(lines(out)[0]) if w.startswith('--command=')][0]
+  argv = shlex.split(command[len('--command='):])[2:]       # after `amber-jax train`
+  config, rest = config_lib.load_config(argv)
+  assert rest == [] and config.mesh.num_slices == 2
+  devices = [Fake(i, i // 8) for i in range(16)]             # 2 hosts (slices) of 8
+  array = mesh.device_array(config.mesh, devices)
+  assert array.shape == (1, 16, 1)                            # fsdp=-1 alone: pure FSDP
+  assert [d.process_index for d in array[0, :, 0]] == [0] * 8 + [1] * 8
+
+
+class Fake:
+  platform = 'cpu'
+
+  def __init__(self, id_, process_index):
+    self.id, self.process_index = id_, process_index
+
+
+def test_slice_count_must_be_a_positive_integer():
+  out = launch('gke_xpk.sh', '--dry-run', '--cluster', 'c', '--num-slices', '0', check=False)
+  assert out.returncode == 2 and '--num-slices must be a positive integer' in out.stderr
 
 
 def test_xpk_with_a_prebuilt_image_runs_train_directly():
   out = launch('gke_xpk.sh', '--dry-run', '--cluster', 'c', '--docker-image', 'gcr.io/p/amber:1')
   words = shlex.split(lines(out)[0])
   assert '--docker-image=gcr.io/p/amber:1' in words
-  assert '--command=amber-jax train --config=configs/base.py' in words
+  assert '--command=amber-jax train --config=configs/base.py --config.mesh.num_slices=1' in words
   assert not any(w.startswith('--script-dir') for w in words)
 
 
@@ -174,11 +203,13 @@ def test_sbatch_script_starts_processes_that_join_through_slurm_variables(tmp_pa
   srun.chmod(srun.stat().st_mode | stat.S_IEXEC)
   env = clean_env(PATH=f'{tmp_path}:{os.environ["PATH"]}', FAKE_SRUN_DIR=str(tmp_path),
                   SLURM_JOB_NODELIST='localhost', SLURM_NTASKS='2', SLURM_JOB_ID='77',
+                  SLURM_JOB_NUM_NODES='2',  # reaches the mesh as its node (slice) count
                   AMBER_COORDINATOR_PORT=str(free_port()), AMBER_JAX=CHECK, JAX_PLATFORMS='cpu',
                   XLA_FLAGS='--xla_force_host_platform_device_count=2')
   launch('slurm.sbatch', '--config=configs/base.py', env=env, timeout=120)
   args = (tmp_path / 'args').read_text().split()
-  assert '--kill-on-bad-exit=1' in args and args[-2:] == ['train', '--config=configs/base.py']
+  assert '--kill-on-bad-exit=1' in args
+  assert args[-3:] == ['train', '--config.mesh.num_slices=2', '--config=configs/base.py']
   for i in range(2):
     log = (tmp_path / f'task-{i}.log').read_text()
     report = json.loads([l for l in log.splitlines() if l.startswith('{')][-1])

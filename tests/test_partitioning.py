@@ -1,4 +1,4 @@
-"""Mesh construction, sharding rules, and one AMBER step agreeing across mesh layouts on 8 CPU
+"""Sharding rule sets, and one AMBER step agreeing across mesh layouts on 8 CPU
 devices (run in a subprocess: the device count is fixed when JAX starts)."""
 
 import json
@@ -8,26 +8,46 @@ import subprocess
 import sys
 import textwrap
 
+import flax.linen as nn
 import pytest
+from jax.sharding import PartitionSpec as P
 
 import xla_env
 from amber_jax.parallel import partitioning
 
 
-def test_mesh_shape_fills_minus_one():
-  assert partitioning.mesh_shape({'data': -1, 'fsdp': 2, 'tensor': 1}, 8) == {
-      'data': 4, 'fsdp': 2, 'tensor': 1}
+# Mesh construction is tested in test_mesh.py.
 
 
-@pytest.mark.parametrize('shape, message', [
-    ({'data': 3, 'fsdp': 1, 'tensor': 1}, 'covers 3 devices'),
-    ({'data': -1, 'fsdp': -1}, 'At most one'),
-    ({'data': -1, 'fsdp': 3}, 'do not divide'),
-    ({'data': -1, 'pipeline': 2}, 'Unknown mesh axes'),
+@pytest.mark.parametrize('rules, logical, spec', [
+    ('fsdp_tensor', ('vocab', 'embed'), P('tensor', 'fsdp')),
+    ('fsdp_tensor', ('embed', 'mlp'), P('fsdp', 'tensor')),
+    ('fsdp_tensor', ('act_batch', 'act_length', 'act_heads', 'act_kv'),
+     P(('data', 'fsdp'), None, 'tensor', None)),
+    ('fsdp', ('vocab', 'embed'), P(None, 'fsdp')),
+    ('fsdp', ('embed', 'mlp'), P('fsdp', None)),
+    ('fsdp', ('act_batch', 'act_length', 'act_mlp'), P(('data', 'fsdp'), None, None)),
+    ('data_parallel', ('vocab', 'embed'), P(None, None)),
+    ('data_parallel', ('act_batch', 'act_length', 'act_vocab'), P(('data', 'fsdp'), None, None)),
 ])
-def test_mesh_shape_errors_name_the_problem(shape, message):
-  with pytest.raises(ValueError, match=message):
-    partitioning.mesh_shape(shape, 8)
+def test_rule_sets_give_the_expected_partition_specs(rules, logical, spec):
+  assert nn.logical_to_mesh_axes(logical, partitioning.rules_for(rules)) == spec
+
+
+def test_every_rule_set_names_the_same_logical_axes():
+  names = {k: [name for name, _ in v] for k, v in partitioning.RULE_SETS.items()}
+  assert all(n == names['fsdp_tensor'] for n in names.values()), names
+
+
+def test_default_rules_are_the_config_default_and_old_configs_get_them():
+  from configs import default  # pylint: disable=import-outside-toplevel
+  assert default.get_config().mesh.rules == partitioning.DEFAULT_RULES == 'fsdp_tensor'
+  assert partitioning.config_rules({'data': -1}) == partitioning.RULE_SETS['fsdp_tensor']
+
+
+def test_unknown_rule_set_lists_the_names():
+  with pytest.raises(ValueError, match="'tp'.*allowed: \\['data_parallel', 'fsdp', 'fsdp_tensor'\\]"):
+    partitioning.rules_for('tp')
 
 
 SCRIPT = textwrap.dedent("""
@@ -36,6 +56,7 @@ SCRIPT = textwrap.dedent("""
     sys.path.insert(0, {tests!r})
     import synthetic, test_train
     from amber_jax.core import objectives
+    from amber_jax.parallel import mesh as mesh_lib
     from amber_jax.parallel import partitioning
     from amber_jax.training import loop
     from amber_jax.training import train_state
@@ -56,7 +77,7 @@ SCRIPT = textwrap.dedent("""
     for name, (shape, devices, scan) in layouts.items():
       with cfg.unlocked():
         cfg.model.scan_layers = scan
-      mesh = partitioning.make_mesh(shape, devices=devices)
+      mesh = mesh_lib.build(shape, devices=devices)
       s = train_state.setup(cfg, mesh)
       if params is None:
         params = jax.device_get(train_state.init_state(s, 0)['params'])
@@ -112,16 +133,17 @@ RESTORE_SCRIPT = textwrap.dedent("""
     sys.path.insert(0, {tests!r})
     import test_train
     from amber_jax.training import checkpoint
-    from amber_jax.parallel import partitioning
+    from amber_jax.parallel import mesh as mesh_lib
     from amber_jax.training import loop
+    from amber_jax.training import train_state
 
     cfg = test_train.small_config({workdir!r}, steps=2)
     with cfg.unlocked():
       cfg.data.update(mono_batch_size=8, parallel_batch_size=8)
       cfg.train.checkpoint_every = 2
     saved, _ = loop.train(cfg, batches=test_train.stream_of(8), print_fn=lambda *_: None,
-                           mesh=partitioning.make_mesh(dict(data=8, fsdp=1, tensor=1)))
-    target = train_state.setup(cfg, partitioning.make_mesh(dict(data=1, fsdp=4, tensor=2)))
+                           mesh=mesh_lib.build(dict(data=8, fsdp=1, tensor=1)))
+    target = train_state.setup(cfg, mesh_lib.build(dict(data=1, fsdp=4, tensor=2)))
     mgr = checkpoint.manager({workdir!r}, keep=3)
     restored, _ = checkpoint.restore(mgr, 2, target.abstract_state)
     emb = restored['params']['embeddings']['word_embeddings']

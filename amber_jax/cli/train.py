@@ -46,8 +46,8 @@ def cmd_compile(argv: list[str]) -> None:
     platform, count = aot.parse_topology(args.topology)
     if platform == 'cpu':
       aot.use_cpu_devices(count)  # before anything touches a device
-    devices = aot.topology_devices(args.topology)
+    mesh = aot.topology_mesh(config, args.topology)
   except (ValueError, RuntimeError) as e:
     raise SystemExit(f'amber-jax compile: {e}') from None
-  report, _ = aot.compile_train_step(config, aot.target_mesh(config, devices), args.topology)
+  report, _ = aot.compile_train_step(config, mesh, args.topology)
   print(json.dumps(report.to_dict()) if args.json else '\n'.join(report.lines()))

@@ -15,7 +15,7 @@ import numpy as np
 from amber_jax.training import checkpoint
 from amber_jax.eval import retrieval
 from amber_jax.export import hf
-from amber_jax.parallel import partitioning
+from amber_jax.parallel import mesh as mesh_lib
 from amber_jax.training import train_state
 from amber_jax.core.model import EncoderConfig
 from amber_jax.text import hf_tokenizer
@@ -33,7 +33,7 @@ def load_config(workdir: str | pathlib.Path) -> ml_collections.ConfigDict:
 def load_params(workdir: str | pathlib.Path, step: int | None = None):
   """(params as numpy, EncoderConfig, run config, step) of a run's checkpoint (default latest)."""
   config = load_config(workdir)
-  mesh = partitioning.make_mesh({'data': 1, 'fsdp': 1, 'tensor': 1}, devices=jax.devices()[:1])
+  mesh = mesh_lib.build({'data': 1, 'fsdp': 1, 'tensor': 1}, devices=jax.devices()[:1])
   one_device = ml_collections.ConfigDict(config.to_dict())  # the run's own config stays as it was
   one_device.data.mono_batch_size = one_device.data.parallel_batch_size = 0  # nothing to divide
   s = train_state.setup(one_device, mesh)

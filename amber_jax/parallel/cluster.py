@@ -1,4 +1,4 @@
-"""Multi-host start-up and the meshes that span hosts: one call before anything touches a device.
+"""Multi-host start-up: one call before anything touches a device.
 
 `initialize()` picks how this process joins the others, in this order:
 
@@ -11,29 +11,23 @@
   4. otherwise a single process: nothing to do.
 
 `resolve_cluster(env)` makes that choice from a dict of environment variables and does nothing
-else, so every branch is testable without a cluster. `hybrid_mesh` (multi-slice TPU: ICI inside a
-slice, DCN across slices) and `gpu_mesh` (tensor parallelism inside a node) build meshes with the
-axes of `amber_jax.parallel.partitioning`.
+else, so every branch is testable without a cluster. The meshes that span hosts (TPU slices, GPU
+nodes) are built by `amber_jax.parallel.mesh`.
 """
 
 from __future__ import annotations
 
 import logging
-import math
 import os
 import pathlib
 import re
 import shutil
 import subprocess
-from typing import Any, Mapping, Sequence
+from typing import Mapping
 
 import jax
 import numpy as np
-from jax.experimental import mesh_utils
-from jax.sharding import AxisType, Mesh
-
-from amber_jax.parallel import partitioning
-from jax.sharding import NamedSharding, PartitionSpec as P
+from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
 
 # SLURM's own choice in JAX: a port in the top 4,096 derived from the job id, so two jobs that
 # share a first node do not collide.
@@ -232,158 +226,6 @@ def initialize(coordinator: str | None = None, num_processes: int | None = None,
                                process_id=cluster['process_id'],
                                local_device_ids=cluster.get('local_device_ids'))
   return cluster
-
-
-# ---------------------------------------------------------------------------------------------
-# Meshes across hosts.
-
-
-def _sizes(shape: Mapping[str, int], name: str) -> tuple[int, ...]:
-  unknown = sorted(set(shape) - set(partitioning.MESH_AXES))
-  if unknown:
-    raise ValueError(f'{name}: unknown mesh axes {unknown}; allowed: '
-                     f'{list(partitioning.MESH_AXES)}.')
-  sizes = tuple(int(shape.get(a, 1)) for a in partitioning.MESH_AXES)
-  if any(s < 1 for s in sizes):
-    raise ValueError(f'{name}: every axis size must be a positive integer; got {dict(shape)}.')
-  return sizes
-
-
-def hybrid_device_array(ici_shape: Mapping[str, int], dcn_shape: Mapping[str, int],
-                        devices: Sequence[Any]) -> np.ndarray:
-  """Devices laid out [data, fsdp, tensor] for several TPU slices (or hosts) joined by DCN.
-
-  Each mesh axis has size ici_shape[axis] * dcn_shape[axis]; the ICI part stays inside a slice.
-  Tensor parallelism must stay inside a slice (its per-layer all-reduces would crawl over DCN).
-
-  Args:
-    ici_shape: axis sizes inside one slice, e.g. {'fsdp': 256}; their product is the devices
-      per slice.
-    dcn_shape: axis sizes across slices, e.g. {'data': 2}; their product is the slice count.
-    devices: all devices; TPU devices are grouped by `slice_index`, others by `process_index`.
-
-  Returns:
-    An object array of devices of shape [data, fsdp, tensor].
-  """
-  ici, dcn = _sizes(ici_shape, 'ici_shape'), _sizes(dcn_shape, 'dcn_shape')
-  if dcn[2] != 1:
-    raise ValueError(f'dcn_shape {dict(dcn_shape)} puts tensor parallelism across slices; keep '
-                     "'tensor' in ici_shape and use 'data' or 'fsdp' across slices.")
-  if math.prod(ici) * math.prod(dcn) != len(devices):
-    raise ValueError(f'ici_shape {dict(ici_shape)} x dcn_shape {dict(dcn_shape)} covers '
-                     f'{math.prod(ici) * math.prod(dcn)} devices but there are {len(devices)}; '
-                     'make the products match devices per slice and slice count.')
-  by_process = devices[0].platform != 'tpu' or getattr(devices[0], 'slice_index', None) is None
-  granule = 'process_index' if by_process else 'slice_index'
-  counts = {}
-  for d in devices:
-    counts[getattr(d, granule)] = counts.get(getattr(d, granule), 0) + 1
-  if len(counts) != math.prod(dcn) or set(counts.values()) != {math.prod(ici)}:
-    raise ValueError(f'dcn_shape {dict(dcn_shape)} wants {math.prod(dcn)} groups of '
-                     f'{math.prod(ici)} devices, but the devices form {len(counts)} groups by '
-                     f'{granule} with sizes {sorted(counts.values())}.')
-  return mesh_utils.create_hybrid_device_mesh(list(ici), list(dcn), list(devices),
-                                              process_is_granule=by_process)
-
-
-def hybrid_mesh(ici_shape: Mapping[str, int], dcn_shape: Mapping[str, int],
-                devices=None) -> Mesh:
-  """A multi-slice mesh with axes ('data', 'fsdp', 'tensor'); see `hybrid_device_array`."""
-  devices = jax.devices() if devices is None else devices
-  return _mesh(hybrid_device_array(ici_shape, dcn_shape, devices))
-
-
-def multislice_shapes(shape: Mapping[str, int], num_slices: int,
-                      devices_per_slice: int) -> tuple[dict[str, int], dict[str, int]]:
-  """Splits a config's mesh over several slices: (ici_shape, dcn_shape) for `hybrid_mesh`.
-
-  The slices take the outermost axis that they divide, 'data' before 'fsdp' (the axes whose
-  collectives tolerate DCN); 'tensor' always stays inside a slice.
-
-  Args:
-    shape: the config's mesh sizes, e.g. {'data': -1, 'fsdp': 16, 'tensor': 1}.
-    num_slices: number of slices.
-    devices_per_slice: devices in each slice.
-
-  Returns:
-    (ici_shape, dcn_shape), each with a size for every axis.
-  """
-  sizes = partitioning.mesh_shape(shape, num_slices * devices_per_slice)
-  for axis in ('data', 'fsdp'):
-    if sizes[axis] % num_slices == 0:
-      ici = dict(sizes, **{axis: sizes[axis] // num_slices})
-      dcn = {a: (num_slices if a == axis else 1) for a in partitioning.MESH_AXES}
-      return ici, dcn
-  raise ValueError(f'Mesh {sizes} over {num_slices} slices: neither data ({sizes["data"]}) nor '
-                   f'fsdp ({sizes["fsdp"]}) is a multiple of {num_slices}; make one of them so.')
-
-
-def auto_mesh(shape: Mapping[str, int], devices=None) -> Mesh:
-  """The config's mesh: `partitioning.make_mesh` on one slice, `hybrid_mesh` across several."""
-  devices = jax.devices() if devices is None else devices
-  slices = {getattr(d, 'slice_index', 0) for d in devices}
-  if devices[0].platform != 'tpu' or len(slices) <= 1:
-    return partitioning.make_mesh(shape, devices=devices)
-  ici, dcn = multislice_shapes(shape, len(slices), len(devices) // len(slices))
-  return hybrid_mesh(ici, dcn, devices)
-
-
-def gpu_device_array(num_nodes: int, gpus_per_node: int, *, tensor: int = 1, fsdp: int = 1,
-                     devices: Sequence[Any]) -> np.ndarray:
-  """Devices laid out [data, fsdp, tensor] with each tensor group inside one node.
-
-  A node is a `process_index` (one process per node: `srun --ntasks-per-node=1`). The tensor
-  axis runs over neighbouring GPUs of a node (NVLink); fsdp over consecutive tensor groups, first
-  inside a node, then across nodes; data over what is left, across nodes.
-
-  Args:
-    num_nodes: number of nodes (processes).
-    gpus_per_node: devices per node.
-    tensor: tensor-parallel size; must divide gpus_per_node.
-    fsdp: FSDP size, or -1 for every device not used by tensor (no data parallelism).
-    devices: all devices (jax.devices()).
-
-  Returns:
-    An object array of devices of shape [data, fsdp, tensor].
-  """
-  total = num_nodes * gpus_per_node
-  if num_nodes < 1 or gpus_per_node < 1:
-    raise ValueError(f'num_nodes and gpus_per_node must be positive; got {num_nodes} and '
-                     f'{gpus_per_node}.')
-  if len(devices) != total:
-    raise ValueError(f'{num_nodes} nodes x {gpus_per_node} GPUs = {total} devices, but there are '
-                     f'{len(devices)}.')
-  if tensor < 1 or gpus_per_node % tensor:
-    raise ValueError(f'tensor={tensor} must divide gpus_per_node={gpus_per_node}: a tensor '
-                     'group must stay inside one node.')
-  data = 1 if fsdp == -1 else -1
-  sizes = partitioning.mesh_shape({'data': data, 'fsdp': fsdp, 'tensor': tensor}, total)
-  nodes = {}
-  for d in devices:
-    nodes.setdefault(d.process_index, []).append(d)
-  if len(nodes) != num_nodes or any(len(v) != gpus_per_node for v in nodes.values()):
-    raise ValueError(f'Expected {num_nodes} processes with {gpus_per_node} devices each; found '
-                     f'{ {k: len(v) for k, v in sorted(nodes.items())} } (by process_index). Run '
-                     'one process per node.')
-  ordered = [d for p in sorted(nodes) for d in sorted(nodes[p], key=lambda d: d.id)]
-  # [nodes * gpus_per_node] -> [data, fsdp, tensor]: tensor fastest, so a tensor group is
-  # gpus_per_node-aligned and never crosses a node.
-  array = np.empty(total, dtype=object)
-  array[:] = ordered
-  return array.reshape(sizes['data'], sizes['fsdp'], sizes['tensor'])
-
-
-def gpu_mesh(num_nodes: int, gpus_per_node: int, *, tensor: int = 1, fsdp: int = 1,
-             devices=None) -> Mesh:
-  """A GPU-cluster mesh with tensor parallelism inside nodes; see `gpu_device_array`."""
-  devices = jax.devices() if devices is None else devices
-  return _mesh(gpu_device_array(num_nodes, gpus_per_node, tensor=tensor, fsdp=fsdp,
-                                devices=devices))
-
-
-def _mesh(device_array: np.ndarray) -> Mesh:
-  return Mesh(device_array, partitioning.MESH_AXES,
-              axis_types=(AxisType.Auto,) * len(partitioning.MESH_AXES))
 
 
 def check() -> dict:

@@ -1,8 +1,18 @@
-"""Device mesh, logical axis rules and shardings (the modern form of pjit: jax.jit + NamedSharding).
+"""Logical-axis rules and shardings (the modern form of pjit: jax.jit + NamedSharding).
 
-One rules table maps the model's logical axes onto the mesh axes ('data', 'fsdp', 'tensor'). A mesh
-axis of size 1 makes its rules no-ops, so the same table serves pure data parallelism
-(data=N), FSDP (fsdp=N) and FSDP + tensor parallelism (fsdp=N, tensor=M).
+A rule set maps the model's logical axes onto the mesh axes ('data', 'fsdp', 'tensor'); the
+mesh itself is built by `amber_jax.parallel.mesh`. `config.mesh.rules` names the set
+(`rules_for`), as t5x's `standard_logical_axis_rules` and big_vision's `config.sharding_rules`:
+
+  'fsdp_tensor'    (default) parameters split over fsdp (their 'embed' dimension) and tensor
+                   (heads, mlp, vocab); activations' batch over data x fsdp, their heads, mlp
+                   and vocab over tensor. A mesh axis of size 1 makes its rules no-ops, so this
+                   one set serves data parallelism (data=N), FSDP (fsdp=N) and both with tensor
+                   parallelism (fsdp=N, tensor=M).
+  'fsdp'           parameters split over fsdp only; nothing uses 'tensor'.
+  'data_parallel'  parameters replicated on every device; only the batch is split.
+
+The input batch is always split over data x fsdp (BATCH_SPEC), whatever the set.
 """
 
 from __future__ import annotations
@@ -14,78 +24,87 @@ from typing import Any, Mapping
 import flax.linen as nn
 import jax
 import numpy as np
-from jax.experimental import mesh_utils
-from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 MESH_AXES = ('data', 'fsdp', 'tensor')
+
+Rules = tuple[tuple[str, Any], ...]
 
 # (logical axis, mesh axis or axes). Rules are tried in order; a mesh axis already used by another
 # dimension of the same array is skipped (flax's semantics), so activations' batch takes 'fsdp'
 # and parameters' 'embed' takes it where there is no batch dimension.
-LOGICAL_RULES: tuple[tuple[str, Any], ...] = (
-    ('act_batch', ('data', 'fsdp')),
-    ('act_length', None),
-    ('act_embed', None),
-    ('act_heads', 'tensor'),
-    ('act_kv', None),
-    ('act_mlp', 'tensor'),
-    ('act_vocab', 'tensor'),
-    ('vocab', 'tensor'),
-    ('embed', 'fsdp'),
-    ('heads', 'tensor'),
-    ('kv', None),
-    ('mlp', 'tensor'),
-)
+RULE_SETS: dict[str, Rules] = {
+    'fsdp_tensor': (
+        ('act_batch', ('data', 'fsdp')),
+        ('act_length', None),
+        ('act_embed', None),
+        ('act_heads', 'tensor'),
+        ('act_kv', None),
+        ('act_mlp', 'tensor'),
+        ('act_vocab', 'tensor'),
+        ('vocab', 'tensor'),
+        ('embed', 'fsdp'),
+        ('heads', 'tensor'),
+        ('kv', None),
+        ('mlp', 'tensor'),
+    ),
+    'fsdp': (
+        ('act_batch', ('data', 'fsdp')),
+        ('act_length', None),
+        ('act_embed', None),
+        ('act_heads', None),
+        ('act_kv', None),
+        ('act_mlp', None),
+        ('act_vocab', None),
+        ('vocab', None),
+        ('embed', 'fsdp'),
+        ('heads', None),
+        ('kv', None),
+        ('mlp', None),
+    ),
+    'data_parallel': (
+        ('act_batch', ('data', 'fsdp')),
+        ('act_length', None),
+        ('act_embed', None),
+        ('act_heads', None),
+        ('act_kv', None),
+        ('act_mlp', None),
+        ('act_vocab', None),
+        ('vocab', None),
+        ('embed', None),
+        ('heads', None),
+        ('kv', None),
+        ('mlp', None),
+    ),
+}
+DEFAULT_RULES = 'fsdp_tensor'
+
+
+def rules_for(name: str) -> Rules:
+  """The logical-axis rules named by config.mesh.rules.
+
+  Args:
+    name: a key of RULE_SETS ('fsdp_tensor', 'fsdp' or 'data_parallel').
+
+  Returns:
+    (logical axis, mesh axes) pairs for flax's logical partitioning.
+  """
+  if name not in RULE_SETS:
+    raise ValueError(f'Unknown logical-axis rule set {name!r} (config.mesh.rules); allowed: '
+                     f'{sorted(RULE_SETS)}.')
+  return RULE_SETS[name]
+
+
+def config_rules(mesh_cfg: Mapping[str, Any]) -> Rules:
+  """The rules of a run's config.mesh (DEFAULT_RULES for configs written before the field)."""
+  return rules_for(mesh_cfg.get('rules', DEFAULT_RULES))
+
 
 # Input batches: rows split over data and fsdp.
 BATCH_SPEC = P(('data', 'fsdp'))
 
 
-def mesh_shape(shape: Mapping[str, int], num_devices: int) -> dict[str, int]:
-  """Resolves a {'data': -1, 'fsdp': 1, 'tensor': 1} spec against the device count.
-
-  Args:
-    shape: sizes per mesh axis; at most one may be -1 (filled with what is left).
-    num_devices: the number of devices to cover.
-
-  Returns:
-    dict with a positive size for each of MESH_AXES, whose product is num_devices.
-  """
-  unknown = sorted(set(shape) - set(MESH_AXES))
-  if unknown:
-    raise ValueError(f'Unknown mesh axes {unknown}; allowed: {list(MESH_AXES)}.')
-  sizes = {a: int(shape.get(a, 1)) for a in MESH_AXES}
-  fill = [a for a, s in sizes.items() if s == -1]
-  if len(fill) > 1:
-    raise ValueError(f'At most one mesh axis may be -1; got {fill} in {dict(shape)}.')
-  bad = {a: s for a, s in sizes.items() if s == 0 or s < -1}
-  if bad:
-    raise ValueError(f'Mesh axis sizes must be positive or -1; got {bad}.')
-  known = math.prod(s for s in sizes.values() if s != -1)
-  if fill:
-    if num_devices % known:
-      raise ValueError(f'Mesh {dict(shape)}: the fixed axes (product {known}) do not divide the '
-                       f'{num_devices} devices.')
-    sizes[fill[0]] = num_devices // known
-  if math.prod(sizes.values()) != num_devices:
-    raise ValueError(f'Mesh {sizes} covers {math.prod(sizes.values())} devices but there are '
-                     f'{num_devices}; set one axis to -1 or make the product match.')
-  return sizes
-
-
-def make_mesh(shape: Mapping[str, int], devices=None) -> Mesh:
-  """A mesh with axes MESH_AXES (Auto axis types: shardings propagate from constraints)."""
-  devices = jax.devices() if devices is None else devices
-  sizes = mesh_shape(shape, len(devices))
-  dims = tuple(sizes[a] for a in MESH_AXES)
-  device_array = np.asarray(devices).reshape(dims)
-  if devices[0].platform != 'cpu' and len(devices) == len(jax.devices()):
-    # Topology-aware order on TPU/GPU (ICI rings); CPU devices have no topology.
-    device_array = mesh_utils.create_device_mesh(dims, devices=devices)
-  return Mesh(device_array, MESH_AXES, axis_types=(AxisType.Auto,) * len(MESH_AXES))
-
-
-def check_divisible(abstract_params, mesh: Mesh, rules=LOGICAL_RULES) -> None:
+def check_divisible(abstract_params, mesh: Mesh, rules: Rules = RULE_SETS[DEFAULT_RULES]) -> None:
   """Raises naming the parameter when a sharded dimension does not divide its mesh axes."""
   specs = nn.get_partition_spec(abstract_params)
   flat_specs = jax.tree_util.tree_leaves_with_path(
@@ -106,7 +125,7 @@ def check_divisible(abstract_params, mesh: Mesh, rules=LOGICAL_RULES) -> None:
             'choose a mesh with a smaller axis.')
 
 
-def param_shardings(abstract_params, mesh: Mesh, rules=LOGICAL_RULES):
+def param_shardings(abstract_params, mesh: Mesh, rules: Rules = RULE_SETS[DEFAULT_RULES]):
   """NamedShardings for a tree of boxed (LogicallyPartitioned) abstract parameters."""
   check_divisible(abstract_params, mesh, rules)
   specs = nn.get_partition_spec(abstract_params)
@@ -144,7 +163,7 @@ def to_global(batch: Mapping[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Arra
 
 
 @contextlib.contextmanager
-def activation_rules(mesh: Mesh, rules=LOGICAL_RULES):
+def activation_rules(mesh: Mesh, rules: Rules = RULE_SETS[DEFAULT_RULES]):
   """Context in which the model's logical activation constraints bind to `mesh`."""
   with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
     yield

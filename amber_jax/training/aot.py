@@ -27,12 +27,13 @@ from typing import Any
 import jax
 import numpy as np
 
+from jax.experimental import topologies
+
+from amber_jax.data.batches import batch_spec
+from amber_jax.parallel import mesh as mesh_lib
 from amber_jax.parallel import partitioning
 from amber_jax.training import train_state
 from amber_jax.training import train_step
-from jax.experimental import topologies
-from amber_jax.data.batches import batch_spec
-from jax.experimental import mesh_utils
 
 GIB = 2**30
 
@@ -70,8 +71,17 @@ def use_cpu_devices(n: int) -> None:
         'JAX_PLATFORMS=cpu).') from e
 
 
-def topology_devices(spec: str) -> list:
-  """The devices to compile for: real CPU devices, or compile-only TPU devices."""
+def topology_devices(spec: str, num_slices: int = 1) -> list:
+  """The devices to compile for: real CPU devices, or compile-only TPU devices.
+
+  Args:
+    spec: 'cpu:N' or 'tpu:NAME' (see `parse_topology`).
+    num_slices: TPU slices of that topology (config.mesh.num_slices); ignored for CPU devices
+      (`topology_mesh` splits them into slices).
+
+  Returns:
+    The devices, for `amber_jax.parallel.mesh.build`.
+  """
   platform, arg = parse_topology(spec)
   if platform == 'cpu':
     devices = jax.devices('cpu')
@@ -81,7 +91,8 @@ def topology_devices(spec: str) -> list:
                          f'XLA_FLAGS=--xla_force_host_platform_device_count={arg}.')
     return devices
   try:
-    return list(topologies.get_topology_desc(arg, platform='tpu').devices)
+    extra = {'num_slices': num_slices} if num_slices > 1 else {}
+    return list(topologies.get_topology_desc(arg, platform='tpu', **extra).devices)
   except Exception as e:  # RuntimeError without libtpu; XLA errors for unknown names
     raise RuntimeError(
         f'Could not describe TPU topology {arg!r}: {e}. Compiling for a TPU without one needs '
@@ -89,15 +100,6 @@ def topology_devices(spec: str) -> list:
         "'v4:2x2x2', 'v5p:2x2x2'; a second process using libtpu at once needs "
         'ALLOW_MULTIPLE_LIBTPU_LOAD=1. Use --topology=cpu:N for sharding and memory figures '
         'without libtpu.') from e
-
-
-def target_mesh(config, devices) -> jax.sharding.Mesh:
-  """The config's mesh over `devices` (topology-aware order for TPU devices)."""
-  sizes = partitioning.mesh_shape(dict(config.mesh), len(devices))
-  dims = [sizes[a] for a in partitioning.MESH_AXES]
-  if devices[0].platform == 'tpu':
-    devices = list(mesh_utils.create_device_mesh(dims, devices=devices).flat)
-  return partitioning.make_mesh(sizes, devices=devices)
 
 
 def per_device_bytes(abstract_tree) -> int:
@@ -187,7 +189,7 @@ def compile_train_step(config, mesh, topology: str = '') -> tuple[Report, Any]:
   batch = abstract_batch(config, mesh)
   step = train_step.make_train_step(s)
   t0 = time.perf_counter()
-  with partitioning.activation_rules(mesh):
+  with partitioning.activation_rules(mesh, s.rules):
     lowered = step.jitted.lower(s.abstract_state, batch)
   t1 = time.perf_counter()
   compiled = lowered.compile()
@@ -216,8 +218,21 @@ def compile_train_step(config, mesh, topology: str = '') -> tuple[Report, Any]:
   return report, compiled
 
 
+def topology_mesh(config, topology: str) -> jax.sharding.Mesh:
+  """The config's mesh over the devices of `topology` (see `topology_devices`).
+
+  With config.mesh.num_slices > 1, 'cpu:N' devices are split in order into that many equal
+  slices (fake devices have no slice), so a multi-slice layout compiles without TPUs.
+  """
+  num_slices = int(config.mesh.get('num_slices', 1))
+  devices = topology_devices(topology, num_slices)
+  if parse_topology(topology)[0] == 'cpu' and num_slices > 1:
+    return mesh_lib.build(config.mesh, slices=mesh_lib.split_evenly(devices, num_slices))
+  return mesh_lib.build(config.mesh, devices)
+
+
 def compile_for_topology(config, topology: str) -> Report:
   """`compile_train_step` on the config's mesh over the devices of `topology`."""
-  mesh = target_mesh(config, topology_devices(topology))
+  mesh = topology_mesh(config, topology)
   report, _ = compile_train_step(config, mesh, topology)
   return report

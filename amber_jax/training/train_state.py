@@ -15,6 +15,7 @@ import jax.numpy as jnp
 import optax
 
 from amber_jax.core.model import Encoder, EncoderConfig, init_params
+from amber_jax.parallel import mesh as mesh_lib
 from amber_jax.parallel import partitioning
 from amber_jax.training import checkpoint
 from amber_jax.training.stages import stages
@@ -53,11 +54,13 @@ class Setup:
   tx: optax.GradientTransformation
   state_shardings: Any
   abstract_state: Any  # ShapeDtypeStructs with shardings (restore target, AOT compile input)
+  rules: partitioning.Rules = partitioning.RULE_SETS[partitioning.DEFAULT_RULES]  # config.mesh.rules
 
 
 def setup(config, mesh=None) -> Setup:
   """Builds mesh, model, optimizer and the state's shardings (no arrays are allocated)."""
-  mesh = mesh if mesh is not None else partitioning.make_mesh(dict(config.mesh))
+  mesh = mesh if mesh is not None else mesh_lib.build(config.mesh)
+  rules = partitioning.config_rules(config.mesh)
   mcfg = EncoderConfig.from_config(config.model)
   model = Encoder(mcfg)
   tx = make_optimizer(config.optimizer, config.train.steps)
@@ -66,7 +69,7 @@ def setup(config, mesh=None) -> Setup:
         {'mono': stage.config.data.mono_batch_size,
          'parallel': stage.config.data.parallel_batch_size}, mesh)
   boxed = jax.eval_shape(lambda: init_params(mcfg, jax.random.key(0)))
-  param_sh = partitioning.param_shardings(boxed, mesh)
+  param_sh = partitioning.param_shardings(boxed, mesh, rules)
   params_abs = nn.meta.unbox(boxed)
   opt_abs = jax.eval_shape(tx.init, params_abs)
   # Optimizer moments follow their parameter's sharding; scalars (counts) are replicated.
@@ -76,7 +79,8 @@ def setup(config, mesh=None) -> Setup:
               'nonfinite_streak': scalar_sh}
   state_abs = {'step': jax.ShapeDtypeStruct((), jnp.int32), 'params': params_abs,
                'opt_state': opt_abs, 'nonfinite_streak': jax.ShapeDtypeStruct((), jnp.int32)}
-  return Setup(config, mesh, model, tx, state_sh, checkpoint.abstract_like(state_abs, state_sh))
+  return Setup(config, mesh, model, tx, state_sh, checkpoint.abstract_like(state_abs, state_sh),
+               rules)
 
 
 def _opt_state_shardings(opt_abs, params_abs, param_sh, mesh):
@@ -105,5 +109,5 @@ def init_state(s: Setup, seed: int) -> State:
     return {'step': jnp.zeros((), jnp.int32), 'params': params, 'opt_state': s.tx.init(params),
             'nonfinite_streak': jnp.zeros((), jnp.int32)}
 
-  with partitioning.activation_rules(s.mesh):
+  with partitioning.activation_rules(s.mesh, s.rules):
     return jax.jit(init, out_shardings=s.state_shardings)()

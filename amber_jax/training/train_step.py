@@ -46,7 +46,7 @@ def make_train_step(s: Setup) -> Callable[[State, dict], tuple[State, dict]]:
                    donate_argnums=(0,))
 
   def run(state, batch):
-    with partitioning.activation_rules(s.mesh):
+    with partitioning.activation_rules(s.mesh, s.rules):
       return jitted(state, batch)
 
   run.jitted = jitted
