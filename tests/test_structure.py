@@ -22,8 +22,9 @@ LAYERS = {
 }
 # What an import inside a function may bring in: only what keeps TensorFlow (or another heavy,
 # optional dependency) off the training core and off `amber-jax --help`.
+# (tensorboardX imports torch whenever torch is installed; `tasks` modules register seqio tasks.)
 HEAVY = ('tensorflow', 'tensorflow_datasets', 'seqio', 'torch', 'transformers', 'matplotlib',
-         'apache_beam', 'tasks')
+         'tensorboardX', 'apache_beam', 'tasks')
 MAX_LINES = 450
 
 

@@ -7,7 +7,6 @@ import pathlib
 
 import jax
 import numpy as np
-from tensorboardX import SummaryWriter
 
 
 class MetricsWriter:
@@ -18,6 +17,8 @@ class MetricsWriter:
     self._tb = None
     self._jsonl = None
     if self.enabled:
+      # tensorboardX imports torch when it is installed (~1.4 s): only a writing process pays.
+      from tensorboardX import SummaryWriter  # pylint: disable=import-outside-toplevel
       self._tb = SummaryWriter(str(workdir / 'tensorboard'))
       self._jsonl = open(workdir / 'metrics.jsonl', 'a', encoding='utf-8')
 
