@@ -26,7 +26,7 @@ FEATURES = {'mono': ('tokens',), 'parallel': ('src', 'tgt')}
 def mixture_table(data_cfg) -> tuple[dict[str, str | None], dict[str, list[dict]]]:
   """Registers the config's mixtures; returns ({part: mixture name}, {part: [{'task',
   'examples', 'rate', 'per_step', 'steps_per_epoch'}]}) with rates normalised within a mixture."""
-  _, seqio = pipeline._import_tf()  # pylint: disable=protected-access
+  _, seqio = pipeline.import_tf()
   names = importlib.import_module(data_cfg.task_module).register(data_cfg)
   table = {}
   for part in PARTS:
@@ -61,7 +61,7 @@ def print_rates(data_cfg, print_fn=print) -> None:
 
 def write_cache(data_cfg, cache_dir: str | pathlib.Path, print_fn=print) -> dict:
   """Tokenizes every task of the config's mixtures (train, and validation where it exists)."""
-  _, seqio = pipeline._import_tf()  # pylint: disable=protected-access
+  _, seqio = pipeline.import_tf()
   names, table = mixture_table(data_cfg)
   mixtures, tasks = {}, {}
   for part, rows in table.items():
