@@ -65,8 +65,12 @@ def main():
     from amber_jax.corpora import django_po  # pylint: disable=import-outside-toplevel
     django_po.build_django_corpus(cfg.corpus_dir)
   if not pathlib.Path(cfg.vocab_path).exists():
+    from amber_jax.corpora import layout as corpus_layout  # pylint: disable=import-outside-toplevel
     from amber_jax.text import vocab  # pylint: disable=import-outside-toplevel
-    vocab.train_sentencepiece(cfg.corpus_dir, cfg.vocab_path, vocab_size=config.model.vocab_size)
+    vocab.train_sentencepiece(
+        corpus_layout.read_mono(cfg.corpus_dir, 'train'), cfg.vocab_path,
+        validation=corpus_layout.read_mono(cfg.corpus_dir, 'validation'),
+        source=corpus_layout.provenance(cfg.corpus_dir), vocab_size=config.model.vocab_size)
   t = time.perf_counter()
   try:
     token_cache.TokenCache(args.cache).check_vocabulary(cfg.vocab_path)

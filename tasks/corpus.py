@@ -43,7 +43,7 @@ The config is locked: a data_cfg field your module needs beyond those above must
 to configs/default.py. A sketch, for parallel data only:
 
   def register(data_cfg):
-    vocab = amber_jax.text.vocab.load_vocabulary(data_cfg.vocab_path)
+    vocab = amber_jax.text.tokenizer.load_vocabulary(data_cfg.vocab_path)
     seqio.TaskRegistry.remove('my_pairs')  # idempotent
     seqio.TaskRegistry.add(
         'my_pairs', source=seqio.TfdsDataSource('my_dataset:1.0.0'),
@@ -74,7 +74,7 @@ except RuntimeError:  # TF already initialised its devices elsewhere; nothing le
 
 import seqio  # pylint: disable=g-import-not-at-top
 
-from amber_jax.text import hf_tokenizer  # pylint: disable=g-import-not-at-top
+from amber_jax.text import tokenizer as tokenizer_lib  # pylint: disable=g-import-not-at-top
 from amber_jax import paths  # pylint: disable=g-import-not-at-top
 
 SPLITS = ('train', 'validation')
@@ -126,7 +126,7 @@ def register(data_cfg) -> dict[str, str | None]:
   corpus = pathlib.Path(data_cfg.corpus_dir or paths.corpus_dir(prefix))
   vocab_path = pathlib.Path(data_cfg.vocab_path or paths.vocab_path(prefix))
   manifest = _read_manifest(corpus)
-  vocab = hf_tokenizer.load_vocabulary(vocab_path)  # raises, saying what to do, if it is missing
+  vocab = tokenizer_lib.load_vocabulary(vocab_path)  # raises, saying what to do, if missing
   tokenizer = vocab.tf_tokenizer  # built once, here: every task's graph refers to this one
   langs = _chosen_languages(manifest, list(data_cfg.languages), corpus)
   shuffle_buffer = int(getattr(data_cfg, 'shuffle_buffer', 10_000))

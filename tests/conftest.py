@@ -26,6 +26,9 @@ def django_corpus(tmp_path_factory):
 @pytest.fixture(scope='session')
 def django_vocab(django_corpus, tmp_path_factory):
   """Path of a 4,000-piece SentencePiece model trained on `django_corpus` with seed 0 (~3 s)."""
+  from amber_jax.corpora import layout  # pylint: disable=import-outside-toplevel
   from amber_jax.text import vocab  # pylint: disable=import-outside-toplevel
   return vocab.train_sentencepiece(
-      django_corpus, tmp_path_factory.mktemp('vocab') / 'django.model', vocab_size=4000, seed=0)
+      layout.read_mono(django_corpus, 'train'), tmp_path_factory.mktemp('vocab') / 'django.model',
+      validation=layout.read_mono(django_corpus, 'validation'),
+      source=layout.provenance(django_corpus), vocab_size=4000, seed=0)

@@ -18,6 +18,7 @@ import time
 from amber_jax import paths
 from amber_jax.data import pipeline
 from amber_jax.data import token_cache
+from amber_jax.text import tokenizer
 
 PARTS = ('mono', 'parallel')
 FEATURES = {'mono': ('tokens',), 'parallel': ('src', 'tgt')}
@@ -74,7 +75,7 @@ def write_cache(data_cfg, cache_dir: str | pathlib.Path, print_fn=print) -> dict
   vocab = pathlib.Path(data_cfg.vocab_path)
   start = time.time()
   manifest = token_cache.write_cache(
-      cache_dir, vocab={'path': str(vocab), 'sha256': token_cache.vocab_fingerprint(vocab),
+      cache_dir, vocab={'path': str(vocab), 'sha256': tokenizer.vocab_fingerprint(vocab),
                         'size': vocab.stat().st_size},
       mixtures=mixtures, tasks=tasks)
   tokens = sum(sum(s['tokens'].values()) for t in manifest['tasks'].values()

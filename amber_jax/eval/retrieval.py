@@ -220,7 +220,7 @@ def periodic_eval(params, model_cfg: EncoderConfig, sp, pairs: Pairs, *, max_pai
     params: the encoder's (unboxed) params, numpy or jax arrays (sharded ones are fine).
     model_cfg: their EncoderConfig.
     sp: a SentencePiece processor (or anything with `.encode(list[str]) -> list[list[int]]`).
-    pairs: {lang: [(src, tgt)]}, e.g. `django_po.read_pairs(corpus, 'validation')`.
+    pairs: {lang: [(src, tgt)]}, e.g. `layout.read_pairs(corpus, 'validation')`.
     max_pairs: pairs per language (the first unique ones).
     max_languages: languages (the first in sorted order).
     max_length: tokens per sentence.

@@ -194,9 +194,10 @@ def finetune(encoder_params, cfg: EncoderConfig, rows: Sequence[Sequence[int]], 
   batch_size = min(batch_size, len(rows))
   steps_per_epoch = len(rows) // batch_size
   total = max(1, epochs * steps_per_epoch)
+  warmup = max(1, total // 10)
   schedule = optax.join_schedules([
-      optax.linear_schedule(0.0, learning_rate, max(1, total // 10)),
-      optax.linear_schedule(learning_rate, 0.0, total - max(1, total // 10))], [max(1, total // 10)])
+      optax.linear_schedule(0.0, learning_rate, warmup),
+      optax.linear_schedule(learning_rate, 0.0, total - warmup)], [warmup])
   tx = optax.adamw(schedule, weight_decay=0.01)
   if freeze_encoder:
     tx = optax.multi_transform({'train': tx, 'freeze': optax.set_to_zero()},
