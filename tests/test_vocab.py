@@ -143,7 +143,7 @@ def test_vocab_size_the_corpus_cannot_fill_is_a_clear_error(django_corpus, tmp_p
 
 
 def test_module_imports_without_tensorflow():
-  code = ('import sys, amber_jax.text.vocab; '
+  code = ('import sys, amber_jax.text.vocab, amber_jax.text.tokenizer, amber_jax.text.framing; '
           'assert "tensorflow" not in sys.modules and "seqio" not in sys.modules')
   subprocess.run([sys.executable, '-c', code], check=True)
 

@@ -3,10 +3,9 @@
 One SentencePiece unigram model is the vocabulary everywhere: the pipeline reads it through seqio
 and evaluation through the checked processor (both opened by `amber_jax.text.tokenizer`), users
 through transformers (`export_hf_tokenizer`), and all give the ids the raw `sentencepiece`
-processor gives. BERT's specials sit at fixed ids
-(`amber_jax.core.model`): [PAD]=0 [UNK]=1 [CLS]=2 [SEP]=3 [MASK]=4. [PAD], [CLS] and [SEP] are
-SentencePiece control pieces (never produced from text); [MASK] is a user-defined piece, so the
-text "[MASK]" encodes to id 4.
+processor gives. BERT's specials sit at fixed ids (`amber_jax.core.model`): [PAD]=0 [UNK]=1
+[CLS]=2 [SEP]=3 [MASK]=4. [PAD], [CLS] and [SEP] are SentencePiece control pieces (never produced
+from text); [MASK] is a user-defined piece, so the text "[MASK]" encodes to id 4.
 
 Training takes the sentences from its caller ({lang: sentences}, e.g.
 `amber_jax.corpora.layout.read_mono(corpus_dir, 'train')`): this module reads no corpus.
