@@ -65,8 +65,9 @@ def main():
     from amber_jax.corpora import django_po  # pylint: disable=import-outside-toplevel
     django_po.build_django_corpus(cfg.corpus_dir)
   if not pathlib.Path(cfg.vocab_path).exists():
-    from amber_jax.text import vocab  # pylint: disable=import-outside-toplevel
-    vocab.train_sentencepiece(cfg.corpus_dir, cfg.vocab_path, vocab_size=config.model.vocab_size)
+    from amber_jax.corpora import vocabulary  # pylint: disable=import-outside-toplevel
+    vocabulary.train_corpus_vocabulary(cfg.corpus_dir, cfg.vocab_path,
+                                       vocab_size=config.model.vocab_size)
   t = time.perf_counter()
   try:
     token_cache.TokenCache(args.cache).check_vocabulary(cfg.vocab_path)

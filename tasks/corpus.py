@@ -32,18 +32,19 @@ vocab_path and task_prefix at it. For other sources (TFDS, TFRecords, JSONL, ...
   def register(data_cfg) -> dict:
     '''Registers seqio Tasks/Mixtures; returns {'mono': name or None, 'parallel': name or None}.'''
 
-`amber_jax.data.pipeline` calls it, then reads `seqio.get_mixture_or_task(name)` for the 'train' split with
-num_epochs=None, shuffling with the run's seed. What each must yield per example:
+`amber_jax.data.pipeline` calls it, then reads `seqio.get_mixture_or_task(name)` for the 'train'
+split with num_epochs=None, shuffling with the run's seed. What each must yield per example:
   mono      'tokens': int32 [n] SentencePiece ids of one text, without [CLS]/[SEP]
   parallel  'src', 'tgt': int32 [n] ids of an English sentence and its translation, no specials
-The framing ([CLS] x [SEP], pairs, segments, padding, truncation) is done by `amber_jax.data.pipeline`; ids
-must come from a vocabulary with PAD 0, UNK 1, [CLS] 2 (bos), [SEP] 3 (eos), [MASK] 4. A name may
-be a Task or a Mixture; return None for a part you do not have (its batch size must then be 0).
+The framing ([CLS] x [SEP], pairs, segments, padding, truncation) is done by
+`amber_jax.data.pipeline`; ids must come from a vocabulary with PAD 0, UNK 1, [CLS] 2 (bos),
+[SEP] 3 (eos), [MASK] 4. A name may be a Task or a Mixture; return None for a part you do not
+have (its batch size must then be 0).
 The config is locked: a data_cfg field your module needs beyond those above must first be added
 to configs/default.py. A sketch, for parallel data only:
 
   def register(data_cfg):
-    vocab = amber_jax.text.vocab.load_vocabulary(data_cfg.vocab_path)
+    vocab = amber_jax.text.tokenizer.load_vocabulary(data_cfg.vocab_path)
     seqio.TaskRegistry.remove('my_pairs')  # idempotent
     seqio.TaskRegistry.add(
         'my_pairs', source=seqio.TfdsDataSource('my_dataset:1.0.0'),
@@ -74,7 +75,7 @@ except RuntimeError:  # TF already initialised its devices elsewhere; nothing le
 
 import seqio  # pylint: disable=g-import-not-at-top
 
-from amber_jax.text import hf_tokenizer  # pylint: disable=g-import-not-at-top
+from amber_jax.text import tokenizer as tokenizer_lib  # pylint: disable=g-import-not-at-top
 from amber_jax import paths  # pylint: disable=g-import-not-at-top
 
 SPLITS = ('train', 'validation')
@@ -126,7 +127,7 @@ def register(data_cfg) -> dict[str, str | None]:
   corpus = pathlib.Path(data_cfg.corpus_dir or paths.corpus_dir(prefix))
   vocab_path = pathlib.Path(data_cfg.vocab_path or paths.vocab_path(prefix))
   manifest = _read_manifest(corpus)
-  vocab = hf_tokenizer.load_vocabulary(vocab_path)  # raises, saying what to do, if it is missing
+  vocab = tokenizer_lib.load_vocabulary(vocab_path)  # raises, saying what to do, if missing
   tokenizer = vocab.tf_tokenizer  # built once, here: every task's graph refers to this one
   langs = _chosen_languages(manifest, list(data_cfg.languages), corpus)
   shuffle_buffer = int(getattr(data_cfg, 'shuffle_buffer', 10_000))
@@ -240,7 +241,8 @@ def _add_extra_task(spec: dict, vocab, tokenizer, shuffle_buffer: int):
     count = source.num_input_examples('train')
   if count is None:
     raise ValueError(f"{where}: its source does not know its train size; add 'examples': N.")
-  features = ({'src': seqio.Feature(vocab, add_eos=False), 'tgt': seqio.Feature(vocab, add_eos=False)}
+  features = ({'src': seqio.Feature(vocab, add_eos=False),
+               'tgt': seqio.Feature(vocab, add_eos=False)}
               if kind == 'parallel' else {'tokens': seqio.Feature(vocab, add_eos=False)})
   _add_task(name, {'train': count}, shuffle_buffer, source, preprocessors, features, tokenizer)
   return kind, name, int(count), spec.get('rate')

@@ -26,6 +26,6 @@ def django_corpus(tmp_path_factory):
 @pytest.fixture(scope='session')
 def django_vocab(django_corpus, tmp_path_factory):
   """Path of a 4,000-piece SentencePiece model trained on `django_corpus` with seed 0 (~3 s)."""
-  from amber_jax.text import vocab  # pylint: disable=import-outside-toplevel
-  return vocab.train_sentencepiece(
+  from amber_jax.corpora import vocabulary  # pylint: disable=import-outside-toplevel
+  return vocabulary.train_corpus_vocabulary(
       django_corpus, tmp_path_factory.mktemp('vocab') / 'django.model', vocab_size=4000, seed=0)

@@ -5,7 +5,6 @@ import sys
 
 import pytest
 
-from amber_jax import cli
 from amber_jax import config as config_lib
 from amber_jax.core.model import EncoderConfig
 

@@ -68,9 +68,9 @@ def tiny_params():
 
 def test_periodic_eval_returns_the_three_figures(tiny_params, django_vocab, django_corpus):
   import sentencepiece as spm
-  from amber_jax.corpora import django_po
+  from amber_jax.corpora import layout
   sp = spm.SentencePieceProcessor(model_file=str(django_vocab))
-  pairs = django_po.read_pairs(django_corpus, 'validation', ['de', 'fr'])
+  pairs = layout.read_pairs(django_corpus, 'validation', ['de', 'fr'])
   out = retrieval.periodic_eval(tiny_params, TINY, sp, pairs, max_pairs=8)
   assert set(out) == {'retrieval_fwd', 'retrieval_bwd', 'retrieval_mean'}
   assert all(0.0 <= v <= 1.0 for v in out.values())

@@ -21,7 +21,7 @@ from amber_jax.text import hf_tokenizer
 from amber_jax.export import runs
 from amber_jax.training import loop
 from amber_jax.data.pipeline import join_pair
-from amber_jax.corpora import django_po
+from amber_jax.corpora import layout
 from amber_jax.core.model import CLS_ID, PAD_ID, SEP_ID, Encoder, EncoderConfig, init_params
 
 TOL = 1e-4
@@ -217,7 +217,7 @@ def minilm_run(minilm_dir, tmp_path_factory):
 @pytest.fixture(scope='module')
 def real_sentences(django_corpus):
   """24 English and 24 translated validation sentences of the Django catalogs."""
-  pairs = django_po.read_pairs(django_corpus, 'validation', PARITY_LANGUAGES)
+  pairs = layout.read_pairs(django_corpus, 'validation', PARITY_LANGUAGES)
   english = sorted({en for lang in PARITY_LANGUAGES for en, _ in pairs[lang]})[:24]
   return english + [pairs[lang][i][1] for lang in PARITY_LANGUAGES for i in range(3)]
 
@@ -274,7 +274,7 @@ def test_minilm_round_trip_to_hf_is_bit_exact(minilm_dir, minilm_run, tmp_path):
 
 def _pair_batches(corpus, vocab, rows, length):
   """Endless SA/TLM batches of real Django pairs (distinct English per batch), in our ids."""
-  pairs = django_po.read_pairs(corpus, 'train', PARITY_LANGUAGES)
+  pairs = layout.read_pairs(corpus, 'train', PARITY_LANGUAGES)
   seen, chosen = set(), []
   for i in range(40):
     for lang in PARITY_LANGUAGES:

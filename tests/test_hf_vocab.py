@@ -1,4 +1,5 @@
-"""amber_jax.text.hf_tokenizer: an HF tokenizer as the pipeline's vocabulary, specials re-indexed to 0..4."""
+"""amber_jax.text.hf_tokenizer: an HF tokenizer as the pipeline's vocabulary, specials re-indexed
+to 0..4; amber_jax.text.tokenizer opens either kind of vocab_path."""
 
 import json
 import shutil
@@ -6,9 +7,9 @@ import shutil
 import numpy as np
 import pytest
 
-from amber_jax.text import hf_tokenizer
 from amber_jax.core import model as model_lib
-from amber_jax.corpora import django_po
+from amber_jax.corpora import layout
+from amber_jax.text import hf_tokenizer, tokenizer
 
 BERT_SPECIALS = (0, 100, 101, 102, 103)  # [PAD] [UNK] [CLS] [SEP] [MASK] of BERT WordPiece
 LANGUAGES = ('en', 'de', 'fr', 'es', 'ru', 'el', 'pl', 'tr', 'vi', 'ja', 'zh-hans', 'ar', 'hi')
@@ -22,7 +23,7 @@ def minilm_dir():
 @pytest.fixture(scope='module')
 def sentences(django_corpus):
   """20 validation sentences of each of LANGUAGES (260 in all)."""
-  mono = django_po.read_mono(django_corpus, 'validation', LANGUAGES)
+  mono = layout.read_mono(django_corpus, 'validation', LANGUAGES)
   return [s for lang in LANGUAGES for s in mono[lang][:20]]
 
 
@@ -74,17 +75,17 @@ def test_own_sentencepiece_export_has_the_identity_order(django_vocab, tmp_path)
   ours = hf_tokenizer.HFTokenizer(tmp_path)
   np.testing.assert_array_equal(ours.ours_to_hf, np.arange(4000))
   text = ['Enter a valid email address.', 'Geben Sie eine gültige E-Mail-Adresse ein.']
-  assert ours.encode(text) == vocab.load_processor(django_vocab).encode(text)
+  assert ours.encode(text) == tokenizer.load_processor(django_vocab).encode(text)
 
 
 def test_seqio_vocabulary_in_python_and_tensorflow(minilm_dir, sentences):
   import tensorflow as tf  # pylint: disable=import-outside-toplevel
-  vocabulary = hf_tokenizer.load_vocabulary(minilm_dir)
+  vocabulary = tokenizer.load_vocabulary(minilm_dir)
   assert isinstance(vocabulary, hf_tokenizer.HFTokenizerVocabulary)
   assert (vocabulary.pad_id, vocabulary.unk_id, vocabulary.bos_id, vocabulary.eos_id,
           vocabulary.mask_id) == (0, 1, 2, 3, 4)
-  assert vocabulary.vocab_size == 30522
-  assert vocabulary == hf_tokenizer.load_vocabulary(minilm_dir)
+  assert vocabulary.vocab_size == 30522 == tokenizer.vocab_size(minilm_dir)  # seqio's and TF-free
+  assert vocabulary == tokenizer.load_vocabulary(minilm_dir)
   some = sentences[::13]  # 20 sentences, every language
   ds = tf.data.Dataset.from_tensor_slices(some).map(vocabulary.encode_tf)
   for sentence, ids in zip(some, ds.as_numpy_iterator()):
@@ -106,7 +107,7 @@ def test_seqio_vocabulary_in_python_and_tensorflow(minilm_dir, sentences):
 def test_seqio_tokenize_preprocessor_gives_ids_without_cls_sep(minilm_dir):
   import seqio  # pylint: disable=import-outside-toplevel
   import tensorflow as tf  # pylint: disable=import-outside-toplevel
-  vocabulary = hf_tokenizer.load_vocabulary(minilm_dir)
+  vocabulary = tokenizer.load_vocabulary(minilm_dir)
   ds = tf.data.Dataset.from_tensors({'tokens': 'Enter a whole number.'})
   ds = seqio.preprocessors.tokenize(
       ds, {'tokens': seqio.Feature(vocabulary, add_eos=False)}, copy_pretokenized=False)
@@ -119,8 +120,14 @@ def test_vocab_path_dispatch(django_vocab, minilm_dir, tmp_path):
   assert hf_tokenizer.is_hf_tokenizer(minilm_dir)
   assert hf_tokenizer.is_hf_tokenizer(minilm_dir / 'tokenizer.json')
   assert not hf_tokenizer.is_hf_tokenizer(django_vocab)
-  assert isinstance(hf_tokenizer.load_processor(minilm_dir), hf_tokenizer.HFTokenizer)
-  assert hf_tokenizer.load_processor(django_vocab).get_piece_size() == 4000
+  assert isinstance(tokenizer.load_processor(minilm_dir), hf_tokenizer.HFTokenizer)
+  assert isinstance(tokenizer.load_processor(minilm_dir / 'tokenizer.json'),
+                    hf_tokenizer.HFTokenizer)
+  assert tokenizer.load_processor(django_vocab).get_piece_size() == 4000
+  assert tokenizer.vocab_size(minilm_dir) == 30522
+  assert tokenizer.vocab_size(django_vocab) == 4000
+  with pytest.raises(FileNotFoundError, match='no SentencePiece model'):
+    tokenizer.vocab_size(tmp_path)  # a folder without tokenizer.json is neither kind
   assert hf_tokenizer.hf_to_ours_order(django_vocab, 4000) is None
   order = hf_tokenizer.hf_to_ours_order(minilm_dir, 30528)  # embeddings padded past the tokenizer
   assert order[[0, 100, 101, 102, 103]].tolist() == [0, 1, 2, 3, 4]

@@ -56,7 +56,7 @@ def _assert_accounted(manifest: dict):
 
 
 def test_real_catalogs_give_the_expected_corpus_size(django_corpus):
-  manifest = django_po.load_manifest(django_corpus)
+  manifest = layout.load_manifest(django_corpus)
   assert manifest['name'] == 'django'
   assert manifest['source'].startswith('django==')
   assert 90 <= len(manifest['languages']) <= 100
@@ -66,21 +66,21 @@ def test_real_catalogs_give_the_expected_corpus_size(django_corpus):
 
 
 def test_real_language_codes_are_normalized_and_known(django_corpus):
-  languages = django_po.load_manifest(django_corpus)['languages']
+  languages = layout.load_manifest(django_corpus)['languages']
   assert {'pt-br', 'zh-hans', 'zh-hant', 'sr-latn', 'ja', 'ko', 'ar', 'hi'} <= set(languages)
   assert not [lang for lang in languages if lang == 'en' or lang.startswith('en-')]  # no en-au
   assert all(lang == lang.lower() and '_' not in lang for lang in languages)
 
 
 def test_real_manifest_accounts_for_every_entry_and_file(django_corpus):
-  manifest = django_po.load_manifest(django_corpus)
+  manifest = layout.load_manifest(django_corpus)
   _assert_accounted(manifest)
   assert manifest['skipped']['source_language'] >= 1  # The en catalogs.
   assert all(e['file'].startswith('django/') for e in manifest['skipped_examples'])
 
 
 def test_no_english_sentence_is_in_both_splits(django_corpus):
-  english = {split: {en for pairs in django_po.read_pairs(django_corpus, split).values()
+  english = {split: {en for pairs in layout.read_pairs(django_corpus, split).values()
                      for en, _ in pairs} for split in SPLITS}
   assert english['train'] and english['validation']
   assert not english['train'] & english['validation']
@@ -89,7 +89,7 @@ def test_no_english_sentence_is_in_both_splits(django_corpus):
 
 
 def test_layout_matches_the_manifest(django_corpus):
-  manifest = django_po.load_manifest(django_corpus)
+  manifest = layout.load_manifest(django_corpus)
   assert sorted(p.name for p in (django_corpus / 'parallel').iterdir()) == sorted(
       f'en-{lang}' for lang in manifest['languages'])
   assert sorted(p.name for p in (django_corpus / 'mono').iterdir()) == sorted(
@@ -107,8 +107,8 @@ def test_layout_matches_the_manifest(django_corpus):
 
 def test_mono_text_is_the_deduplicated_sides_of_the_pairs(django_corpus):
   for split in SPLITS:
-    pairs = django_po.read_pairs(django_corpus, split)
-    mono = django_po.read_mono(django_corpus, split)
+    pairs = layout.read_pairs(django_corpus, split)
+    mono = layout.read_mono(django_corpus, split)
     assert set(mono['en']) == {en for p in pairs.values() for en, _ in p}
     assert len(mono['en']) == len(set(mono['en']))
     for lang in ('de', 'ja', 'pt-br'):
@@ -116,22 +116,22 @@ def test_mono_text_is_the_deduplicated_sides_of_the_pairs(django_corpus):
 
 
 def test_kept_text_has_whitespace_collapsed(django_corpus):
-  for pairs in django_po.read_pairs(django_corpus, 'train').values():
+  for pairs in layout.read_pairs(django_corpus, 'train').values():
     for en, xx in pairs:
       assert en == ' '.join(en.split()) and xx == ' '.join(xx.split())
 
 
 def test_readers_select_languages_and_reject_unknown_ones(django_corpus):
-  assert list(django_po.read_pairs(django_corpus, 'validation', ['de', 'ja'])) == ['de', 'ja']
+  assert list(layout.read_pairs(django_corpus, 'validation', ['de', 'ja'])) == ['de', 'ja']
   with pytest.raises(ValueError, match='not in the corpus'):
-    django_po.read_pairs(django_corpus, 'train', ['tlh'])
+    layout.read_pairs(django_corpus, 'train', ['tlh'])
   with pytest.raises(ValueError, match='split must be one of'):
-    django_po.read_mono(django_corpus, 'test')
+    layout.read_mono(django_corpus, 'test')
 
 
 def test_load_manifest_of_a_missing_corpus_says_how_to_build_it(tmp_path):
   with pytest.raises(FileNotFoundError, match='amber-jax data build django'):
-    django_po.load_manifest(tmp_path / 'django')
+    layout.load_manifest(tmp_path / 'django')
 
 
 # Rules, on hand-written catalogs.
@@ -139,10 +139,10 @@ def test_load_manifest_of_a_missing_corpus_says_how_to_build_it(tmp_path):
 
 def test_split_follows_a_stable_hash_of_the_english_sentence():
   sentence = 'Enter a valid email address.'
-  assert django_po.is_validation(sentence, 1.0) and not django_po.is_validation(sentence, 0.0)
-  picks = [django_po.is_validation(f'sentence number {i}', 0.15) for i in range(2000)]
+  assert layout.is_validation(sentence, 1.0) and not layout.is_validation(sentence, 0.0)
+  picks = [layout.is_validation(f'sentence number {i}', 0.15) for i in range(2000)]
   assert 0.12 < sum(picks) / len(picks) < 0.18
-  assert picks == [django_po.is_validation(f'sentence number {i}', 0.15) for i in range(2000)]
+  assert picks == [layout.is_validation(f'sentence number {i}', 0.15) for i in range(2000)]
 
 
 def test_translations_of_one_english_sentence_share_its_split(tmp_path):
@@ -153,7 +153,7 @@ def test_translations_of_one_english_sentence_share_its_split(tmp_path):
   manifest = _build(tmp_path, root, validation_fraction=0.5)
   assert 0 < manifest['pairs']['en-de']['validation'] < 40
   for split in SPLITS:
-    pairs = django_po.read_pairs(tmp_path / 'out', split)
+    pairs = layout.read_pairs(tmp_path / 'out', split)
     assert [en for en, _ in pairs['de']] == [en for en, _ in pairs['fr']]
 
 
@@ -192,7 +192,7 @@ def test_invalid_utf8_is_a_counted_skip_naming_file_and_line(tmp_path):
   assert manifest['skipped']['invalid_utf8'] == 1
   [example] = _examples(manifest, 'invalid_utf8')
   assert example['file'] == str(path) and example['line'] == 9  # The line with the bad byte.
-  assert django_po.read_pairs(tmp_path / 'out', 'train')['de'] + django_po.read_pairs(
+  assert layout.read_pairs(tmp_path / 'out', 'train')['de'] + layout.read_pairs(
       tmp_path / 'out', 'validation')['de'] == [
           ('Enter a valid email address.', 'Bitte eine gültige Adresse eingeben.')]
   _assert_accounted(manifest)
@@ -246,7 +246,7 @@ def test_words_are_counted_without_placeholders_but_text_is_kept_whole(tmp_path)
   manifest = _build(tmp_path, root)
   assert manifest['skipped']['mostly_placeholders'] == 4
   assert manifest['skipped']['too_short'] == 1
-  pairs = [p for s in SPLITS for p in django_po.read_pairs(tmp_path / 'out', s)['de']]
+  pairs = [p for s in SPLITS for p in layout.read_pairs(tmp_path / 'out', s)['de']]
   assert pairs == [
       ('Change selected %(verbose_name)s here', 'Ausgewählte %(verbose_name)s ändern')]
 
@@ -267,7 +267,7 @@ def test_plural_entries_pair_the_singular_forms(tmp_path):
                                         1: '%d Elemente löschen'})
   _write_po(root, 'de', [plural])
   _build(tmp_path, root)
-  pairs = [p for s in SPLITS for p in django_po.read_pairs(tmp_path / 'out', s)['de']]
+  pairs = [p for s in SPLITS for p in layout.read_pairs(tmp_path / 'out', s)['de']]
   assert pairs == [('Delete the selected item now', 'Das ausgewählte Element löschen')]
 
 
@@ -276,7 +276,7 @@ def test_whitespace_inside_entries_is_collapsed(tmp_path):
   _write_po(root, 'de', [_entry('Enter a\tvalid\n  email address.', 'Bitte eine\u00a0gültige\n'
                                 'Adresse eingeben.')])
   _build(tmp_path, root)
-  pairs = [p for s in SPLITS for p in django_po.read_pairs(tmp_path / 'out', s)['de']]
+  pairs = [p for s in SPLITS for p in layout.read_pairs(tmp_path / 'out', s)['de']]
   assert pairs == [('Enter a valid email address.', 'Bitte eine gültige Adresse eingeben.')]
 
 

@@ -5,7 +5,6 @@ import numpy as np
 import pytest
 
 import synthetic
-from amber_jax import cli
 from amber_jax import config as config_lib
 from amber_jax.training import loop
 from amber_jax.training import stages

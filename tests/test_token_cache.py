@@ -235,9 +235,9 @@ def test_an_extra_task_with_an_unknown_key_is_refused(corpus, vocab_path):
 
 
 def test_an_extra_task_from_a_tfds_dataset_reads_its_examples(corpus, vocab_path, tmp_path):
-  from amber_jax.corpora import tfds_dataset  # pylint: disable=import-outside-toplevel
+  from amber_jax.corpora import tfds_export  # pylint: disable=import-outside-toplevel
   import seqio  # pylint: disable=import-outside-toplevel
-  names = tfds_dataset.build_tfds(corpus, tmp_path / 'tfds', name='user_pairs')
+  names = tfds_export.build_tfds(corpus, tmp_path / 'tfds', name='user_pairs')
   assert 'user_pairs/para_en_ru:1.0.0' in names
   cfg = make_cfg(corpus, vocab_path, extra_tasks=[
       {'name': 'from_tfds', 'kind': 'parallel', 'tfds': 'user_pairs/para_en_ru:1.0.0',

@@ -11,8 +11,8 @@ import pytest
 import sentencepiece as spm
 
 from amber_jax.core import model as model_lib
-from amber_jax.text import vocab
-from amber_jax.corpora import django_po
+from amber_jax.corpora import layout, vocabulary
+from amber_jax.text import tokenizer, vocab
 
 # >= 20 languages: CJK, Arabic script, Devanagari, Cyrillic, Greek, Hebrew, Thai, accented Latin.
 PARITY_LANGUAGES = ('zh-hans', 'zh-hant', 'ja', 'ko', 'ar', 'fa', 'hi', 'bn', 'ru', 'uk', 'bg',
@@ -20,9 +20,14 @@ PARITY_LANGUAGES = ('zh-hans', 'zh-hant', 'ja', 'ko', 'ar', 'fa', 'hi', 'bn', 'r
                     'es', 'hu', 'is')
 
 
+def train_on_corpus(corpus_dir, model_path, **kwargs):
+  """Trains as `amber-jax vocab train` does: a built corpus's splits read by the layout."""
+  return vocabulary.train_corpus_vocabulary(corpus_dir, model_path, **kwargs)
+
+
 @pytest.fixture(scope='module')
 def sp(django_vocab):
-  return vocab.load_processor(django_vocab)
+  return tokenizer.load_processor(django_vocab)
 
 
 @pytest.fixture(scope='module')
@@ -41,7 +46,7 @@ def hf_tokenizer(hf_dir):
 @pytest.fixture(scope='module')
 def parity_sentences(django_corpus):
   """Every validation sentence of PARITY_LANGUAGES plus English: {lang: sentences}."""
-  mono = django_po.read_mono(django_corpus, 'validation', ('en',) + PARITY_LANGUAGES)
+  mono = layout.read_mono(django_corpus, 'validation', ('en',) + PARITY_LANGUAGES)
   return {lang: sentences for lang, sentences in mono.items() if sentences}
 
 
@@ -57,8 +62,7 @@ def test_special_pieces_have_the_fixed_ids(sp):
 
 
 def test_same_seed_gives_identical_model_bytes(django_corpus, django_vocab, tmp_path):
-  again = vocab.train_sentencepiece(django_corpus, tmp_path / 'again.model', vocab_size=4000,
-                                    seed=0)
+  again = train_on_corpus(django_corpus, tmp_path / 'again.model', vocab_size=4000, seed=0)
   assert again.read_bytes() == django_vocab.read_bytes()
 
 
@@ -96,10 +100,11 @@ def test_per_language_cap_applies_before_sampling():
 def test_metadata_records_the_training(django_vocab, django_corpus):
   metadata = json.loads(vocab.metadata_path(django_vocab).read_text(encoding='utf-8'))
   assert metadata['vocab_size'] == 4000 and metadata['alpha'] == 0.7 and metadata['seed'] == 0
-  manifest = django_po.load_manifest(django_corpus)
+  manifest = layout.load_manifest(django_corpus)
   assert set(metadata['sentences_per_language']) == set(manifest['mono'])
   assert sum(metadata['sentences_per_language'].values()) == metadata['sentences_sampled']
   assert len(metadata['corpus_manifest_sha256']) == 64
+  assert metadata['corpus_dir'] == str(django_corpus)
   assert 0.0 <= metadata['validation_unk_rate'] < 0.01
   assert metadata['validation_unk_rate_per_language']['zh-hans'] < 0.1
 
@@ -111,33 +116,37 @@ def test_foreign_sentencepiece_model_is_rejected(tmp_path):
       model_writer=buffer, vocab_size=40, hard_vocab_limit=False, minloglevel=2)
   (tmp_path / 'foreign.model').write_bytes(buffer.getvalue())
   with pytest.raises(RuntimeError, match=r'expected \[PAD\] .* at id 0'):
-    vocab.load_processor(tmp_path / 'foreign.model')
+    tokenizer.load_processor(tmp_path / 'foreign.model')
 
 
 def test_missing_model_says_how_to_train_one(tmp_path):
   with pytest.raises(FileNotFoundError, match='train_sentencepiece'):
-    vocab.load_vocabulary(tmp_path / 'none.model')
+    tokenizer.load_vocabulary(tmp_path / 'none.model')
+  with pytest.raises(FileNotFoundError, match='train_sentencepiece'):
+    tokenizer.load_processor(tmp_path / 'none.model')
 
 
 def test_missing_corpus_says_how_to_build_it(tmp_path):
   with pytest.raises(FileNotFoundError, match='amber-jax data build'):
-    vocab.train_sentencepiece(tmp_path / 'django', tmp_path / 'v.model')
+    train_on_corpus(tmp_path / 'django', tmp_path / 'v.model')
+  with pytest.raises(FileNotFoundError, match='amber-jax data build'):
+    layout.provenance(tmp_path / 'django')
 
 
 def test_vocab_size_the_corpus_cannot_fill_is_a_clear_error(django_corpus, tmp_path):
   with pytest.raises(RuntimeError, match=r'vocab_size=500.*Increase vocab_size'):
-    vocab.train_sentencepiece(django_corpus, tmp_path / 'v.model', vocab_size=500)
+    train_on_corpus(django_corpus, tmp_path / 'v.model', vocab_size=500)
   assert not (tmp_path / 'v.model').exists()
 
 
 def test_module_imports_without_tensorflow():
-  code = ('import sys, amber_jax.text.vocab; '
+  code = ('import sys, amber_jax.text.vocab, amber_jax.text.tokenizer, amber_jax.text.framing; '
           'assert "tensorflow" not in sys.modules and "seqio" not in sys.modules')
   subprocess.run([sys.executable, '-c', code], check=True)
 
 
 def test_seqio_vocabulary_encodes_like_sentencepiece(django_vocab, sp, parity_sentences):
-  seqio_vocab = vocab.load_vocabulary(django_vocab)
+  seqio_vocab = tokenizer.load_vocabulary(django_vocab)
   assert seqio_vocab.vocab_size == sp.get_piece_size()
   assert (seqio_vocab.pad_id, seqio_vocab.unk_id, seqio_vocab.eos_id) == (0, 1, 3)
   sentences = [s for lang in parity_sentences for s in parity_sentences[lang][:10]]

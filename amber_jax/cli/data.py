@@ -16,8 +16,8 @@ from amber_jax.corpora import files
 from amber_jax.corpora import manpages
 from amber_jax.corpora import readers
 from amber_jax.corpora import tfds_export
+from amber_jax.corpora import vocabulary
 from amber_jax.data import mixtures
-from amber_jax.text import vocab
 
 USAGE = """\
 usage: amber-jax data build django [--out DIR]         the Django catalog corpus (DATA.md §1)
@@ -192,4 +192,4 @@ def cmd_vocab(argv: list[str]) -> None:
   args = p.parse_args(argv)
   corpus = pathlib.Path(args.corpus) if args.corpus else paths.corpus_dir('django')
   out = pathlib.Path(args.out) if args.out else paths.vocab_path('django')
-  print(vocab.train_sentencepiece(corpus, out, vocab_size=args.size, alpha=args.alpha))
+  print(vocabulary.train_corpus_vocabulary(corpus, out, vocab_size=args.size, alpha=args.alpha))

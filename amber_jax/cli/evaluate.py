@@ -7,7 +7,7 @@ import argparse
 import pathlib
 
 from amber_jax import paths
-from amber_jax.corpora import django_po
+from amber_jax.corpora import layout
 from amber_jax.eval import align
 from amber_jax.eval import mining
 from amber_jax.eval import plots
@@ -21,7 +21,7 @@ def _eval_pairs(args) -> dict[str, list[tuple[str, str]]]:
   if args.pairs:
     pairs = retrieval.read_pairs_tsv(args.pairs)
   else:
-    pairs = django_po.read_pairs(pathlib.Path(args.corpus) if args.corpus else
+    pairs = layout.read_pairs(pathlib.Path(args.corpus) if args.corpus else
                                  paths.corpus_dir('django'), args.split)
   if args.languages:
     pairs = {k: pairs[k] for k in args.languages.split(',') if k in pairs}

@@ -1,12 +1,6 @@
-"""Corpus builders: installed data or a user's files -> the on-disk corpus layout (see `layout`).
+"""Corpus builders: installed data or a user's files -> the on-disk corpus layout.
 
-Every builder writes the layout documented in `layout`; `read_pairs`, `read_mono` and
-`load_manifest` read any corpus in that layout without TensorFlow.
+Every builder (`django_po`, `manpages`, `files`) writes the layout documented in `layout`; read any
+corpus in it with `layout.read_pairs`, `layout.read_mono` and `layout.load_manifest` (no
+TensorFlow).
 """
-
-from amber_jax.corpora.django_po import build_django_corpus
-from amber_jax.corpora.layout import load_manifest
-from amber_jax.corpora.layout import read_mono
-from amber_jax.corpora.layout import read_pairs
-
-__all__ = ['build_django_corpus', 'load_manifest', 'read_mono', 'read_pairs']

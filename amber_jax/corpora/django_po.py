@@ -26,7 +26,7 @@ Every entry read is either kept or counted in the manifest under a reason, with 
 `MAX_EXAMPLES` examples per reason naming the file and line; whole files can be skipped too
 (`FILE_REASONS`). The builder checks `read == kept + skipped` before it writes anything.
 
-Layout under `out_dir` (what `read_pairs`, `read_mono` and the seqio tasks read):
+Layout under `out_dir` (what `layout.read_pairs`, `layout.read_mono` and the seqio tasks read):
 
     manifest.json
     parallel/en-<xx>/train.tsv, validation.tsv   one `english<TAB>translation` a line, UTF-8
@@ -43,8 +43,7 @@ from collections.abc import Sequence
 import polib
 
 from amber_jax.corpora import layout
-from amber_jax.corpora.layout import (MAX_EXAMPLES, SOURCE_LANGUAGE, SPLITS, collapse_whitespace,
-                                     is_validation, load_manifest, read_mono, read_pairs)
+from amber_jax.corpora.layout import SOURCE_LANGUAGE, SPLITS, collapse_whitespace
 import django
 from django.conf.locale import LANG_INFO
 

@@ -108,16 +108,28 @@ def write_corpus(out_dir: pathlib.Path, by_split: dict, mono: dict, manifest: di
     raise
 
 
-def load_manifest(corpus_dir: str | pathlib.Path) -> dict:
-  """The manifest of a built corpus; raises FileNotFoundError saying how to build it."""
-  corpus_dir = pathlib.Path(corpus_dir)
+def _manifest_path(corpus_dir: pathlib.Path) -> pathlib.Path:
+  """corpus_dir/manifest.json; raises FileNotFoundError saying how to build the corpus."""
   path = corpus_dir / 'manifest.json'
   if not path.is_file():
     raise FileNotFoundError(
         f'no corpus at {corpus_dir} (no manifest.json); run `amber-jax data build '
         f'{corpus_dir.name}` (or build_django_corpus({str(corpus_dir)!r}))')
-  with open(path, encoding='utf-8') as f:
+  return path
+
+
+def load_manifest(corpus_dir: str | pathlib.Path) -> dict:
+  """The manifest of a built corpus; raises FileNotFoundError saying how to build it."""
+  with open(_manifest_path(pathlib.Path(corpus_dir)), encoding='utf-8') as f:
     return json.load(f)
+
+
+def provenance(corpus_dir: str | pathlib.Path) -> dict[str, str]:
+  """What identifies a built corpus, for the metadata of what is made from it (a vocabulary):
+  {'corpus_dir': the folder, 'corpus_manifest_sha256': sha256 of its manifest.json's bytes}."""
+  path = _manifest_path(pathlib.Path(corpus_dir))
+  return {'corpus_dir': str(pathlib.Path(corpus_dir)),
+          'corpus_manifest_sha256': hashlib.sha256(path.read_bytes()).hexdigest()}
 
 
 def _select(split: str, langs: Sequence[str] | None, available: Sequence[str],

@@ -18,6 +18,7 @@ import time
 from amber_jax import paths
 from amber_jax.data import pipeline
 from amber_jax.data import token_cache
+from amber_jax.text import tokenizer
 
 PARTS = ('mono', 'parallel')
 FEATURES = {'mono': ('tokens',), 'parallel': ('src', 'tgt')}
@@ -26,7 +27,7 @@ FEATURES = {'mono': ('tokens',), 'parallel': ('src', 'tgt')}
 def mixture_table(data_cfg) -> tuple[dict[str, str | None], dict[str, list[dict]]]:
   """Registers the config's mixtures; returns ({part: mixture name}, {part: [{'task',
   'examples', 'rate', 'per_step', 'steps_per_epoch'}]}) with rates normalised within a mixture."""
-  _, seqio = pipeline._import_tf()  # pylint: disable=protected-access
+  _, seqio = pipeline.import_tf()
   names = importlib.import_module(data_cfg.task_module).register(data_cfg)
   table = {}
   for part in PARTS:
@@ -61,7 +62,7 @@ def print_rates(data_cfg, print_fn=print) -> None:
 
 def write_cache(data_cfg, cache_dir: str | pathlib.Path, print_fn=print) -> dict:
   """Tokenizes every task of the config's mixtures (train, and validation where it exists)."""
-  _, seqio = pipeline._import_tf()  # pylint: disable=protected-access
+  _, seqio = pipeline.import_tf()
   names, table = mixture_table(data_cfg)
   mixtures, tasks = {}, {}
   for part, rows in table.items():
@@ -74,7 +75,7 @@ def write_cache(data_cfg, cache_dir: str | pathlib.Path, print_fn=print) -> dict
   vocab = pathlib.Path(data_cfg.vocab_path)
   start = time.time()
   manifest = token_cache.write_cache(
-      cache_dir, vocab={'path': str(vocab), 'sha256': token_cache.vocab_fingerprint(vocab),
+      cache_dir, vocab={'path': str(vocab), 'sha256': tokenizer.vocab_fingerprint(vocab),
                         'size': vocab.stat().st_size},
       mixtures=mixtures, tasks=tasks)
   tokens = sum(sum(s['tokens'].values()) for t in manifest['tasks'].values()

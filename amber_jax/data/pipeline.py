@@ -23,7 +23,7 @@ from typing import Iterator
 import numpy as np
 
 from amber_jax.core.model import CLS_ID, MASK_ID, PAD_ID, SEP_ID, UNK_ID
-from amber_jax.data.batches import batch_spec, check_sizes, join_pair
+from amber_jax.data.batches import batch_spec, join_pair
 from amber_jax.data import token_cache
 
 # A parallel batch that cannot be filled with distinct English sentences from this many
@@ -81,7 +81,7 @@ class _SeqioSource:
   """Examples of the task module's seqio mixtures, framed (and batched) by tf.data."""
 
   def __init__(self, data_cfg, seed, shard_index, num_shards):
-    tf, seqio = _import_tf()
+    tf, seqio = import_tf()
     self._cfg, self._seed, self._tf = data_cfg, seed, tf
     self._names = importlib.import_module(data_cfg.task_module).register(data_cfg)
     self._shard = seqio.ShardInfo(index=shard_index, num_shards=num_shards)
@@ -321,8 +321,8 @@ class UniqueSourceBatcher:
 
 
 @functools.cache
-def _import_tf():
-  """TensorFlow (CPU only: JAX owns the accelerators) and seqio."""
+def import_tf():
+  """(tensorflow, seqio), imported once; TensorFlow sees no GPU (JAX owns the accelerators)."""
   os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
   import tensorflow as tf  # pylint: disable=import-outside-toplevel
   try:
@@ -335,7 +335,7 @@ def _import_tf():
 
 def _examples(data_cfg, names: dict, part: str, features: tuple[str, ...], seed: int, shard):
   """The endless shuffled example stream of mixture `names[part]`, after checking it."""
-  _, seqio = _import_tf()
+  _, seqio = import_tf()
   name = names.get(part)
   if name is None:
     raise ValueError(
@@ -356,7 +356,7 @@ def _examples(data_cfg, names: dict, part: str, features: tuple[str, ...], seed:
 
 def _check_special_ids(vocab, where: str) -> None:
   """A SentencePiece vocabulary must put the specials at the ids the model and batches use."""
-  _, seqio = _import_tf()
+  _, seqio = import_tf()
   if not isinstance(vocab, seqio.SentencePieceVocabulary):
     return
   sp = vocab.tokenizer
@@ -371,7 +371,7 @@ def _check_special_ids(vocab, where: str) -> None:
 
 def _frame(tokens, length: int):
   """int32 [n] ids -> ([CLS] x [SEP] PAD... as int32 [length], 1 if x was cut to length - 2)."""
-  tf, _ = _import_tf()
+  tf, _ = import_tf()
   tokens = tf.cast(tokens, tf.int32)
   framed = tf.concat([[CLS_ID], tokens[:length - 2], [SEP_ID]], axis=0)  # [<= length]
   framed = tf.pad(framed, [[0, length - tf.size(framed)]], constant_values=PAD_ID)

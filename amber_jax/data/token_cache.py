@@ -20,7 +20,6 @@ of the examples of this shard (example i belongs to shard i % num_shards, like s
 
 from __future__ import annotations
 
-import hashlib
 import json
 import pathlib
 import shutil
@@ -28,31 +27,13 @@ import tempfile
 from collections.abc import Iterable, Mapping
 
 import numpy as np
+
 from amber_jax.core.model import CLS_ID, PAD_ID, SEP_ID
+from amber_jax.text import tokenizer
 
 VERSION = 1
 _PART_SEED = {'mono': 0, 'parallel': 1}
 _CHUNK = 4096  # draws per vectorised step of the sampler
-
-
-def file_sha256(path: str | pathlib.Path) -> str:
-  digest = hashlib.sha256()
-  with open(path, 'rb') as f:
-    for block in iter(lambda: f.read(1 << 20), b''):
-      digest.update(block)
-  return digest.hexdigest()
-
-
-def vocab_fingerprint(path: str | pathlib.Path) -> str:
-  """sha256 of a vocabulary: of the SentencePiece model file, or of every file (name and bytes) of
-  a HuggingFace tokenizer folder."""
-  path = pathlib.Path(path)
-  if path.is_file():
-    return file_sha256(path)
-  digest = hashlib.sha256()
-  for f in sorted(p for p in path.rglob('*') if p.is_file()):
-    digest.update(f'{f.relative_to(path)}\0{file_sha256(f)}\0'.encode())
-  return digest.hexdigest()
 
 
 def write_cache(cache_dir: str | pathlib.Path, *, vocab: Mapping, mixtures: Mapping,
@@ -137,7 +118,7 @@ class TokenCache:
   def check_vocabulary(self, vocab_path: str | pathlib.Path) -> None:
     """The cache's ids must come from the vocabulary the run uses."""
     want = self.manifest['vocab']['sha256']
-    got = vocab_fingerprint(vocab_path)
+    got = tokenizer.vocab_fingerprint(vocab_path)
     if got != want:
       raise ValueError(
           f'The cache {self.dir} was tokenized with {self.manifest["vocab"]["path"]} (sha256 '

@@ -37,7 +37,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from amber_jax.core import masking
-from amber_jax.core.model import CLS_ID, PAD_ID, SEP_ID, Encoder, EncoderConfig
+from amber_jax.core.model import Encoder, EncoderConfig
+from amber_jax.text import framing
 
 Links = set[tuple[int, int]]
 METHODS = ('attention', 'similarity')
@@ -179,14 +180,6 @@ def attention_links(a_x2y: np.ndarray, a_y2x: np.ndarray, rule: str = 'argmax',
 
 # ---- the model side ----
 
-def _pad_rows(rows: Sequence[Sequence[int]], multiple: int = 16) -> np.ndarray:
-  length = -(-max(len(r) for r in rows) // multiple) * multiple
-  out = np.full((len(rows), length), PAD_ID, np.int32)  # [batch, length]
-  for n, r in enumerate(rows):
-    out[n, :len(r)] = r
-  return out
-
-
 @functools.lru_cache(maxsize=8)
 def _apply_fns(cfg: EncoderConfig, variant: str):
   model = Encoder(cfg)
@@ -240,8 +233,8 @@ class Aligner:
                 ) -> list[tuple[np.ndarray, np.ndarray]]:
     """(A_x->y [n_x, n_y], A_y->x [n_y, n_x]) per pair: the two WA passes, mean over heads."""
     def blocks(first, second):
-      rows = [[CLS_ID, *a, SEP_ID, *b, SEP_ID] for a, b in zip(first, second)]
-      ids = _pad_rows(rows)
+      rows = [framing.frame_pair(a, b) for a, b in zip(first, second)]
+      ids = framing.pad_rows(rows)  # [batch, L], L a multiple of 16
       segments = np.zeros_like(ids)
       for n, (a, b) in enumerate(zip(first, second)):
         segments[n, len(a) + 2:len(a) + len(b) + 3] = 1
@@ -255,7 +248,7 @@ class Aligner:
 
   def token_states(self, ids: Sequence[Sequence[int]]) -> list[np.ndarray]:
     """States of each sentence's pieces ([CLS]/[SEP] dropped) at `layer`: [n, embed] each."""
-    batch = _pad_rows([[CLS_ID, *r, SEP_ID] for r in ids])
+    batch = framing.pad_rows(framing.frame(ids))  # [batch, L], L a multiple of 16
     h = np.asarray(self._states(self.params, batch))[self.layer]  # [batch, L, embed]
     return [h[n, 1:1 + len(r)] for n, r in enumerate(ids)]
 

@@ -3,7 +3,8 @@
 Given two unaligned sets of sentence embeddings X and Y (some x have a translation in Y, the rest
 are noise), the ratio margin rescales cosine by how close each side is to its neighbourhood:
 
-    margin(x, y) = cos(x, y) / ( sum_{z in NN_k(x)} cos(x, z) / 2k + sum_{z in NN_k(y)} cos(y, z) / 2k )
+    margin(x, y) = cos(x, y) / (sum_{z in NN_k(x)} cos(x, z) / 2k
+                                + sum_{z in NN_k(y)} cos(y, z) / 2k)
 
 where NN_k(x) are the k nearest neighbours of x in Y and NN_k(y) those of y in X. A hub (close to
 everything) gets a large denominator and so a smaller margin. Candidates:

@@ -19,29 +19,11 @@ import numpy as np
 
 from amber_jax.core import losses
 from amber_jax.corpora import layout
-from amber_jax.text import tokenizer
-from amber_jax.core.model import CLS_ID, PAD_ID, SEP_ID, Encoder, EncoderConfig
+from amber_jax.core.model import PAD_ID, Encoder, EncoderConfig
+from amber_jax.text import framing, tokenizer
 
 Embedder = Callable[[Sequence[str]], np.ndarray]  # sentences -> [layers + 1, n, embed]
 Pairs = Mapping[str, Sequence[tuple[str, str]]]   # {lang: [(src, tgt), ...]}
-
-
-def tokenize(sp, sentences: Sequence[str], max_length: int) -> list[list[int]]:
-  """[CLS] pieces [SEP], truncated to max_length (the pipeline's layout)."""
-  return [[CLS_ID] + ids[:max_length - 2] + [SEP_ID] for ids in sp.encode(list(sentences))]
-
-
-def _padded_batches(token_lists, batch_size: int, multiple: int = 16):
-  """Length-sorted, padded batches: yields (indices, ids [b, L])."""
-  order = np.argsort([len(t) for t in token_lists], kind='stable')
-  for start in range(0, len(order), batch_size):
-    idx = order[start:start + batch_size]
-    longest = max(len(token_lists[i]) for i in idx)
-    length = -(-longest // multiple) * multiple
-    ids = np.full((batch_size, length), PAD_ID, np.int32)  # fixed rows: few compilations
-    for row, i in enumerate(idx):
-      ids[row, :len(token_lists[i])] = token_lists[i]
-    yield idx, ids
 
 
 @functools.lru_cache(maxsize=8)
@@ -66,9 +48,10 @@ def jax_embedder(params, cfg: EncoderConfig, sp, *, max_length: int = 128,
   max_length = min(max_length, cfg.max_position_embeddings)
 
   def embed(sentences):
-    tokens = tokenize(sp, sentences, max_length)
-    result = np.zeros((cfg.num_layers + 1, len(tokens), cfg.hidden_size), np.float32)
-    for idx, ids in _padded_batches(tokens, batch_size):
+    rows = framing.encode_framed(sp, sentences, max_length)
+    result = np.zeros((cfg.num_layers + 1, len(rows), cfg.hidden_size), np.float32)
+    # Fixed batch rows, widths a multiple of 16: few compilations.
+    for idx, ids in framing.length_sorted_batches(rows, batch_size):  # ids [batch_size, L]
       result[:, idx] = np.asarray(pooled(params, ids))[:, :len(idx)]
     return result
 
@@ -237,7 +220,7 @@ def periodic_eval(params, model_cfg: EncoderConfig, sp, pairs: Pairs, *, max_pai
     params: the encoder's (unboxed) params, numpy or jax arrays (sharded ones are fine).
     model_cfg: their EncoderConfig.
     sp: a SentencePiece processor (or anything with `.encode(list[str]) -> list[list[int]]`).
-    pairs: {lang: [(src, tgt)]}, e.g. `django_po.read_pairs(corpus, 'validation')`.
+    pairs: {lang: [(src, tgt)]}, e.g. `layout.read_pairs(corpus, 'validation')`.
     max_pairs: pairs per language (the first unique ones).
     max_languages: languages (the first in sorted order).
     max_length: tokens per sentence.

@@ -8,7 +8,7 @@ AdamW on top of our encoder's params (all fine-tuned, or the encoder frozen). To
 The real task shipped here (`django_app_examples`): which Django component a catalog message
 belongs to, `django/conf/locale` ('conf') or `django/contrib/<app>/locale` ('admin', 'auth', ...).
 English sentences are the msgids, the other languages their msgstr. The English sentences are
-split by a hash of the text (`django_po.is_validation`), so a test sentence's translations are never
+split by a hash of the text (`layout.is_validation`), so a test sentence's translations are never
 seen in training in any language; an English text found in two components is dropped.
 """
 
@@ -25,11 +25,12 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from amber_jax.core import losses
-from amber_jax.core.model import CLS_ID, PAD_ID, SEP_ID, Encoder, EncoderConfig
 import polib
-from amber_jax.corpora import django_po
-from amber_jax.corpora import words
+
+from amber_jax.core import losses
+from amber_jax.core.model import PAD_ID, Encoder, EncoderConfig
+from amber_jax.corpora import django_po, layout, words
+from amber_jax.text import framing
 
 POOLINGS = ('mean', 'cls')
 IGNORE = -1  # tag label of pieces that are not a word's first piece, and of padding
@@ -72,11 +73,11 @@ def django_app_examples(roots: Sequence[pathlib.Path] | None = None, min_words: 
       label = component_of(path)
       lang = django_po.normalize_language(path.parent.parent.name)
       for entry in polib.pofile(str(path)):
-        english = django_po.collapse_whitespace(entry.msgid)
+        english = layout.collapse_whitespace(entry.msgid)
         if entry.obsolete or words.count_words(english) < min_words:
           continue
         english_labels[english].add(label)
-        text = django_po.collapse_whitespace(
+        text = layout.collapse_whitespace(
             entry.msgstr_plural.get(0, '') if entry.msgid_plural else entry.msgstr)
         if lang != 'en' and text and text != english and 'fuzzy' not in entry.flags:
           found.append(Example(text, label, lang, english))
@@ -109,7 +110,7 @@ def split_examples(examples: Sequence[Example], *, test_fraction: float = 0.3,
     raise ValueError(f'{len(classes)} class(es) have >= {min_per_class} English examples '
                      f'(counts {dict(counts)}); lower min_per_class.')
   kept = [e for e in examples if e.label in classes]
-  is_test = lambda e: django_po.is_validation(e.english, test_fraction)
+  is_test = lambda e: layout.is_validation(e.english, test_fraction)
   train = [e for e in kept if e.lang == 'en' and not is_test(e)]
   test = collections.defaultdict(list)
   for e in kept:
@@ -120,33 +121,15 @@ def split_examples(examples: Sequence[Example], *, test_fraction: float = 0.3,
 
 # ---- inputs ----
 
-def _pad(rows: Sequence[Sequence[int]], n_rows: int, fill: int = PAD_ID, multiple: int = 16):
-  length = -(-max(len(r) for r in rows) // multiple) * multiple
-  out = np.full((n_rows, length), fill, np.int32)  # [n_rows, length]
-  for i, r in enumerate(rows):
-    out[i, :len(r)] = r
-  return out
-
-
-def frame(sp, texts: Sequence[str], max_length: int) -> list[list[int]]:
-  """[CLS] pieces [SEP], cut to max_length."""
-  return [[CLS_ID, *ids[:max_length - 2], SEP_ID] for ids in sp.encode(list(texts))]
-
-
 def frame_words(sp, words: Sequence[str], tags: Sequence[int] | None, max_length: int
                 ) -> tuple[list[int], list[int]]:
   """([CLS] pieces [SEP], a label per position: the word's tag on its first piece, else IGNORE).
 
-  Words are encoded one by one, so piece -> word is exact whatever the tokenizer.
+  Whole words only (`amber_jax.text.framing.frame_words`), encoded one by one, so piece -> word
+  is exact whatever the tokenizer.
   """
-  ids, labels = [CLS_ID], [IGNORE]
-  for k, word in enumerate(words):
-    pieces = sp.encode([word])[0]
-    if len(ids) + len(pieces) > max_length - 1:
-      break
-    ids += pieces
-    labels += [IGNORE if tags is None else tags[k]] + [IGNORE] * (len(pieces) - 1)
-  return ids + [SEP_ID], labels + [IGNORE]
+  ids, starts = framing.frame_words(sp, words, max_length)
+  return ids, [IGNORE if k < 0 or tags is None else tags[k] for k in starts]
 
 
 # ---- heads and training ----
@@ -211,9 +194,10 @@ def finetune(encoder_params, cfg: EncoderConfig, rows: Sequence[Sequence[int]], 
   batch_size = min(batch_size, len(rows))
   steps_per_epoch = len(rows) // batch_size
   total = max(1, epochs * steps_per_epoch)
+  warmup = max(1, total // 10)
   schedule = optax.join_schedules([
-      optax.linear_schedule(0.0, learning_rate, max(1, total // 10)),
-      optax.linear_schedule(learning_rate, 0.0, total - max(1, total // 10))], [max(1, total // 10)])
+      optax.linear_schedule(0.0, learning_rate, warmup),
+      optax.linear_schedule(learning_rate, 0.0, total - warmup)], [warmup])
   tx = optax.adamw(schedule, weight_decay=0.01)
   if freeze_encoder:
     tx = optax.multi_transform({'train': tx, 'freeze': optax.set_to_zero()},
@@ -243,11 +227,12 @@ def finetune(encoder_params, cfg: EncoderConfig, rows: Sequence[Sequence[int]], 
     epoch_loss = []
     for b in range(steps_per_epoch):
       idx = order[b * batch_size:(b + 1) * batch_size]
-      ids = _pad([rows[i] for i in idx], batch_size)                          # [b, L]
+      ids = framing.pad_rows([rows[i] for i in idx], batch_size)              # [b, L]
       if kind == 'sentence':
         target = np.asarray([labels[i] for i in idx], np.int32)               # [b]
       else:
-        target = _pad([labels[i] for i in idx], batch_size, fill=IGNORE)[:, :ids.shape[1]]
+        target = framing.pad_rows([labels[i] for i in idx], batch_size,
+                                 fill=IGNORE)[:, :ids.shape[1]]    # [b, L]
       key, sub = jax.random.split(key)
       params, opt_state, loss = step(params, opt_state, ids, target, sub)
       epoch_loss.append(float(loss))
@@ -260,11 +245,9 @@ def predict(params, cfg: EncoderConfig, rows: Sequence[Sequence[int]], *, kind: 
             pooling: str = 'mean', batch_size: int = 64) -> list:
   """Argmax class per row ('sentence'), or an argmax tag per position ('token')."""
   fn = _jitted(cfg, kind, pooling)
-  order = np.argsort([len(r) for r in rows], kind='stable')
   out: list = [None] * len(rows)
-  for start in range(0, len(rows), batch_size):
-    idx = order[start:start + batch_size]
-    pred = np.asarray(fn(params, _pad([rows[i] for i in idx], batch_size))).argmax(-1)
+  for idx, ids in framing.length_sorted_batches(rows, batch_size):  # ids [batch_size, L]
+    pred = np.asarray(fn(params, ids)).argmax(-1)
     for n, i in enumerate(idx):
       out[i] = int(pred[n]) if kind == 'sentence' else pred[n, :len(rows[i])].tolist()
   return out
@@ -282,13 +265,14 @@ def sentence_transfer(encoder_params, cfg: EncoderConfig, sp, train: Sequence[Ex
     {lang: {'accuracy', 'n', 'majority' (share of the test set's most frequent class)}}.
   """
   index = {c: i for i, c in enumerate(classes)}
-  params = finetune(encoder_params, cfg, frame(sp, [e.text for e in train], max_length),
-                    [index[e.label] for e in train], len(classes), print_fn=print_fn,
-                    **finetune_args)
+  rows = framing.encode_framed(sp, [e.text for e in train], max_length)
+  params = finetune(encoder_params, cfg, rows, [index[e.label] for e in train], len(classes),
+                    print_fn=print_fn, **finetune_args)
   pooling = finetune_args.get('pooling', 'mean')
   result = {}
   for lang, examples in test.items():
-    pred = predict(params, cfg, frame(sp, [e.text for e in examples], max_length), pooling=pooling)
+    rows = framing.encode_framed(sp, [e.text for e in examples], max_length)
+    pred = predict(params, cfg, rows, pooling=pooling)
     gold = [index[e.label] for e in examples]
     result[lang] = {'accuracy': float(np.mean(np.array(pred) == gold)), 'n': len(gold),
                     'majority': max(collections.Counter(gold).values()) / len(gold)}

@@ -43,13 +43,12 @@ from amber_jax import paths
 from amber_jax.corpora import manpages
 from amber_jax.data import inputs
 from amber_jax.data import mixtures
-from amber_jax.data import token_cache
 from amber_jax.eval import retrieval
 from amber_jax.experiments.measures import evaluate_run, evaluation_pairs, validation_texts
 from amber_jax.experiments.results_page import plot, write_page
 from amber_jax.experiments.statistics import summarize, verdict
-from amber_jax.text import hf_tokenizer
-from amber_jax.text import vocab
+from amber_jax.corpora import vocabulary
+from amber_jax.text import tokenizer
 from amber_jax.training import loop
 from amber_jax.training import stages as stage_lib
 
@@ -127,9 +126,9 @@ def prepare_data(config, print_fn=print) -> dict:
   vocab_path = pathlib.Path(config.data.vocab_path)
   if not vocab_path.exists():
     print_fn(f'Training SentencePiece ({config.model.vocab_size} pieces) into {vocab_path} ...')
-    vocab.train_sentencepiece(corpus, vocab_path, vocab_size=config.model.vocab_size,
-                              alpha=config.data.alpha, seed=0)
-  digest = token_cache.vocab_fingerprint(vocab_path)[:8]
+    vocabulary.train_corpus_vocabulary(corpus, vocab_path, vocab_size=config.model.vocab_size,
+                                       alpha=config.data.alpha, seed=0)
+  digest = tokenizer.vocab_fingerprint(vocab_path)[:8]
   cache = (pathlib.Path(config.data.cache_dir) if config.data.cache_dir else
            paths.cache_dir() / 'tokens' /
            f'{config.data.task_prefix}-{"-".join(config.data.languages)}-{digest}')
@@ -181,7 +180,7 @@ def run(settings: Settings, print_fn: Callable[[str], Any] = print) -> dict:
     raise ValueError(f'unknown presets {unknown}; choose from {PRESETS}.')
   first = preset_config(presets[0], settings, settings.seeds[0])
   data_paths = prepare_data(first, print_fn)
-  sp = hf_tokenizer.load_processor(data_paths['vocab_path'])
+  sp = tokenizer.load_processor(data_paths['vocab_path'])
   pairs = evaluation_pairs(data_paths['corpus_dir'], settings.languages, settings.eval_pairs)
   align_pairs = {l: p[:settings.align_pairs] for l, p in pairs.items()}
   texts = validation_texts(data_paths['corpus_dir'], settings.languages, settings.mlm_sentences)

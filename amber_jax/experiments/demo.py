@@ -21,8 +21,7 @@ from amber_jax.training import loop
 from amber_jax.data import inputs
 from amber_jax import config as config_lib
 from amber_jax.training import train_state
-from amber_jax.text import vocab
-from amber_jax.corpora import django_po
+from amber_jax.corpora import django_po, layout, vocabulary
 import sentencepiece as spm
 
 
@@ -31,7 +30,7 @@ def _prepare_data(config, print_fn):
   if not (corpus / 'manifest.json').exists():
     print_fn(f'Building the Django catalog corpus into {corpus} ...')
     django_po.build_django_corpus(corpus)
-  manifest = django_po.load_manifest(corpus)
+  manifest = layout.load_manifest(corpus)
   n_train = sum(v['train'] for v in manifest['pairs'].values())
   n_val = sum(v['validation'] for v in manifest['pairs'].values())
   print_fn(f'Corpus: {len(manifest["languages"])} languages paired with English, {n_train} train '
@@ -39,9 +38,9 @@ def _prepare_data(config, print_fn):
   vocab_path = pathlib.Path(config.data.vocab_path)
   if not vocab_path.exists():
     print_fn(f'Training SentencePiece ({config.model.vocab_size} pieces) into {vocab_path} ...')
-    vocab.train_sentencepiece(corpus, vocab_path, vocab_size=config.model.vocab_size,
-                              alpha=config.data.alpha, seed=config.seed)
-  return django_po.read_pairs(corpus, 'validation')
+    vocabulary.train_corpus_vocabulary(corpus, vocab_path, vocab_size=config.model.vocab_size,
+                                       alpha=config.data.alpha, seed=config.seed)
+  return layout.read_pairs(corpus, 'validation')
 
 
 def _eval_pairs(pairs, min_pairs: int):

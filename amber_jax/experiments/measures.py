@@ -14,12 +14,12 @@ import jax.numpy as jnp
 import numpy as np
 
 from amber_jax.core import objectives
-from amber_jax.core.model import CLS_ID, PAD_ID, SEP_ID, Encoder, EncoderConfig
+from amber_jax.core.model import SEP_ID, Encoder, EncoderConfig
 from amber_jax.corpora import layout
 from amber_jax.eval import align
 from amber_jax.eval import retrieval
 from amber_jax.export import runs
-from amber_jax.text import vocab
+from amber_jax.text import framing
 
 
 def evaluation_pairs(corpus_dir, languages, count: int, seed: int = 0) -> dict[str, list]:
@@ -37,7 +37,7 @@ def evaluation_pairs(corpus_dir, languages, count: int, seed: int = 0) -> dict[s
 
 def validation_texts(corpus_dir, languages, count: int, seed: int = 0) -> dict[str, list[str]]:
   """A seeded sample of `count` validation sentences per language, English included."""
-  mono = vocab.read_mono_split(corpus_dir, 'validation')
+  mono = layout.read_mono(corpus_dir, 'validation')
   result = {}
   for lang in ['en'] + [l for l in languages if l != 'en']:
     texts = mono.get(lang, [])
@@ -56,16 +56,13 @@ def mlm_accuracy(params, config, sp, texts: dict[str, list[str]], batch_size: in
   """Masked-token accuracy on validation text: rows of config.data.mono_length, fixed masks
   (seed 0), no dropout; the mean over all masked tokens."""
   length = config.data.mono_length
-  rows = [[CLS_ID] + ids[:length - 2] + [SEP_ID]
-          for lang in sorted(texts) for ids in sp.encode(texts[lang])]
+  rows = [row for lang in sorted(texts) for row in framing.encode_framed(sp, texts[lang], length)]
   accuracy = _mlm_accuracy_fn(EncoderConfig.from_config(config.model),
                               float(config.objectives.mask_rate))
   correct = total = 0.0
   for n, start in enumerate(range(0, len(rows), batch_size)):
     chunk = rows[start:start + batch_size]
-    ids = np.full((batch_size, length), PAD_ID, np.int32)
-    for r, row in enumerate(chunk):
-      ids[r, :len(row)] = row
+    ids = framing.pad_rows(chunk, batch_size, width=length)  # [batch_size, length]
     weight = float(np.sum(ids > SEP_ID))  # ~ masked tokens are proportional to real tokens
     correct += float(accuracy(params, ids, jax.random.key(n))) * weight
     total += weight

@@ -18,7 +18,7 @@ from amber_jax.export import hf
 from amber_jax.parallel import mesh as mesh_lib
 from amber_jax.training import train_state
 from amber_jax.core.model import EncoderConfig
-from amber_jax.text import hf_tokenizer
+from amber_jax.text import hf_tokenizer, tokenizer
 from amber_jax.export import hf_import
 
 
@@ -95,7 +95,7 @@ def load_encoder(path: str | pathlib.Path):
   path = pathlib.Path(path)
   if (path / 'config.json').exists() and (path / 'checkpoints').exists():
     params, cfg, config, _ = load_params(path)
-    return params, cfg, hf_tokenizer.load_processor(config.data.vocab_path), config
+    return params, cfg, tokenizer.load_processor(config.data.vocab_path), config
   if (path / 'config.json').exists():
     cfg = hf_import.encoder_config_from_hf(json.loads((path / 'config.json').read_text()))
     params, _, _ = hf_import.params_from_hf(hf_import.load_hf_state_dict(path), cfg)

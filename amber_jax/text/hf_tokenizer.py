@@ -1,24 +1,25 @@
 """An HF tokenizer as the pipeline's vocabulary, re-indexed so that its specials sit at our ids.
 
-Every vocabulary a run trains with has [PAD]=0 [UNK]=1 [CLS]=2 [SEP]=3 [MASK]=4 (`amber_jax.core.model`):
-the batcher frames with them, masking writes [MASK] and never picks [PAD]/[CLS]/[SEP]. A BERT
-WordPiece tokenizer has them elsewhere ([PAD]=0 [UNK]=100 [CLS]=101 [SEP]=102 [MASK]=103). Rather
-than thread configurable ids through data, masking, objectives and evaluation, a foreign tokenizer
-is re-indexed at the boundary by a permutation of the ids (`special_order`) that swaps its five
-specials into 0..4 and the tokens that sat there into the specials' old places (BERT: our ids
-100..103 are HF's [unused0]..[unused3]); every other id keeps its number. Inside a run everything
-uses our ids (batches, the checkpoint's embedding rows and MLM bias); HF's ids appear only at
-the boundary:
+Every vocabulary a run trains with has [PAD]=0 [UNK]=1 [CLS]=2 [SEP]=3 [MASK]=4
+(`amber_jax.core.model`): the batcher frames with them, masking writes [MASK] and never picks
+[PAD]/[CLS]/[SEP]. A BERT WordPiece tokenizer has them elsewhere ([PAD]=0 [UNK]=100 [CLS]=101
+[SEP]=102 [MASK]=103). Rather than thread configurable ids through data, masking, objectives and
+evaluation, a foreign tokenizer is re-indexed at the boundary by a permutation of the ids
+(`special_order`) that swaps its five specials into 0..4 and the tokens that sat there into the
+specials' old places (BERT: our ids 100..103 are HF's [unused0]..[unused3]); every other id keeps
+its number. Inside a run everything uses our ids (batches, the checkpoint's embedding rows and MLM
+bias); HF's ids appear only at the boundary:
   text     `HFTokenizer` / `HFTokenizerVocabulary` map the tokenizer's ids to ours;
   import   `amber_jax.export.hf_import` takes the embedding rows and the MLM bias in our order;
-  export   `amber_jax.export.hf.export(..., hf_to_ours=hf_to_ours_order(...))` puts them back, so the
-           exported model runs with the unchanged HF tokenizer.
+  export   `amber_jax.export.hf.export(..., hf_to_ours=hf_to_ours_order(...))` puts them back,
+           so the exported model runs with the unchanged HF tokenizer.
 A tokenizer whose specials already sit at 0..4 (one exported by `amber_jax.text.vocab`) has the
 identity order. Parameters of an imported run used with the raw HF tokenizer's ids would be wrong:
 go through this module (or export).
 
-`vocab_path` dispatch: a SentencePiece `.model` file is handled by `amber_jax.text.vocab`; a folder with
-`tokenizer.json` (written by `save_pretrained`, as `amber-jax import` does) by this module.
+A `vocab_path` is opened by `amber_jax.text.tokenizer` (`load_processor`, `load_vocabulary`): a
+SentencePiece `.model` file goes to `amber_jax.text.vocab`, a folder with `tokenizer.json`
+(written by `save_pretrained`, as `amber-jax import` does; `is_hf_tokenizer`) to this module.
 
 This module imports neither TensorFlow nor transformers: `tokenizers` does the work, and the seqio
 class `HFTokenizerVocabulary` is built on first use (seqio imports TensorFlow).
@@ -178,17 +179,6 @@ def hf_to_ours_order(vocab_path: str | os.PathLike, vocab_size: int) -> np.ndarr
   return np.argsort(special_order(tok.hf_specials, vocab_size))
 
 
-def load_processor(vocab_path: str | os.PathLike):
-  """A tokenizer with `encode(list of texts) -> lists of our ids`, for either kind of vocab_path.
-
-  Returns:
-    `HFTokenizer` for an HF tokenizer folder, else the checked `sentencepiece` processor.
-  """
-  if is_hf_tokenizer(vocab_path):
-    return HFTokenizer(vocab_path)
-  return vocab.load_processor(vocab_path)
-
-
 def write_tokenizer(vocab_path: str | os.PathLike, out_dir: str | os.PathLike,
                     model_max_length: int = 512) -> pathlib.Path:
   """Writes the tokenizer of `vocab_path` into an export folder (either kind).
@@ -208,19 +198,8 @@ def write_tokenizer(vocab_path: str | os.PathLike, out_dir: str | os.PathLike,
   return out_dir
 
 
-def load_vocabulary(vocab_path: str | os.PathLike):
-  """The seqio vocabulary of either kind of vocab_path; imports seqio (and TensorFlow).
-
-  Returns:
-    `HFTokenizerVocabulary` for an HF tokenizer folder, else `amber_jax.text.vocab.load_vocabulary`'s
-    `seqio.SentencePieceVocabulary`.
-  """
-  if is_hf_tokenizer(vocab_path):
-    return _vocabulary_class()(vocab_path)
-  return vocab.load_vocabulary(vocab_path)
-
-
-def __getattr__(name):  # PEP 562: `hf_vocab.HFTokenizerVocabulary` builds the class on first use.
+# PEP 562: `hf_tokenizer.HFTokenizerVocabulary` builds the class on first use.
+def __getattr__(name):
   if name == 'HFTokenizerVocabulary':
     return _vocabulary_class()
   raise AttributeError(f'module {__name__!r} has no attribute {name!r}')
@@ -238,10 +217,11 @@ def _vocabulary_class():
   class HFTokenizerVocabulary(seqio.Vocabulary):
     """seqio vocabulary over an HF fast tokenizer, in our ids (see the module docstring).
 
-    Encodes without [CLS]/[SEP] (`amber_jax.data.pipeline` frames the tokens); pad 0, unk 1, bos ([CLS])
-    2, eos ([SEP]) 3, [MASK] 4, whatever ids the tokenizer gives them. The TensorFlow methods run
-    the Python tokenizer through `tf.py_function`: fine in tf.data on one host (the work holds
-    the GIL, so parallel map calls do not speed it up), not serialisable into a SavedModel graph.
+    Encodes without [CLS]/[SEP] (`amber_jax.data.pipeline` frames the tokens); pad 0, unk 1,
+    bos ([CLS]) 2, eos ([SEP]) 3, [MASK] 4, whatever ids the tokenizer gives them. The TensorFlow
+    methods run the Python tokenizer through `tf.py_function`: fine in tf.data on one host (the
+    work holds the GIL, so parallel map calls do not speed it up), not serialisable into a
+    SavedModel graph.
     """
 
     def __init__(self, path: str | os.PathLike):

@@ -1,25 +1,26 @@
-"""The shared vocabulary: SentencePiece training, the seqio Vocabulary, the HF tokenizer export.
+"""The shared vocabulary: SentencePiece training, the checked model, the HF tokenizer export.
 
-One SentencePiece unigram model is the vocabulary everywhere: training reads it through seqio
-(`load_vocabulary`), evaluation and users through transformers (`export_hf_tokenizer`), and both
-give the ids the raw `sentencepiece` processor gives. BERT's specials sit at fixed ids
-(`amber_jax.core.model`): [PAD]=0 [UNK]=1 [CLS]=2 [SEP]=3 [MASK]=4. [PAD], [CLS] and [SEP] are
-SentencePiece control pieces (never produced from text); [MASK] is a user-defined piece, so the
-text "[MASK]" encodes to id 4.
+One SentencePiece unigram model is the vocabulary everywhere: the pipeline reads it through seqio
+and evaluation through the checked processor (both opened by `amber_jax.text.tokenizer`), users
+through transformers (`export_hf_tokenizer`), and all give the ids the raw `sentencepiece`
+processor gives. BERT's specials sit at fixed ids (`amber_jax.core.model`): [PAD]=0 [UNK]=1
+[CLS]=2 [SEP]=3 [MASK]=4. [PAD], [CLS] and [SEP] are SentencePiece control pieces (never produced
+from text); [MASK] is a user-defined piece, so the text "[MASK]" encodes to id 4.
 
-This module imports without TensorFlow: seqio (and so TF) is imported inside `load_vocabulary`,
-transformers and tokenizers inside `build_hf_tokenizer`.
+Training takes the sentences from its caller ({lang: sentences}, e.g.
+`amber_jax.corpora.layout.read_mono(corpus_dir, 'train')`): this module reads no corpus.
+It imports without TensorFlow; transformers only inside `build_hf_tokenizer`.
 """
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import os
 import pathlib
 import tempfile
 import time
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import sentencepiece as spm
@@ -109,32 +110,6 @@ def sample_sentences(mono: dict[str, list[str]], *, alpha: float, seed: int,
   return [sample[i] for i in order], counts
 
 
-def _read_manifest_bytes(corpus_dir: pathlib.Path) -> bytes:
-  path = corpus_dir / 'manifest.json'
-  if not path.is_file():
-    raise FileNotFoundError(f'no corpus at {corpus_dir} (no manifest.json); run `amber-jax data '
-                            f'build {corpus_dir.name}` first')
-  return path.read_bytes()
-
-
-def read_mono_split(corpus_dir: str | os.PathLike, split: str) -> dict[str, list[str]]:
-  """{lang: sentences} of `mono/<lang>/<split>.txt` in a built corpus (see `amber_jax.corpora`).
-
-  Read here rather than through `amber_jax.corpora`, so that vocab imports nothing above it.
-  """
-  corpus_dir = pathlib.Path(corpus_dir)
-  _read_manifest_bytes(corpus_dir)
-  files = sorted((corpus_dir / 'mono').glob(f'*/{split}.txt'))
-  if not files:
-    raise FileNotFoundError(f'no mono/<lang>/{split}.txt under {corpus_dir}; rebuild the corpus')
-  mono = {}
-  for path in files:
-    with open(path, encoding='utf-8', newline='\n') as f:
-      text = f.read()
-    mono[path.parent.name] = text.split('\n')[:-1] if text else []
-  return mono
-
-
 def _check_specials(sp: spm.SentencePieceProcessor, proto_pieces, where: str):
   """Raises unless [PAD] [UNK] [CLS] [SEP] [MASK] are ids 0..4 with the right piece types."""
   expected_ids = (model_lib.PAD_ID, model_lib.UNK_ID, model_lib.CLS_ID, model_lib.SEP_ID,
@@ -160,32 +135,41 @@ def _load_proto(model_bytes: bytes):
 
 def unk_rate(sp: spm.SentencePieceProcessor, sentences: list[str]) -> float | None:
   """Share of [UNK] among the ids of `sentences`; None when there are no tokens."""
-  ids = [i for ids in sp.encode(sentences) for i in ids]
+  ids = [i for ids in sp.encode(list(sentences)) for i in ids]
   if not ids:
     return None
   return float(np.mean(np.array(ids) == model_lib.UNK_ID))
 
 
-def train_sentencepiece(corpus_dir: str | os.PathLike, model_path: str | os.PathLike, *,
+def train_sentencepiece(train: Mapping[str, Sequence[str]], model_path: str | os.PathLike, *,
+                        validation: Mapping[str, Sequence[str]],
+                        source: Mapping[str, Any] | None = None,
                         vocab_size: int = 8000, alpha: float = 0.7, seed: int = 0,
                         max_sentences_per_language: int | None = None,
                         total_sentences: int | None = None,
                         character_coverage: float = 1.0,
                         num_threads: int = 2) -> pathlib.Path:
-  """Trains the SentencePiece unigram vocabulary on a corpus's train-split monolingual text.
+  """Trains the SentencePiece unigram vocabulary on monolingual text.
 
   Sentences come from `sample_sentences` (languages smoothed by `alpha`, seeded). Coverage 1.0
   keeps every character of the sample (CJK included: the Django corpus has ~2.4k distinct
   characters, so vocabularies below ~3k cannot hold them). Writes `model_path` (atomically) and
-  `metadata_path(model_path)` (settings, per-language sample sizes, corpus manifest hash,
-  training seconds, [UNK] rate on the validation split).
+  `metadata_path(model_path)` (settings, per-language sample sizes, `source`, training seconds,
+  [UNK] rate on `validation`). A corpus in the on-disk layout gives all three:
+
+      train_sentencepiece(layout.read_mono(corpus_dir, 'train'), model_path,
+                          validation=layout.read_mono(corpus_dir, 'validation'),
+                          source=layout.provenance(corpus_dir))
 
   Args:
-    corpus_dir: a built corpus (see `amber_jax.corpora`).
+    train: {lang: sentences} to sample the training text from (a corpus's train split).
     model_path: where to write the `.model` file.
+    validation: {lang: sentences} whose [UNK] rates the metadata records (the validation split).
+    source: where the text came from, written into the metadata as is (for a corpus
+      `amber_jax.corpora.layout.provenance`: its folder and manifest sha256).
     vocab_size: pieces in all, the 5 specials included.
     alpha: language sampling exponent.
-    seed: seeds the sentence sample and SentencePiece; same seed + corpus -> same model bytes.
+    seed: seeds the sentence sample and SentencePiece; same seed + text -> same model bytes.
     max_sentences_per_language: cap on each language's pool; None = no cap.
     total_sentences: sentences to sample; None = corpus size, at most MAX_TOTAL_SENTENCES.
     character_coverage: SentencePiece's share of characters the vocabulary must cover.
@@ -194,13 +178,11 @@ def train_sentencepiece(corpus_dir: str | os.PathLike, model_path: str | os.Path
   Returns:
     `model_path` as a pathlib.Path.
   """
-  corpus_dir = pathlib.Path(corpus_dir)
   model_path = pathlib.Path(model_path)
-  manifest_bytes = _read_manifest_bytes(corpus_dir)
-  mono = read_mono_split(corpus_dir, 'train')
+  source = dict(source or {})
   sentences, counts = sample_sentences(
-      mono, alpha=alpha, seed=seed, total=total_sentences,
-      max_sentences_per_language=max_sentences_per_language)
+      {lang: list(sents) for lang, sents in train.items()}, alpha=alpha, seed=seed,
+      total=total_sentences, max_sentences_per_language=max_sentences_per_language)
 
   spm.set_random_generator_seed(seed)
   buffer = io.BytesIO()
@@ -216,21 +198,20 @@ def train_sentencepiece(corpus_dir: str | os.PathLike, model_path: str | os.Path
         minloglevel=2)
   except RuntimeError as error:  # E.g. a vocab_size the sample cannot fill; the message says.
     raise RuntimeError(f'SentencePiece training (vocab_size={vocab_size}) on {len(sentences)} '
-                       f'sentences sampled from {corpus_dir} failed: {error}') from error
+                       f'sentences sampled from {source.get("corpus_dir", "the given text")} '
+                       f'failed: {error}') from error
   seconds = time.perf_counter() - start
   model_bytes = buffer.getvalue()
 
   sp = spm.SentencePieceProcessor(model_proto=model_bytes)
   _check_specials(sp, _load_proto(model_bytes).pieces, f'trained model for {model_path}')
-  validation = read_mono_split(corpus_dir, 'validation')
   per_language_unk = {lang: unk_rate(sp, sents) for lang, sents in validation.items()}
   metadata = {
       'vocab_size': vocab_size, 'model_type': 'unigram', 'alpha': alpha, 'seed': seed,
       'character_coverage': character_coverage,
       'max_sentences_per_language': max_sentences_per_language,
       'sentences_sampled': len(sentences), 'sentences_per_language': counts,
-      'corpus_dir': str(corpus_dir),
-      'corpus_manifest_sha256': hashlib.sha256(manifest_bytes).hexdigest(),
+      **source,
       'sentencepiece': spm.__version__,
       'training_seconds': round(seconds, 2),
       'validation_unk_rate': unk_rate(sp, [s for sents in validation.values() for s in sents]),
@@ -255,33 +236,26 @@ def _write_atomic(path: pathlib.Path, data: bytes):
     raise
 
 
-def _require_model(model_path: str | os.PathLike) -> pathlib.Path:
+def require_model(model_path: str | os.PathLike) -> pathlib.Path:
+  """`model_path` as a Path; raises FileNotFoundError, saying how to train one, if no file."""
   model_path = pathlib.Path(model_path)
   if not model_path.is_file():
     raise FileNotFoundError(
         f'no SentencePiece model at {model_path}; train one with '
-        'amber_jax.text.vocab.train_sentencepiece(corpus_dir, model_path)')
+        '`amber-jax vocab train` or amber_jax.text.vocab.train_sentencepiece')
   return model_path
 
 
-def load_processor(model_path: str | os.PathLike) -> spm.SentencePieceProcessor:
-  """The raw SentencePiece processor of a trained model, specials checked."""
-  model_bytes = _require_model(model_path).read_bytes()
+def load_sentencepiece(model_path: str | os.PathLike) -> spm.SentencePieceProcessor:
+  """The raw SentencePiece processor of a trained model, specials checked.
+
+  The SentencePiece half of `amber_jax.text.tokenizer.load_processor`, which callers use (it also
+  opens HF tokenizer folders).
+  """
+  model_bytes = require_model(model_path).read_bytes()
   sp = spm.SentencePieceProcessor(model_proto=model_bytes)
   _check_specials(sp, _load_proto(model_bytes).pieces, str(model_path))
   return sp
-
-
-def load_vocabulary(model_path: str | os.PathLike):
-  """The seqio vocabulary of a trained model (no extra ids); imports seqio (and TensorFlow).
-
-  Returns:
-    `seqio.SentencePieceVocabulary`; it encodes to the same ids as `load_processor`.
-  """
-  model_path = _require_model(model_path)
-  os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
-  import seqio  # pylint: disable=import-outside-toplevel
-  return seqio.SentencePieceVocabulary(str(model_path), extra_ids=0)
 
 
 def _composition_fixes(sp: spm.SentencePieceProcessor, charsmap: bytes) -> list[tuple[str, str]]:
@@ -350,7 +324,7 @@ def build_hf_tokenizer(model_path: str | os.PathLike, model_max_length: int = 51
   from transformers.convert_slow_tokenizer import SpmConverter
   # pylint: enable=import-outside-toplevel
 
-  sp = load_processor(model_path)  # Checks the file and the specials.
+  sp = load_sentencepiece(model_path)  # Checks the file and the specials.
   proto = _load_proto(pathlib.Path(model_path).read_bytes())
   vocab = [(piece.piece, piece.score) for piece in proto.pieces]
   # legacy=True: the "always" Metaspace scheme plus the converter's dummy-prefix rule, which is

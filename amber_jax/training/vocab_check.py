@@ -7,7 +7,7 @@ import pathlib
 
 import jax
 
-from amber_jax.data import token_cache
+from amber_jax.text import tokenizer
 
 
 def check_run_vocabulary(config, workdir: pathlib.Path, resumed: bool) -> None:
@@ -18,7 +18,7 @@ def check_run_vocabulary(config, workdir: pathlib.Path, resumed: bool) -> None:
   if not config.data.vocab_path or not path.exists():
     return  # synthetic input, or check_vocabulary reports the missing file when data is read
   record = workdir / 'vocab.json'
-  digest = token_cache.vocab_fingerprint(path)
+  digest = tokenizer.vocab_fingerprint(path)
   if resumed and record.exists():
     saved = json.loads(record.read_text())
     if saved['sha256'] != digest:
