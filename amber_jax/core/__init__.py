@@ -1,0 +1,1 @@
+"""The model and its math: the Flax encoder, masking, the pure losses, the objectives registry."""

@@ -1,0 +1,1 @@
+"""Input: the batch contract, seqio mixtures -> numpy batches, the token cache, run inputs."""

@@ -1,0 +1,1 @@
+"""Evaluation: retrieval, bitext mining, word alignment and AER, zero-shot transfer, plots."""
