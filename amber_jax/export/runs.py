@@ -17,6 +17,7 @@ from amber_jax.eval import retrieval
 from amber_jax.export import hf
 from amber_jax.parallel import partitioning
 from amber_jax.training import train_state
+from amber_jax.core import objectives
 from amber_jax.core.model import EncoderConfig
 from amber_jax.text import hf_tokenizer
 from amber_jax.export import hf_import
@@ -49,8 +50,10 @@ def load_params(workdir: str | pathlib.Path, step: int | None = None):
 
 
 def model_card(config, step: int, figures: dict | None = None) -> str:
+  """The exported folder's README.md: the run's objectives (every registered one's weight), data,
+  batch and shape, and `figures` ({name: value}) under '## Evaluation' when given."""
   o = config.objectives
-  weights = {k: o[k] for k in ('mlm_weight', 'tlm_weight', 'sa_weight', 'wa_weight')}
+  weights = objectives.weights(o)
   lines = [
       '# AMBER encoder (amber-jax export)', '',
       'A BERT-style multilingual encoder pretrained with the AMBER objectives '
