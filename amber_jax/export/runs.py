@@ -32,20 +32,23 @@ def load_config(workdir: str | pathlib.Path) -> ml_collections.ConfigDict:
 
 
 def load_params(workdir: str | pathlib.Path, step: int | None = None):
-  """(params as numpy, EncoderConfig, run config, step) of a run's checkpoint (default latest)."""
+  """(params as numpy, EncoderConfig, run config, step) of a run's checkpoint (default latest).
+
+  Reads only the checkpoint's parameters: the run's optimizer is never built nor restored.
+  """
   config = load_config(workdir)
   mesh = partitioning.make_mesh({'data': 1, 'fsdp': 1, 'tensor': 1}, devices=jax.devices()[:1])
-  one_device = ml_collections.ConfigDict(config.to_dict())  # the run's own config stays as it was
-  one_device.data.mono_batch_size = one_device.data.parallel_batch_size = 0  # nothing to divide
-  s = train_state.setup(one_device, mesh)
+  target = train_state.abstract_params(config, mesh)  # model shapes only: no optimizer is built
   mgr = checkpoint.manager(workdir, keep=config.train.keep_checkpoints)
   step = mgr.latest_step() if step is None else step
   if step is None:
     raise FileNotFoundError(f'No checkpoint in {pathlib.Path(workdir) / "checkpoints"}; '
                             'train first (`amber-jax train`).')
-  state, _ = checkpoint.restore(mgr, step, s.abstract_state)
-  mgr.close()
-  params = jax.tree_util.tree_map(np.asarray, state['params'])
+  try:
+    params = checkpoint.restore_params(mgr, step, target)
+  finally:
+    mgr.close()
+  params = jax.tree_util.tree_map(np.asarray, params)
   return params, EncoderConfig.from_config(config.model), config, step
 
 
