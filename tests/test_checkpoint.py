@@ -1,9 +1,8 @@
 """Checkpoints that survive: kill -9, SIGTERM, corrupt latest step, mismatched parameters, and
 non-finite losses."""
 
-import os
+import json
 import pathlib
-import shutil
 import signal
 import subprocess
 import sys
@@ -76,6 +75,33 @@ def test_restoring_with_different_parameters_names_them(tmp_path):
     bigger.model.num_layers = 3
   with pytest.raises(checkpoint.CheckpointMismatchError, match='layer_2'):
     loop.train(bigger, batches=stream(), print_fn=_quiet)
+
+
+def test_load_params_restores_the_params_alone_whatever_the_optimizer(tmp_path, monkeypatch):
+  from amber_jax.export import runs  # pylint: disable=g-import-not-at-top
+  state, _ = loop.train(small_config(tmp_path, steps=2), batches=stream(), print_fn=_quiet)
+  path = tmp_path / 'config.json'
+  config = json.loads(path.read_text())
+  config['optimizer']['grad_clip_norm'] = 0.0  # another optimizer chain: another opt_state tree
+  path.write_text(json.dumps(config))
+
+  def no_optimizer(*_):
+    raise AssertionError('load_params built an optimizer; it needs only the parameters')
+
+  monkeypatch.setattr(train_state, 'make_optimizer', no_optimizer)
+  params, mcfg, run_config, step = runs.load_params(tmp_path)
+  assert step == 2 and mcfg.num_layers == 2 and run_config.optimizer.grad_clip_norm == 0.0
+  want = jax.device_get(state['params'])
+  assert jax.tree_util.tree_structure(params) == jax.tree_util.tree_structure(want)
+  for (key, got), expected in zip(jax.tree_util.tree_leaves_with_path(params),
+                                  jax.tree_util.tree_leaves(want)):
+    assert isinstance(got, np.ndarray), key
+    np.testing.assert_array_equal(got, expected, err_msg=jax.tree_util.keystr(key))
+
+  config['model']['num_layers'] = 3  # the model still has to match: the difference is named
+  path.write_text(json.dumps(config))
+  with pytest.raises(checkpoint.CheckpointMismatchError, match='missing .*layer_2'):
+    runs.load_params(tmp_path)
 
 
 RUNNER = textwrap.dedent("""

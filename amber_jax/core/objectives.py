@@ -1,7 +1,15 @@
-"""A batch -> the encoder passes -> the weighted AMBER losses.
+"""A batch -> the encoder passes -> the weighted AMBER losses, from a registry of objectives.
 
-This is the one extension point for objectives: a new loss adds a branch to `amber_losses` and a
-weight to `config.objectives`.
+The extension point for losses is `OBJECTIVES`. An `Objective` declares everything the rest of the
+package reads about a loss: its name ('mlm'), its weight field in `config.objectives`
+('mlm_weight'), the batch keys it reads, the metric keys it logs and its function
+  fn(model, params, batch, keys: Keys, ocfg, deterministic) -> (loss, {metric key: value}).
+`amber_losses` runs every registered objective whose batch keys are in the batch and whose weight
+is non-zero and sums weight * loss; the model card (`amber_jax.export.runs`), the training curves
+(`amber_jax.eval.plots`) and the demo's table read their names from the registry. Adding a loss is
+its function, its entry and its test: write the function, append an `Objective` to `OBJECTIVES`,
+add its weight field to configs/default.py (0.0 keeps it off) and test it in tests/. A loss that
+needs new batch arrays also adds them to the batch contract (`amber_jax.data.batches`).
 
 Passes per step:
   mono rows:      one masked pass                        -> MLM
@@ -24,8 +32,9 @@ one text with positions 0..length-1 (today's behaviour).
 
 from __future__ import annotations
 
+import dataclasses
 import math
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -125,49 +134,158 @@ def sentence_embeddings(model: Encoder, params, ids, dropout_rng, deterministic)
   return losses.mean_pool(out['hidden'].astype(jnp.float32), ids != PAD_ID)
 
 
+class Keys(NamedTuple):
+  """The PRNG keys one objective gets in a step (see `objective_keys`)."""
+
+  mask: Array | None  # which tokens to mask; None for an objective that masks nothing
+  dropout: Array      # dropout of its passes
+
+
+# fn(model, params, batch, keys, ocfg, deterministic) -> (loss, {metric key: scalar})
+LossFn = Callable[[Encoder, Any, Mapping[str, Array], Keys, Any, bool],
+                  tuple[Array, dict[str, Array]]]
+
+
+@dataclasses.dataclass(frozen=True)
+class Objective:
+  """One loss: what it is called, where its weight lives, what it reads and logs, how it runs.
+
+  Attributes:
+    name: short name, e.g. 'mlm'; its loss is logged as f'{name}_loss'.
+    weight: its weight field in config.objectives, e.g. 'mlm_weight' (0 turns it off).
+    batch_keys: the batch arrays it needs, e.g. ('mono_ids', 'mono_segments'); without them in a
+      batch it is skipped.
+    metrics: the metric keys its function returns, the loss key among them.
+    fn: a `LossFn`.
+    masks: whether it draws a masking key (`Keys.mask`).
+    optional_keys: batch arrays it reads when present (e.g. MLM's 'mono_seq').
+  """
+
+  name: str
+  weight: str
+  batch_keys: tuple[str, ...]
+  metrics: tuple[str, ...]
+  fn: LossFn
+  masks: bool = False
+  optional_keys: tuple[str, ...] = ()
+
+  def __post_init__(self):
+    if self.loss_key not in self.metrics:
+      raise ValueError(f'Objective {self.name!r} logs {self.metrics}, which lacks its loss key '
+                       f'{self.loss_key!r}; add it to `metrics`.')
+
+  @property
+  def loss_key(self) -> str:
+    return f'{self.name}_loss'
+
+
+def _mlm(model, params, batch, keys, ocfg, deterministic):
+  """MLM: one masked pass over the monolingual rows (packed rows when mono_seq is given)."""
+  loss, acc = _masked_lm(model, params, batch['mono_ids'], batch['mono_segments'], keys.mask,
+                         ocfg, keys.dropout, deterministic, seq=batch.get('mono_seq'))
+  return loss, {'mlm_loss': loss, 'mlm_accuracy': acc}
+
+
+def _tlm(model, params, batch, keys, ocfg, deterministic):
+  """TLM: one masked pass over the joined pairs [x; y]."""
+  loss, acc = _masked_lm(model, params, batch['pair_ids'], batch['pair_segments'], keys.mask,
+                         ocfg, keys.dropout, deterministic)
+  return loss, {'tlm_loss': loss, 'tlm_accuracy': acc}
+
+
+def _sa(model, params, batch, keys, ocfg, deterministic):
+  """SA: one unmasked pass over x and y stacked, then the in-batch softmax of their embeddings."""
+  n = batch['src_ids'].shape[0]
+  both = jnp.concatenate([batch['src_ids'], batch['tgt_ids']], axis=0)  # one pass, [2n, L_s]
+  c = sentence_embeddings(model, params, both, keys.dropout, deterministic)  # [2n, embed]
+  loss = losses.sentence_alignment_loss(
+      c[:n], c[n:], cosine=ocfg.sa_cosine, temperature=ocfg.sa_temperature,
+      margin=ocfg.sa_margin, bidirectional=ocfg.sa_bidirectional)
+  return loss, {'sa_loss': loss}
+
+
+def _wa(model, params, batch, keys, ocfg, deterministic):
+  """WA: the attention symmetry of the [x; y] and [y; x] passes' last layers."""
+  loss, _ = word_alignment(model, params, batch, ocfg, keys.dropout, deterministic)
+  return loss, {'wa_loss': loss}
+
+
+_PAIR_KEYS = ('pair_ids', 'pair_segments')
+_SWAP_KEYS = ('swap_ids', 'swap_segments')
+_SENTENCE_KEYS = ('src_ids', 'tgt_ids')
+
+# The registry, in the order the losses run (and their PRNG keys are drawn).
+OBJECTIVES: tuple[Objective, ...] = (
+    Objective('mlm', 'mlm_weight', ('mono_ids', 'mono_segments'), ('mlm_loss', 'mlm_accuracy'),
+              _mlm, masks=True, optional_keys=('mono_seq',)),
+    Objective('tlm', 'tlm_weight', _PAIR_KEYS, ('tlm_loss', 'tlm_accuracy'), _tlm, masks=True),
+    Objective('sa', 'sa_weight', _SENTENCE_KEYS, ('sa_loss',), _sa),
+    Objective('wa', 'wa_weight', _SENTENCE_KEYS + _PAIR_KEYS + _SWAP_KEYS, ('wa_loss',), _wa),
+)
+
+
+def loss_keys() -> tuple[str, ...]:
+  """'loss' (the weighted total) and each registered objective's loss key, in registry order."""
+  return ('loss',) + tuple(o.loss_key for o in OBJECTIVES)
+
+
+def weights(ocfg) -> dict[str, float]:
+  """{weight field: value} of every registered objective, read from config.objectives."""
+  return {o.weight: getattr(ocfg, o.weight) for o in OBJECTIVES}
+
+
+def objective_keys(rng: Array, registry: tuple[Objective, ...]) -> dict[str, Keys]:
+  """Each objective's keys: one split of `rng` gives a masking key per masking objective (in
+  order) and a last key, whose split gives each objective its dropout key (in order). Every key is
+  drawn whether its objective runs or not, so turning a loss off leaves the others' keys alone."""
+  masking = [o.name for o in registry if o.masks]
+  *mask_keys, k_drop = jax.random.split(rng, len(masking) + 1)
+  drop_keys = jax.random.split(k_drop, len(registry))
+  mask_of = dict(zip(masking, mask_keys))
+  return {o.name: Keys(mask_of.get(o.name), d) for o, d in zip(registry, drop_keys)}
+
+
+def _runs(o: Objective, batch: Mapping[str, Array], ocfg) -> bool:
+  """Whether `o` runs on `batch`: its arrays are there and its weight is non-zero."""
+  present = [k in batch for k in o.batch_keys]
+  if not any(present) or not getattr(ocfg, o.weight):
+    return False
+  if not all(present):
+    missing = [k for k, p in zip(o.batch_keys, present) if not p]
+    raise ValueError(f'Objective {o.name!r} reads {o.batch_keys}; the batch lacks {missing} '
+                     f'(it has {sorted(batch)}). Yield every key of a batch part '
+                     f'(amber_jax.data.batches), or set config.objectives.{o.weight}=0.')
+  return True
+
+
 def amber_losses(model: Encoder, params, batch: Mapping[str, Array], rng: Array, ocfg: Any,
                  deterministic: bool = False) -> tuple[Array, dict[str, Array]]:
-  """The weighted total loss of one batch and its parts.
+  """The weighted total loss of one batch and its parts: every objective of `OBJECTIVES`.
 
   Args:
     model: the Encoder module.
     params: its (unboxed) parameters.
     batch: arrays as `amber_jax.data.pipeline` yields them (mono_* and/or src/tgt/pair/swap_*; the
       optional mono_seq marks packed rows, see the module docstring).
-    rng: PRNG key for masking and dropout.
+    rng: PRNG key for masking and dropout (split by `objective_keys`).
     ocfg: config.objectives (weights, mask_rate, sa_* options, wa_mask).
     deterministic: disable dropout.
 
   Returns:
-    (total loss, metrics dict with each loss and accuracy).
+    (total loss, metrics dict with each loss and accuracy, and 'loss' = the total).
   """
-  k_mono, k_tlm, k_drop = jax.random.split(rng, 3)
-  d_mono, d_tlm, d_sa, d_wa = jax.random.split(k_drop, 4)
+  registry = OBJECTIVES
+  keys = objective_keys(rng, registry)
   total = jnp.zeros((), jnp.float32)
   metrics = {}
-  if 'mono_ids' in batch and ocfg.mlm_weight:
-    loss, acc = _masked_lm(model, params, batch['mono_ids'], batch['mono_segments'], k_mono,
-                           ocfg, d_mono, deterministic, seq=batch.get('mono_seq'))
-    total += ocfg.mlm_weight * loss
-    metrics.update(mlm_loss=loss, mlm_accuracy=acc)
-  if 'pair_ids' in batch:
-    if ocfg.tlm_weight:
-      loss, acc = _masked_lm(model, params, batch['pair_ids'], batch['pair_segments'], k_tlm,
-                             ocfg, d_tlm, deterministic)
-      total += ocfg.tlm_weight * loss
-      metrics.update(tlm_loss=loss, tlm_accuracy=acc)
-    if ocfg.sa_weight:
-      n = batch['src_ids'].shape[0]
-      both = jnp.concatenate([batch['src_ids'], batch['tgt_ids']], axis=0)  # one pass, 2n rows
-      c = sentence_embeddings(model, params, both, d_sa, deterministic)
-      loss = losses.sentence_alignment_loss(
-          c[:n], c[n:], cosine=ocfg.sa_cosine, temperature=ocfg.sa_temperature,
-          margin=ocfg.sa_margin, bidirectional=ocfg.sa_bidirectional)
-      total += ocfg.sa_weight * loss
-      metrics['sa_loss'] = loss
-    if ocfg.wa_weight:
-      loss, _ = word_alignment(model, params, batch, ocfg, d_wa, deterministic)
-      total += ocfg.wa_weight * loss
-      metrics['wa_loss'] = loss
+  for o in registry:
+    if not _runs(o, batch, ocfg):
+      continue
+    loss, logged = o.fn(model, params, batch, keys[o.name], ocfg, deterministic)
+    if set(logged) != set(o.metrics):
+      raise ValueError(f'Objective {o.name!r} returned metrics {sorted(logged)}; its entry '
+                       f'declares {o.metrics}. Make the two agree.')
+    total += getattr(ocfg, o.weight) * loss
+    metrics.update(logged)
   metrics['loss'] = total
   return total, metrics

@@ -14,6 +14,11 @@ L_s = sentence_length, L_p = 2 * L_s; a part whose batch size is 0 has none of i
   swap_segments  [B_p, L_p]  0 on [CLS] y [SEP], 1 on x [SEP], 0 on pads
 x and y are the same token lists in every array of a row.
 
+The keys come in groups of one shape (MONO_KEYS, PACKED_KEYS, SENTENCE_KEYS, PAIR_KEYS) and two
+parts (PARTS: 'mono', 'parallel'), each present or absent as a whole. The losses that read them
+are declared in `amber_jax.core.objectives.OBJECTIVES` (each objective's batch keys are keys of
+one part here).
+
 Everything here is numpy: no TensorFlow.
 """
 
@@ -24,6 +29,14 @@ import numpy as np
 from amber_jax.core.model import PAD_ID
 
 
+MONO_KEYS = ('mono_ids', 'mono_segments')  # [B_m, L_m]
+PACKED_KEYS = ('mono_seq',)  # [B_m, L_m], only with config.data.packing
+SENTENCE_KEYS = ('src_ids', 'tgt_ids')  # [B_p, L_s]
+PAIR_KEYS = ('pair_ids', 'pair_segments', 'swap_ids', 'swap_segments')  # [B_p, 2 L_s]
+# The parts of a batch: part -> every key it may hold (its batch size 0: none of them).
+PARTS = {'mono': MONO_KEYS + PACKED_KEYS, 'parallel': SENTENCE_KEYS + PAIR_KEYS}
+
+
 def batch_spec(data_cfg) -> dict[str, tuple[tuple[int, int], np.dtype]]:
   """The arrays `make_train_iterator` yields: name -> (shape, dtype). Needs no TensorFlow."""
   check_sizes(data_cfg)
@@ -32,13 +45,12 @@ def batch_spec(data_cfg) -> dict[str, tuple[tuple[int, int], np.dtype]]:
   int32 = np.dtype(np.int32)
   spec = {}
   if bm:
-    spec.update(mono_ids=((bm, lm), int32), mono_segments=((bm, lm), int32))
+    spec.update({name: ((bm, lm), int32) for name in MONO_KEYS})
     if data_cfg.packing:
-      spec['mono_seq'] = ((bm, lm), int32)
+      spec.update({name: ((bm, lm), int32) for name in PACKED_KEYS})
   if bp:
-    spec.update(src_ids=((bp, ls), int32), tgt_ids=((bp, ls), int32))
-    for name in ('pair_ids', 'pair_segments', 'swap_ids', 'swap_segments'):
-      spec[name] = ((bp, 2 * ls), int32)
+    spec.update({name: ((bp, ls), int32) for name in SENTENCE_KEYS})
+    spec.update({name: ((bp, 2 * ls), int32) for name in PAIR_KEYS})
   return spec
 
 

@@ -13,7 +13,7 @@ import ml_collections
 import numpy as np
 
 from amber_jax.core.model import CLS_ID, NUM_SPECIALS, SEP_ID
-from amber_jax.data.batches import batch_spec
+from amber_jax.data import batches
 from amber_jax.text.tokenizer import check_vocabulary
 from amber_jax.data import pipeline
 
@@ -53,7 +53,7 @@ def config_input(config) -> Callable[..., Iterator[dict]]:
 
 def synthetic_batches(config, start_step: int = 0) -> Iterator[dict]:
   """Random token batches with the real batch layout (benchmarks, TF-free machines)."""
-  spec = batch_spec(config.data)
+  spec = batches.batch_spec(config.data)
   step = start_step
   while True:
     rng = np.random.default_rng([config.seed, step])
@@ -63,17 +63,20 @@ def synthetic_batches(config, start_step: int = 0) -> Iterator[dict]:
 
 
 def _synthetic_array(name, shape, dtype, rng, vocab_size):
-  if name == 'mono_segments':
-    return np.zeros(shape, dtype)
-  if name == 'mono_seq':  # one text per row, as the ids below are framed
+  """One array of a synthetic batch, by its group in the batch contract (`batches`): ids are
+  [CLS] random tokens [SEP] (a joined pair's with a [SEP] in its middle), a packed row holds one
+  text, mono segments are 0 and a joined pair's are 0 on its first half, 1 on its second."""
+  if name in batches.PACKED_KEYS:  # one text per row, as the ids below are framed
     return np.ones(shape, dtype)
-  if name.endswith('segments'):
+  if name.endswith('_segments'):
+    if name not in batches.PAIR_KEYS:
+      return np.zeros(shape, dtype)
     half = shape[1] // 2
     return np.concatenate([np.zeros((shape[0], half)), np.ones((shape[0], shape[1] - half))],
                           axis=1).astype(dtype)
   ids = rng.integers(NUM_SPECIALS, vocab_size, size=shape).astype(dtype)
   ids[:, 0] = CLS_ID
-  if name in ('pair_ids', 'swap_ids'):
+  if name in batches.PAIR_KEYS:
     ids[:, shape[1] // 2 - 1] = SEP_ID
   ids[:, -1] = SEP_ID
   return ids

@@ -19,7 +19,12 @@ matplotlib.use('Agg')
 import matplotlib.pyplot as plt  # pylint: disable=wrong-import-position
 import numpy as np  # pylint: disable=wrong-import-position
 
-LOSS_KEYS = ('loss', 'mlm_loss', 'tlm_loss', 'sa_loss', 'wa_loss')
+from amber_jax.core import objectives  # pylint: disable=wrong-import-position
+
+
+def loss_keys() -> tuple[str, ...]:
+  """The curves drawn first: 'loss' and each registered objective's loss key."""
+  return objectives.loss_keys()
 
 
 def _save(fig, out_png) -> pathlib.Path:
@@ -124,15 +129,15 @@ def training_curves(metrics_jsonl_path, out_png) -> pathlib.Path:
   steps = np.array([r.get('step', n) for n, r in enumerate(rows)])
   fig, (ax_loss, ax_speed) = plt.subplots(1, 2, figsize=(10, 3.8), layout='constrained')
   plotted = 0
-  for key in LOSS_KEYS + tuple(sorted(k for k in rows[0] if k.endswith('_loss')
-                                      and k not in LOSS_KEYS)):
+  known = loss_keys()
+  for key in known + tuple(sorted(k for k in rows[0] if k.endswith('_loss') and k not in known)):
     have = [(s, r[key]) for s, r in zip(steps, rows) if key in r]
     if have:
       xs, ys = zip(*have)
       ax_loss.plot(xs, ys, label=key, lw=2.0 if key == 'loss' else 1.2)
       plotted += 1
   if not plotted:
-    raise ValueError(f'{metrics_jsonl_path} has no loss keys (expected some of {LOSS_KEYS}).')
+    raise ValueError(f'{metrics_jsonl_path} has no loss keys (expected some of {known}).')
   ax_loss.set_xlabel('step')
   ax_loss.set_ylabel('loss')
   ax_loss.set_yscale('log')

@@ -14,6 +14,7 @@ import time
 import jax
 import numpy as np
 
+from amber_jax.core import objectives
 from amber_jax.eval import retrieval
 from amber_jax import paths
 from amber_jax.export import runs
@@ -83,11 +84,10 @@ def run(config, hf_out: str = 'amber-demo-hf', print_fn=print, min_pairs: int = 
   hf_embed = retrieval.hf_embedder(str(out))
   hf_after = retrieval.retrieval(hf_embed, pairs)
 
-  loss_names = [k for k in ('mlm_loss', 'tlm_loss', 'sa_loss', 'wa_loss') if k in history[0]]
   summary = {
       'steps': config.train.steps,
       'train_minutes': round(train_minutes, 2),
-      'losses': {k: (history[0][k], history[-1][k]) for k in loss_names},
+      'losses': loss_table(history),
       'retrieval_before': retrieval.mean_accuracy(before),
       'retrieval_after': retrieval.mean_accuracy(after),
       'retrieval_after_hf_export': retrieval.mean_accuracy(hf_after),
@@ -102,6 +102,12 @@ def run(config, hf_out: str = 'amber-demo-hf', print_fn=print, min_pairs: int = 
   print_fn(f'Done in {summary["total_minutes"]} min. Summary: '
            f'{pathlib.Path(config.workdir) / "demo_summary.json"}')
   return summary
+
+
+def loss_table(history: list[dict]) -> dict[str, tuple[float, float]]:
+  """{loss key: (first logged value, last)} of each registered objective the run logged."""
+  names = [o.loss_key for o in objectives.OBJECTIVES if o.loss_key in history[0]]
+  return {k: (history[0][k], history[-1][k]) for k in names}
 
 
 def _print_table(summary, print_fn):

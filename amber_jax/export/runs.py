@@ -17,6 +17,7 @@ from amber_jax.eval import retrieval
 from amber_jax.export import hf
 from amber_jax.parallel import mesh as mesh_lib
 from amber_jax.training import train_state
+from amber_jax.core import objectives
 from amber_jax.core.model import EncoderConfig
 from amber_jax.text import hf_tokenizer, tokenizer
 from amber_jax.export import hf_import
@@ -31,26 +32,31 @@ def load_config(workdir: str | pathlib.Path) -> ml_collections.ConfigDict:
 
 
 def load_params(workdir: str | pathlib.Path, step: int | None = None):
-  """(params as numpy, EncoderConfig, run config, step) of a run's checkpoint (default latest)."""
+  """(params as numpy, EncoderConfig, run config, step) of a run's checkpoint (default latest).
+
+  Reads only the checkpoint's parameters: the run's optimizer is never built nor restored.
+  """
   config = load_config(workdir)
   mesh = mesh_lib.build({'data': 1, 'fsdp': 1, 'tensor': 1}, devices=jax.devices()[:1])
-  one_device = ml_collections.ConfigDict(config.to_dict())  # the run's own config stays as it was
-  one_device.data.mono_batch_size = one_device.data.parallel_batch_size = 0  # nothing to divide
-  s = train_state.setup(one_device, mesh)
+  target = train_state.abstract_params(config, mesh)  # model shapes only: no optimizer is built
   mgr = checkpoint.manager(workdir, keep=config.train.keep_checkpoints)
   step = mgr.latest_step() if step is None else step
   if step is None:
     raise FileNotFoundError(f'No checkpoint in {pathlib.Path(workdir) / "checkpoints"}; '
                             'train first (`amber-jax train`).')
-  state, _ = checkpoint.restore(mgr, step, s.abstract_state)
-  mgr.close()
-  params = jax.tree_util.tree_map(np.asarray, state['params'])
+  try:
+    params = checkpoint.restore_params(mgr, step, target)
+  finally:
+    mgr.close()
+  params = jax.tree_util.tree_map(np.asarray, params)
   return params, EncoderConfig.from_config(config.model), config, step
 
 
 def model_card(config, step: int, figures: dict | None = None) -> str:
+  """The exported folder's README.md: the run's objectives (every registered one's weight), data,
+  batch and shape, and `figures` ({name: value}) under '## Evaluation' when given."""
   o = config.objectives
-  weights = {k: o[k] for k in ('mlm_weight', 'tlm_weight', 'sa_weight', 'wa_weight')}
+  weights = objectives.weights(o)
   lines = [
       '# AMBER encoder (amber-jax export)', '',
       'A BERT-style multilingual encoder pretrained with the AMBER objectives '

@@ -1,7 +1,8 @@
 """Orbax checkpointing: an async CheckpointManager that keeps N steps and restores onto any mesh.
 
 A checkpoint holds two items: 'state' (step, params, opt_state: sharded arrays, restored onto the
-shardings of the target) and 'meta' (JSON: the config and the data position).
+shardings of the target) and 'meta' (JSON: the config and the data position). `restore_params`
+reads only the state's 'params' (export, evaluation: no optimizer needed).
 """
 
 from __future__ import annotations
@@ -57,12 +58,20 @@ def _paths(tree) -> set[str]:
   return {'/'.join(_key_name(k) for k in path) for path, leaf in leaves if leaf is not None}
 
 
-def check_structure(mgr: ocp.CheckpointManager, step: int, abstract_state: Any) -> None:
-  """Raises naming every missing and extra array: no silent partial restore."""
+def _saved_state(mgr: ocp.CheckpointManager, step: int) -> Any:
+  """The tree of the 'state' item's metadata at `step`."""
   metadata = mgr.item_metadata(step)
   saved = metadata['state'] if 'state' in metadata else metadata
-  saved = getattr(saved, 'tree', saved)
-  have, want = _paths(saved), _paths(abstract_state)
+  return getattr(saved, 'tree', saved)
+
+
+def check_structure(mgr: ocp.CheckpointManager, step: int, abstract_state: Any) -> None:
+  """Raises naming every missing and extra array: no silent partial restore."""
+  _check_paths(mgr, step, _paths(_saved_state(mgr, step)), _paths(abstract_state))
+
+
+def _check_paths(mgr: ocp.CheckpointManager, step: int, have: set[str], want: set[str]) -> None:
+  """Raises CheckpointMismatchError naming what `want` (the model's paths) lacks and adds."""
   if have != want:
     missing, extra = sorted(want - have), sorted(have - want)
     raise CheckpointMismatchError(
@@ -78,6 +87,42 @@ def restore(mgr: ocp.CheckpointManager, step: int, abstract_state: Any) -> tuple
   restored = mgr.restore(step, args=ocp.args.Composite(
       state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore()))
   return restored['state'], restored['meta']
+
+
+def restore_params(mgr: ocp.CheckpointManager, step: int, abstract_params: Any) -> Any:
+  """Only the 'params' subtree of step `step`'s state, onto the shardings of `abstract_params`.
+
+  Reads no optimizer state, so it needs no optimizer: export and evaluation restore with the
+  model's shapes alone (`train_state.abstract_params`). The parameters must match the saved ones
+  exactly (`CheckpointMismatchError` names the difference).
+
+  Args:
+    mgr: a manager of the run's checkpoints (`manager`).
+    step: the step to read.
+    abstract_params: ShapeDtypeStructs with shardings, the tree of the model's parameters.
+
+  Returns:
+    The parameters as jax.Arrays laid out by the shardings of `abstract_params`.
+  """
+  saved = _saved_state(mgr, step)
+  saved_params = saved.get('params') if hasattr(saved, 'get') else None
+  _check_paths(mgr, step, _paths(saved_params) if saved_params is not None else set(),
+               _paths(abstract_params))
+  target = {'params': abstract_params}
+  restore_args = jax.tree_util.tree_map(
+      lambda x: ocp.ArrayRestoreArgs(sharding=x.sharding, global_shape=x.shape, dtype=x.dtype),
+      target)
+  # The state was saved with StandardSave, whose handler restores whole trees only; the same files
+  # read with the PyTree handler allow a partial restore (the other items are never opened).
+  reader = ocp.CheckpointManager(
+      mgr.directory, options=ocp.CheckpointManagerOptions(read_only=True),
+      item_handlers={'state': ocp.PyTreeCheckpointHandler()})
+  try:
+    restored = reader.restore(step, args=ocp.args.Composite(state=ocp.args.PyTreeRestore(
+        item=target, restore_args=restore_args, partial_restore=True)))
+  finally:
+    reader.close()
+  return restored['state']['params']
 
 
 def restore_latest(mgr: ocp.CheckpointManager, abstract_state: Any, print_fn=logging.warning):

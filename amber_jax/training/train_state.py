@@ -83,6 +83,16 @@ def setup(config, mesh=None) -> Setup:
                rules)
 
 
+def abstract_params(config, mesh: jax.sharding.Mesh) -> Any:
+  """The model's parameters as ShapeDtypeStructs carrying their shardings on `mesh`: a restore
+  target for `checkpoint.restore_params` that builds no optimizer (export, evaluation). Only
+  config.model is read."""
+  mcfg = EncoderConfig.from_config(config.model)
+  boxed = jax.eval_shape(lambda: init_params(mcfg, jax.random.key(0)))
+  shardings = partitioning.param_shardings(boxed, mesh, partitioning.config_rules(config.mesh))
+  return checkpoint.abstract_like(nn.meta.unbox(boxed), shardings)
+
+
 def _opt_state_shardings(opt_abs, params_abs, param_sh, mesh):
   """Each optimizer leaf whose path ends with a parameter's path (and has its shape) gets that
   parameter's sharding (Adam's moments); everything else (counts) is replicated."""
