@@ -66,8 +66,10 @@ def run(config, hf_out: str = 'amber-demo-hf', print_fn=print, min_pairs: int = 
   print_fn(f'Retrieval before training (en->xx, mean over {len(pairs)} languages): '
            f'{retrieval.mean_accuracy(before)[0]:.3f}')
 
+  active = ' + '.join(o.name.upper() for o in objectives.OBJECTIVES
+                      if getattr(config.objectives, o.weight))
   print_fn(f'Training {config.model.num_layers}-layer AMBER for {config.train.steps} steps '
-           f'(MLM + TLM + SA + WA) in {config.workdir} ...')
+           f'({active}) in {config.workdir} ...')
   t_train = time.time()
   state, history = loop.train(config, batches=inputs.config_input(config), print_fn=print_fn,
                               eval_fn=retrieval.periodic_eval_fn(config))
