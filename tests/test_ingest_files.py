@@ -266,3 +266,28 @@ def test_cli_main_prints_summary_and_clean_errors(tmp_path, capsys):
   with pytest.raises(SystemExit, match='amber-jax data build files: .*unknown language code'):
     cli.main(['data', 'build', 'files', '--out', str(tmp_path / 'out2'), '--pairs',
               f'deutsch:{en},{de}'])
+
+
+def test_a_folder_that_is_not_a_built_corpus_is_never_replaced(tmp_path):
+  # The user's input files live in the folder given as --out: refused, everything left as it was.
+  out = tmp_path / 'mine'
+  out.mkdir()
+  en = _write(out / 'c.en', '\n'.join(EN) + '\n')
+  de = _write(out / 'c.de', '\n'.join(DE) + '\n')
+  with pytest.raises(FileExistsError, match=r'c\.de, c\.en; no manifest\.json'):
+    files.build_files_corpus(out, [f'de:{en},{de}'])
+  assert sorted(p.name for p in out.iterdir()) == ['c.de', 'c.en']
+  assert en.read_text(encoding='utf-8') == '\n'.join(EN) + '\n'
+  with pytest.raises(SystemExit, match='is not a corpus folder that amber-jax built'):
+    cli.main(['data', 'build', 'files', '--out', str(out), '--pairs', f'de:{en},{de}'])
+  assert sorted(p.name for p in out.iterdir()) == ['c.de', 'c.en']
+  # A built corpus, or an empty folder, is replaced.
+  built = tmp_path / 'built'
+  files.build_files_corpus(built, [f'de:{en},{de}'])
+  files.build_files_corpus(built, [f'de:{en},{de}'])
+  assert sorted(p.name for p in built.iterdir()) == ['manifest.json', 'mono', 'parallel']
+  # ...unless the user put something of theirs beside it.
+  _write(built / 'notes.txt', 'mine\n')
+  with pytest.raises(FileExistsError, match='notes.txt'):
+    files.build_files_corpus(built, [f'de:{en},{de}'])
+  assert (built / 'notes.txt').read_text() == 'mine\n'

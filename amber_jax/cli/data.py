@@ -76,7 +76,10 @@ def build_django(argv: list[str]) -> None:
   p.add_argument('--out', default='', help='output folder (default: the cache folder)')
   args = p.parse_args(argv)
   out = pathlib.Path(args.out) if args.out else paths.corpus_dir('django')
-  manifest = django_po.build_django_corpus(out)
+  try:
+    manifest = django_po.build_django_corpus(out)
+  except FileExistsError as error:
+    raise SystemExit(f'amber-jax data build django: {error}') from None
   print(f'Built {out}: {len(manifest["languages"])} languages, '
         f'{sum(v["train"] + v["validation"] for v in manifest["pairs"].values())} pairs; '
         f'skipped: {manifest["skipped"]}')
@@ -111,7 +114,7 @@ def build_manpages(argv: list[str]) -> dict:
         out, man_roots=_comma_list(args.man_roots), english_roots=_comma_list(args.english_roots),
         languages=_comma_list(args.languages), max_pages=args.max_pages,
         cache_dir=args.cache or None)
-  except (debian.FetchError, FileNotFoundError, ValueError) as error:
+  except (debian.FetchError, FileNotFoundError, FileExistsError, ValueError) as error:
     raise SystemExit(f'amber-jax data build manpages: {error}') from None
   seconds = time.time() - start
   print(f'Built {out} in {seconds:.1f} s: {len(manifest["languages"])} languages, '
@@ -149,7 +152,7 @@ def build_files(argv: list[str]) -> None:
     manifest = files.build_files_corpus(args.out, args.pairs, args.mono,
                                         validation_fraction=args.validation_fraction,
                                         min_words=args.min_words)
-  except (ValueError, FileNotFoundError) as error:
+  except (ValueError, FileNotFoundError, FileExistsError) as error:
     raise SystemExit(f'amber-jax data build files: {error}') from None
   print(files.summary(args.out, manifest))
 

@@ -100,7 +100,8 @@ def file_record(path: pathlib.Path) -> dict:
 def build_files_corpus(out_dir: str | pathlib.Path, pairs: Sequence[str] = (),
                        mono: Sequence[str] = (), *, validation_fraction: float = 0.15,
                        min_words: int = 1) -> dict:
-  """Builds a corpus from local files into `out_dir`, replacing any corpus there atomically.
+  """Builds a corpus from local files into `out_dir`, replacing a corpus built there atomically
+  (a folder holding anything else is refused before any file is read: `layout.check_replaceable`).
 
   Args:
     out_dir: corpus folder to create.
@@ -126,6 +127,7 @@ def build_files_corpus(out_dir: str | pathlib.Path, pairs: Sequence[str] = (),
     raise TypeError('pairs and mono are lists of specs, e.g. pairs=["de:corpus.en,corpus.de"]')
   if not pairs and not mono:
     raise ValueError(f'no input: give at least one pairs or mono spec ({SPEC_HELP})')
+  layout.check_replaceable(out_dir)  # before any work: a folder of the user's is never replaced
   # Every spec is checked (files exist, languages known) before any file is read.
   sources = [parse_spec(s, 'pairs') for s in pairs] + [parse_spec(s, 'mono') for s in mono]
 

@@ -83,8 +83,35 @@ def write_lines(path: pathlib.Path, lines: Iterable[str]):
       f.write(line + '\n')
 
 
+CORPUS_ENTRIES = frozenset({'manifest.json', 'parallel', 'mono'})  # all a built corpus holds
+
+
+def check_replaceable(out_dir: str | pathlib.Path) -> None:
+  """A builder writes into a new or empty folder, or replaces a corpus that a builder made (its
+  manifest.json beside parallel/ and mono/, nothing else): a folder of the user's is never deleted.
+
+  Raises:
+    FileExistsError: `out_dir` holds anything else, named in the message; nothing was written.
+  """
+  out_dir = pathlib.Path(out_dir)
+  if not out_dir.exists():
+    return
+  if not out_dir.is_dir():
+    raise FileExistsError(f'{out_dir} is a file, not a corpus folder; give --out a new folder.')
+  entries = sorted(p.name for p in out_dir.iterdir())
+  if not entries or ('manifest.json' in entries and set(entries) <= CORPUS_ENTRIES):
+    return
+  shown = ', '.join(entries[:5]) + (f' and {len(entries) - 5} more' if len(entries) > 5 else '')
+  raise FileExistsError(
+      f'{out_dir} is not a corpus folder that amber-jax built (it holds {shown}'
+      f'{"" if "manifest.json" in entries else "; no manifest.json"}), so it is left untouched '
+      'and nothing was written. Give the builder a new or empty folder.')
+
+
 def write_corpus(out_dir: pathlib.Path, by_split: dict, mono: dict, manifest: dict):
-  """Writes the layout into a temporary folder beside `out_dir`, then renames it into place."""
+  """Writes the layout into a temporary folder beside `out_dir`, then renames it into place
+  (replacing only what `check_replaceable` allows)."""
+  check_replaceable(out_dir)
   out_dir.parent.mkdir(parents=True, exist_ok=True)
   tmp = pathlib.Path(tempfile.mkdtemp(prefix=f'.{out_dir.name}.building-', dir=out_dir.parent))
   try:
