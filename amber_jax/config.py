@@ -42,8 +42,42 @@ def load_preset(path: str, overrides=(), **kwargs):
       config.preset = pathlib.Path(found).stem
   for name, value in overrides:
     override(config, name, value)
+  validate(config)
   config.lock()
   return config
+
+
+# The numeric fields with a range: (lowest, highest), None = unbounded; both ends allowed.
+RANGES = {
+    'train.steps': (1, None), 'train.log_every': (1, None), 'train.checkpoint_every': (1, None),
+    'train.keep_checkpoints': (1, None), 'train.eval_every': (0, None),
+    'train.max_nonfinite_steps': (1, None),
+    'data.mono_batch_size': (0, None), 'data.parallel_batch_size': (0, None),
+    'data.mono_length': (0, None), 'data.sentence_length': (0, None),
+    'data.shuffle_buffer': (1, None), 'data.alpha': (0.0, None),
+    'model.vocab_size': (1, None), 'model.hidden_size': (1, None), 'model.num_layers': (1, None),
+    'model.num_heads': (1, None), 'model.intermediate_size': (1, None),
+    'model.max_position_embeddings': (1, None), 'model.dropout_rate': (0.0, 1.0),
+    'model.attention_dropout_rate': (0.0, 1.0),
+    'objectives.mlm_weight': (0.0, None), 'objectives.tlm_weight': (0.0, None),
+    'objectives.sa_weight': (0.0, None), 'objectives.wa_weight': (0.0, None),
+    'objectives.mask_rate': (0.0, 1.0),
+    'optimizer.learning_rate': (0.0, None), 'optimizer.warmup_steps': (0, None),
+    'optimizer.weight_decay': (0.0, None), 'optimizer.grad_clip_norm': (0.0, None),
+}
+
+
+def validate(config) -> None:
+  """Raises ConfigError naming the first field in RANGES whose value is out of its range."""
+  for dotted, (low, high) in RANGES.items():
+    section, _, field = dotted.partition('.')
+    if section not in config or field not in config[section]:
+      continue  # a preset without that field (an older run's config)
+    value = config[section][field]
+    if (low is not None and value < low) or (high is not None and value > high):
+      allowed = (f'>= {low}' if high is None else f'in [{low}, {high}]')
+      raise ConfigError(f'amber-jax: config.{dotted}={value!r} is out of range: it must be '
+                        f'{allowed}.')
 
 
 def split_config_args(argv: list[str]) -> tuple[str | None, list[tuple[str, str]], list[str]]:
@@ -91,7 +125,11 @@ def override(config, dotted: str, text: str) -> None:
         raise ValueError(text)
       value = text.lower() in ('true', '1')
     elif isinstance(current, (int, float)) and not isinstance(current, bool):
-      value = type(current)(ast.literal_eval(text)) if text.strip() else type(current)(text)
+      value = ast.literal_eval(text)
+      if isinstance(value, bool) or not isinstance(value, (int, float)) or (
+          isinstance(current, int) and value != int(value)):
+        raise ValueError(text)  # '3.5' is no int: never cut to 3
+      value = type(current)(value)
     elif isinstance(current, str):
       value = text
     else:

@@ -67,3 +67,25 @@ def test_each_preset_has_its_own_default_workdir(monkeypatch, tmp_path):
   explicit, _ = config_lib.load_config(['--config=tiny', f'--config.workdir={tmp_path / "mine"}'])
   config_lib.resolve_paths(explicit)
   assert explicit.workdir == str(tmp_path / 'mine')
+
+
+@pytest.mark.parametrize('override, message', [
+    ('--config.train.steps=-5', r"config.train.steps=-5 is out of range: it must be >= 1"),
+    ('--config.train.steps=0', r"config.train.steps=0 is out of range"),
+    ('--config.objectives.mask_rate=1.5', r"config.objectives.mask_rate=1.5 is out of range: "
+     r"it must be in \[0.0, 1.0\]"),
+    ('--config.data.parallel_batch_size=-1', r"config.data.parallel_batch_size=-1 is out"),
+    ('--config.train.steps=3.5', r"'train.steps' is a int \(now 200\); could not read '3.5'"),
+    ('--config.train.steps=True', r"could not read 'True'"),
+])
+def test_values_out_of_range_or_of_the_wrong_type_fail_at_load_naming_the_field(override,
+                                                                                message):
+  with pytest.raises(SystemExit, match=message):
+    config_lib.load_config(['--config=tiny', override])
+
+
+def test_integral_floats_are_read_as_ints():
+  config, _ = config_lib.load_config(['--config=tiny', '--config.train.steps=300.0',
+                                      '--config.optimizer.learning_rate=1'])
+  assert config.train.steps == 300 and isinstance(config.train.steps, int)
+  assert config.optimizer.learning_rate == 1.0 and isinstance(config.optimizer.learning_rate, float)

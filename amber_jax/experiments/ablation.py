@@ -104,6 +104,7 @@ def preset_config(preset: str, settings: Settings, seed: int):
     if not sep:
       raise ValueError(f'override {item!r} needs a value: a.b=VALUE')
     config_lib.override(c, name, value)
+  config_lib.validate(c)
   c.lock()
   return c
 
