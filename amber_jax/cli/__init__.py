@@ -31,11 +31,7 @@ from __future__ import annotations
 import os
 import sys
 
-from amber_jax.cli import data
-from amber_jax.cli import evaluate
-from amber_jax.cli import experiments
-from amber_jax.cli import model
-from amber_jax.cli import train
+from amber_jax.cli import data, evaluate, experiments, model, train
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 

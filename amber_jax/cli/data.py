@@ -10,13 +10,7 @@ import time
 from amber_jax import config as config_lib
 from amber_jax import paths
 from amber_jax.cli import parsing
-from amber_jax.corpora import debian
-from amber_jax.corpora import django_po
-from amber_jax.corpora import files
-from amber_jax.corpora import manpages
-from amber_jax.corpora import readers
-from amber_jax.corpora import tfds_export
-from amber_jax.corpora import vocabulary
+from amber_jax.corpora import debian, django_po, files, manpages, readers, tfds_export, vocabulary
 from amber_jax.data import mixtures
 
 USAGE = """\

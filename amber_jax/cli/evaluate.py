@@ -8,11 +8,7 @@ import pathlib
 
 from amber_jax import paths
 from amber_jax.corpora import layout
-from amber_jax.eval import align
-from amber_jax.eval import mining
-from amber_jax.eval import plots
-from amber_jax.eval import retrieval
-from amber_jax.eval import transfer
+from amber_jax.eval import align, mining, plots, retrieval, transfer
 from amber_jax.export import runs
 
 

@@ -6,8 +6,7 @@ import pathlib
 
 from amber_jax import config as config_lib
 from amber_jax.cli import parsing
-from amber_jax.experiments import ablation
-from amber_jax.experiments import demo
+from amber_jax.experiments import ablation, demo
 
 
 def cmd_demo(argv: list[str]) -> None:

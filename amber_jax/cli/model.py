@@ -5,8 +5,7 @@ from __future__ import annotations
 import argparse
 
 from amber_jax.cli import parsing
-from amber_jax.export import hf_import
-from amber_jax.export import runs
+from amber_jax.export import hf_import, runs
 
 
 def cmd_export(argv: list[str]) -> None:

@@ -10,8 +10,7 @@ from amber_jax.cli import parsing
 from amber_jax.data import inputs
 from amber_jax.eval import retrieval
 from amber_jax.parallel import cluster
-from amber_jax.training import aot
-from amber_jax.training import loop
+from amber_jax.training import aot, loop
 
 
 def cmd_train(argv: list[str]) -> None:

@@ -39,9 +39,8 @@ from typing import Any, Callable, Mapping, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from amber_jax.core import losses
-from amber_jax.core import masking
-from amber_jax.core.model import PAD_ID, Encoder
+from amber_jax.core import losses, masking
+from amber_jax.core.model import Encoder, PAD_ID
 
 Array = jax.Array
 

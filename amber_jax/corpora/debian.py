@@ -6,10 +6,10 @@ packages into a cache folder outside git.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 import pathlib
 import shutil
 import subprocess
-from collections.abc import Sequence
 
 DOWNLOAD_TIMEOUT_S = 900
 EXTRACT_TIMEOUT_S = 300

@@ -36,18 +36,16 @@ Layout under `out_dir` (what `layout.read_pairs`, `layout.read_mono` and the seq
 from __future__ import annotations
 
 import collections
+from collections.abc import Sequence
 import pathlib
 import re
-from collections.abc import Sequence
 
-import polib
-
-from amber_jax.corpora import layout
-from amber_jax.corpora.layout import SOURCE_LANGUAGE, SPLITS, collapse_whitespace
 import django
 from django.conf.locale import LANG_INFO
+import polib
 
-from amber_jax.corpora import po
+from amber_jax.corpora import layout, po
+from amber_jax.corpora.layout import collapse_whitespace, SOURCE_LANGUAGE, SPLITS
 
 CORPUS_NAME = 'django'
 CATALOG_NAME = 'django.po'  # The file read in every <root>/<lang>/LC_MESSAGES/ folder.

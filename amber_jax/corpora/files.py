@@ -74,13 +74,13 @@ checks read == kept + skipped for pairs and for mono before it writes anything.
 from __future__ import annotations
 
 import collections
+from collections.abc import Sequence
 import hashlib
 import pathlib
-from collections.abc import Sequence
 
 from amber_jax.corpora import layout
-from amber_jax.corpora.layout import SOURCE_LANGUAGE, SPLITS, is_validation
-from amber_jax.corpora.readers import KINDS, SPEC_HELP, Collector, parse_spec, read_source
+from amber_jax.corpora.layout import is_validation, SOURCE_LANGUAGE, SPLITS
+from amber_jax.corpora.readers import Collector, KINDS, parse_spec, read_source, SPEC_HELP
 
 CORPUS_NAME = 'files'
 

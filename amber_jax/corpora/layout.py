@@ -14,12 +14,12 @@ atomically (`write_corpus`): a crash never leaves half a corpus.
 from __future__ import annotations
 
 import collections
+from collections.abc import Iterable, Sequence
 import hashlib
 import json
 import pathlib
 import shutil
 import tempfile
-from collections.abc import Iterable, Sequence
 
 SOURCE_LANGUAGE = 'en'
 SPLITS = ('train', 'validation')

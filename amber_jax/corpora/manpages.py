@@ -46,17 +46,16 @@ identities (`totals` in the manifest) before it writes anything.
 from __future__ import annotations
 
 import collections
+from collections.abc import Sequence
 import gzip
 import pathlib
 import zlib
-from collections.abc import Sequence
 
 from amber_jax import paths
-from amber_jax.corpora import debian
-from amber_jax.corpora import layout
+from amber_jax.corpora import debian, layout
 from amber_jax.corpora.django_po import normalize_language
 from amber_jax.corpora.layout import SOURCE_LANGUAGE, SPLITS
-from amber_jax.corpora.roff import Block, Page, decode_page, parse_page, read_page_bytes
+from amber_jax.corpora.roff import Block, decode_page, Page, parse_page, read_page_bytes
 from amber_jax.corpora.words import count_words
 
 CORPUS_NAME = 'manpages'

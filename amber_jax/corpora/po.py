@@ -9,7 +9,7 @@ from __future__ import annotations
 import polib
 
 from amber_jax.corpora.layout import collapse_whitespace
-from amber_jax.corpora.words import PLACEHOLDER_RE, count_words
+from amber_jax.corpora.words import count_words, PLACEHOLDER_RE
 
 
 def decode_catalog(raw: bytes) -> tuple[str, list[int]]:

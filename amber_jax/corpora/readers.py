@@ -9,6 +9,7 @@ names `file:line` and says what was expected.
 from __future__ import annotations
 
 import collections
+from collections.abc import Iterator, Sequence
 import dataclasses
 import gzip
 import json
@@ -16,14 +17,12 @@ import lzma
 import pathlib
 import re
 import zlib
-from collections.abc import Iterator, Sequence
 
 import polib
 
-from amber_jax.corpora import layout
-from amber_jax.corpora import po
+from amber_jax.corpora import layout, po
 from amber_jax.corpora.languages import check_language, normalize_language
-from amber_jax.corpora.layout import SOURCE_LANGUAGE, collapse_whitespace
+from amber_jax.corpora.layout import collapse_whitespace, SOURCE_LANGUAGE
 from amber_jax.corpora.words import count_words
 
 KINDS = ('pairs', 'mono')

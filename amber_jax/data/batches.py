@@ -28,7 +28,6 @@ import numpy as np
 
 from amber_jax.core.model import PAD_ID
 
-
 MONO_KEYS = ('mono_ids', 'mono_segments')  # [B_m, L_m]
 PACKED_KEYS = ('mono_seq',)  # [B_m, L_m], only with config.data.packing
 SENTENCE_KEYS = ('src_ids', 'tgt_ids')  # [B_p, L_s]

@@ -13,9 +13,8 @@ import ml_collections
 import numpy as np
 
 from amber_jax.core.model import CLS_ID, NUM_SPECIALS, SEP_ID
-from amber_jax.data import batches
+from amber_jax.data import batches, pipeline
 from amber_jax.text.tokenizer import check_vocabulary
-from amber_jax.data import pipeline
 
 
 def real_batches(config, start_step: int, data_seed: int | None = None) -> Iterator[dict]:

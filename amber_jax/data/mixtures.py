@@ -16,8 +16,7 @@ import pathlib
 import time
 
 from amber_jax import paths
-from amber_jax.data import pipeline
-from amber_jax.data import token_cache
+from amber_jax.data import pipeline, token_cache
 from amber_jax.text import tokenizer
 
 PARTS = ('mono', 'parallel')

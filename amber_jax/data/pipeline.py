@@ -23,8 +23,8 @@ from typing import Iterator
 import numpy as np
 
 from amber_jax.core.model import CLS_ID, MASK_ID, PAD_ID, SEP_ID, UNK_ID
-from amber_jax.data.batches import batch_spec, join_pair
 from amber_jax.data import token_cache
+from amber_jax.data.batches import batch_spec, join_pair
 
 # A parallel batch that cannot be filled with distinct English sentences from this many
 # batches' worth of consecutive pairs means the corpus has too few of them for the batch size.

@@ -20,11 +20,11 @@ of the examples of this shard (example i belongs to shard i % num_shards, like s
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 import json
 import pathlib
 import shutil
 import tempfile
-from collections.abc import Iterable, Mapping
 
 import numpy as np
 

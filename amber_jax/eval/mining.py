@@ -23,6 +23,7 @@ from __future__ import annotations
 from typing import Iterable, Mapping, Sequence
 
 import numpy as np
+
 from amber_jax.eval import retrieval
 
 MODES = ('forward', 'backward', 'intersection', 'union')

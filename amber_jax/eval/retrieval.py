@@ -18,8 +18,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from amber_jax.core import losses
+from amber_jax.core.model import Encoder, EncoderConfig, PAD_ID
 from amber_jax.corpora import layout
-from amber_jax.core.model import PAD_ID, Encoder, EncoderConfig
 from amber_jax.text import framing, tokenizer
 
 Embedder = Callable[[Sequence[str]], np.ndarray]  # sentences -> [layers + 1, n, embed]

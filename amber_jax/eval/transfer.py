@@ -24,11 +24,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-
 import polib
 
 from amber_jax.core import losses
-from amber_jax.core.model import PAD_ID, Encoder, EncoderConfig
+from amber_jax.core.model import Encoder, EncoderConfig, PAD_ID
 from amber_jax.corpora import django_po, layout, words
 from amber_jax.text import framing
 

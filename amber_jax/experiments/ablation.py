@@ -40,14 +40,12 @@ import numpy as np
 
 from amber_jax import config as config_lib
 from amber_jax import paths
-from amber_jax.corpora import manpages
-from amber_jax.data import inputs
-from amber_jax.data import mixtures
+from amber_jax.corpora import manpages, vocabulary
+from amber_jax.data import inputs, mixtures
 from amber_jax.eval import retrieval
 from amber_jax.experiments.measures import evaluate_run, evaluation_pairs, validation_texts
 from amber_jax.experiments.results_page import plot, write_page
 from amber_jax.experiments.statistics import summarize, verdict
-from amber_jax.corpora import vocabulary
 from amber_jax.text import tokenizer
 from amber_jax.training import loop
 from amber_jax.training import stages as stage_lib

@@ -14,16 +14,15 @@ import time
 import jax
 import numpy as np
 
-from amber_jax.core import objectives
-from amber_jax.eval import retrieval
-from amber_jax import paths
-from amber_jax.export import runs
-from amber_jax.training import loop
-from amber_jax.data import inputs
 from amber_jax import config as config_lib
-from amber_jax.training import train_state
+from amber_jax import paths
+from amber_jax.core import objectives
 from amber_jax.corpora import django_po, layout, vocabulary
-import sentencepiece as spm
+from amber_jax.data import inputs
+from amber_jax.eval import retrieval
+from amber_jax.export import runs
+from amber_jax.text import tokenizer
+from amber_jax.training import loop, train_state
 
 
 def _prepare_data(config, print_fn):
@@ -56,7 +55,7 @@ def run(config, hf_out: str = 'amber-demo-hf', print_fn=print, min_pairs: int = 
       config.workdir = str(paths.cache_dir() / 'runs' / 'demo')
   config_lib.resolve_paths(config)
   pairs = _eval_pairs(_prepare_data(config, print_fn), min_pairs)
-  sp = spm.SentencePieceProcessor(model_file=config.data.vocab_path)
+  sp = tokenizer.load_processor(config.data.vocab_path)
   shutil.rmtree(config.workdir, ignore_errors=True)  # the demo always starts fresh
 
   s = train_state.setup(config)

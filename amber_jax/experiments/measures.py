@@ -14,10 +14,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from amber_jax.core import objectives
-from amber_jax.core.model import SEP_ID, Encoder, EncoderConfig
+from amber_jax.core.model import Encoder, EncoderConfig, SEP_ID
 from amber_jax.corpora import layout
-from amber_jax.eval import align
-from amber_jax.eval import retrieval
+from amber_jax.eval import align, retrieval
 from amber_jax.export import runs
 from amber_jax.text import framing
 

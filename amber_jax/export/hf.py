@@ -36,14 +36,14 @@ import pathlib
 import re
 from typing import Any, Callable, Iterable, Mapping, NamedTuple
 
+from flax import traverse_util
 import flax.linen as nn
 import jax
 import ml_dtypes
 import numpy as np
-from flax import traverse_util
-
-from amber_jax.core.model import PAD_ID, EncoderConfig, init_params
 import safetensors.numpy
+
+from amber_jax.core.model import EncoderConfig, init_params, PAD_ID
 
 HEADS = ('mlm', 'base')
 EXPORT_DTYPES = ('float32', 'bfloat16')

@@ -33,14 +33,13 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+import safetensors.numpy
 
-from amber_jax.training import checkpoint
+from amber_jax import config as config_lib
+from amber_jax.core.model import EncoderConfig
 from amber_jax.export import hf
 from amber_jax.text import hf_tokenizer
-from amber_jax import config as config_lib
-from amber_jax.training import train_state
-from amber_jax.core.model import EncoderConfig
-import safetensors.numpy
+from amber_jax.training import checkpoint, train_state
 
 # Architectures whose weights are laid out like ours (BertForPreTraining adds a pooler and an NSP
 # head, which are dropped).

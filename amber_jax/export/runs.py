@@ -12,15 +12,13 @@ import jax
 import ml_collections
 import numpy as np
 
-from amber_jax.training import checkpoint
-from amber_jax.eval import retrieval
-from amber_jax.export import hf
-from amber_jax.parallel import mesh as mesh_lib
-from amber_jax.training import train_state
 from amber_jax.core import objectives
 from amber_jax.core.model import EncoderConfig
+from amber_jax.eval import retrieval
+from amber_jax.export import hf, hf_import
+from amber_jax.parallel import mesh as mesh_lib
 from amber_jax.text import hf_tokenizer, tokenizer
-from amber_jax.export import hf_import
+from amber_jax.training import checkpoint, train_state
 
 
 def load_config(workdir: str | pathlib.Path) -> ml_collections.ConfigDict:

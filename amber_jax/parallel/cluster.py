@@ -26,8 +26,9 @@ import subprocess
 from typing import Mapping
 
 import jax
+from jax.sharding import AxisType, Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 import numpy as np
-from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
 
 # SLURM's own choice in JAX: a port in the top 4,096 derived from the job id, so two jobs that
 # share a first node do not collide.

@@ -28,9 +28,9 @@ import math
 from typing import Any, Mapping, Sequence
 
 import jax
-import numpy as np
 from jax.experimental import mesh_utils
 from jax.sharding import AxisType, Mesh
+import numpy as np
 
 from amber_jax.parallel.partitioning import MESH_AXES
 

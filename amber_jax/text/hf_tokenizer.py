@@ -36,10 +36,10 @@ import types
 from typing import Sequence
 
 import numpy as np
+from tokenizers import Tokenizer
 
 from amber_jax.core import model as model_lib
 from amber_jax.text import vocab
-from tokenizers import Tokenizer
 
 TOKENIZER_FILE = 'tokenizer.json'
 # The files of a tokenizer folder that `write_tokenizer` copies next to an exported model.
@@ -212,6 +212,7 @@ def _vocabulary_class():
   os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
   import seqio
   import tensorflow as tf
+
   # pylint: enable=import-outside-toplevel
 
   class HFTokenizerVocabulary(seqio.Vocabulary):

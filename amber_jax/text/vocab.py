@@ -21,16 +21,14 @@ import pathlib
 import tempfile
 import time
 from typing import Any, Mapping, Sequence
+import unicodedata
 
 import numpy as np
+from sentencepiece import sentencepiece_model_pb2
 import sentencepiece as spm
+from tokenizers import AddedToken, normalizers, processors
 
 from amber_jax.core import model as model_lib
-from sentencepiece import sentencepiece_model_pb2
-import unicodedata
-from tokenizers import normalizers
-from tokenizers import AddedToken
-from tokenizers import processors
 
 SPECIAL_PIECES = ('[PAD]', '[UNK]', '[CLS]', '[SEP]', '[MASK]')  # At ids 0..4, in this order.
 # Sentences sampled for training when `total_sentences` is None: the corpus size, at most this.
@@ -322,6 +320,7 @@ def build_hf_tokenizer(model_path: str | os.PathLike, model_max_length: int = 51
   # pylint: disable=import-outside-toplevel
   from transformers import PreTrainedTokenizerFast
   from transformers.convert_slow_tokenizer import SpmConverter
+
   # pylint: enable=import-outside-toplevel
 
   sp = load_sentencepiece(model_path)  # Checks the file and the specials.

@@ -25,15 +25,13 @@ import time
 from typing import Any
 
 import jax
-import numpy as np
-
 from jax.experimental import topologies
+import numpy as np
 
 from amber_jax.data.batches import batch_spec
 from amber_jax.parallel import mesh as mesh_lib
 from amber_jax.parallel import partitioning
-from amber_jax.training import train_state
-from amber_jax.training import train_step
+from amber_jax.training import train_state, train_step
 
 GIB = 2**30
 

@@ -19,10 +19,10 @@ import jax
 
 from amber_jax.parallel import partitioning
 from amber_jax.training import checkpoint
-from amber_jax.training.metrics import MetricsWriter, count_tokens, format_eta
+from amber_jax.training.metrics import count_tokens, format_eta, MetricsWriter
 from amber_jax.training.stages import Stage, stage_at, stages
-from amber_jax.training.train_step import NonFiniteLossError, make_train_step
-from amber_jax.training.train_state import State, init_state, setup
+from amber_jax.training.train_state import init_state, setup, State
+from amber_jax.training.train_step import make_train_step, NonFiniteLossError
 from amber_jax.training.vocab_check import check_run_vocabulary
 
 
