@@ -85,6 +85,9 @@ def get_config() -> ml_collections.ConfigDict:
       keep_checkpoints=3,
       eval_every=0,          # retrieval on validation pairs every N steps (0: off); at log steps
       max_nonfinite_steps=10,  # halt after this many non-finite losses in a row (updates skipped)
+      # Start over in a workdir that holds a run: its files move to <workdir>/discarded-<time>/
+      # (never deleted). Without it a run resumes, and refuses to start over (docs/RELIABILITY.md).
+      fresh_start=False,
       # Training stages, run in order ([] = one stage with the settings above). Each a dict:
       # 'steps' (required), 'name', and overrides 'objectives.<field>' (any) and 'data.<field>'
       # (mono/parallel_batch_size, mono_length, sentence_length, too_long, packing). With stages,

@@ -14,6 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from amber_jax import errors
 from amber_jax.training import checkpoint
 from amber_jax.training import loop
 from amber_jax.training import train_state
@@ -107,12 +108,17 @@ def test_load_params_restores_the_params_alone_whatever_the_optimizer(tmp_path, 
 RUNNER = textwrap.dedent("""
     import sys
     sys.path.insert(0, {tests!r})
+    from amber_jax import errors
     from amber_jax.training import loop
     from test_train import small_config, stream
     cfg = small_config({workdir!r}, steps={steps})
     with cfg.unlocked():
       cfg.train.update(checkpoint_every=1, log_every=1)
-    loop.train(cfg, batches=stream(), print_fn=lambda m: print(m, flush=True))
+    try:
+      loop.train(cfg, batches=stream(), print_fn=lambda m: print(m, flush=True))
+    except errors.Preempted as e:
+      print('PREEMPTED', e.step, flush=True)
+      raise SystemExit(e.exit_code)
     print('FINISHED', flush=True)
 """)
 
@@ -145,14 +151,17 @@ def test_kill_9_then_resume_matches_an_uninterrupted_run(tmp_path):
 
 
 @pytest.mark.slow
-def test_sigterm_saves_a_checkpoint_and_exits_cleanly(tmp_path):
+def test_sigterm_saves_a_checkpoint_and_exits_with_the_preemption_code(tmp_path):
   proc = _start(tmp_path, steps=100_000)
   _wait_for_step(proc, 3)
   t = time.time()
   proc.send_signal(signal.SIGTERM)
   out, _ = proc.communicate(timeout=60)
   assert time.time() - t < 30
-  assert proc.returncode == 0 and 'SIGTERM: saving a checkpoint' in out and 'FINISHED' in out
+  # Not 0: a scheduler tells a preempted run (75: rerun it) from a finished one.
+  assert proc.returncode == errors.EXIT_PREEMPTED == 75, out
+  assert 'SIGTERM: saving a checkpoint' in out and 'FINISHED' not in out
   saved = int(out.split('SIGTERM: saving a checkpoint at step ')[1].split()[0])
+  assert f'PREEMPTED {saved}' in out
   mgr = checkpoint.manager(tmp_path, keep=3)
   assert mgr.latest_step() == saved

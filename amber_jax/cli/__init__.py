@@ -21,6 +21,10 @@ usage: amber-jax COMMAND ... (every command answers -h/--help)
 
 --config=PRESET is a preset name (tiny, base) or a Python file with get_config();
 --config.a.b=V sets one field of it (e.g. --config.train.steps=100).
+amber-jax --debug COMMAND ... shows the traceback behind a one-line error.
+
+Exit codes: 0 done; 1 a fault (with its traceback); 2 a user error (one line names it);
+74 a checkpoint could not be written; 75 preempted: a checkpoint was saved, rerun to resume.
 
 Modules: train (train, compile), data (data ..., vocab train), model (export, import), evaluate
 (eval, align), experiments (demo, experiment ablation), parsing (the --config help and parse).
@@ -31,6 +35,7 @@ from __future__ import annotations
 import os
 import sys
 
+from amber_jax import errors
 from amber_jax.cli import data, evaluate, experiments, model, train
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
@@ -47,8 +52,40 @@ def main(argv: list[str] | None = None):
   """Runs `amber-jax ARGV...` (default: sys.argv[1:]); returns what the command returns.
 
   No command, or -h/--help, prints the usage and exits 0; an unknown command prints it and exits 2.
+  A user error (`errors.PlainError`, or a SystemExit with a message) prints one line on stderr and
+  exits with its code (`amber_jax.errors`); `--debug` (or AMBER_JAX_DEBUG=1) re-raises it.
   """
   argv = sys.argv[1:] if argv is None else list(argv)
+  debug = '--debug' in argv or os.environ.get('AMBER_JAX_DEBUG', '') not in ('', '0')
+  argv = [a for a in argv if a != '--debug']
+  try:
+    return _run(argv)
+  except errors.PlainError as e:
+    if debug:
+      raise
+    message = str(e) if str(e).startswith('amber-jax') else f'amber-jax: {e}'
+    print(message, file=sys.stderr)
+    raise CommandExit(e.exit_code, message) from None
+  except SystemExit as e:
+    if debug or e.code is None or isinstance(e.code, int):
+      raise
+    print(e.code, file=sys.stderr)
+    raise CommandExit(errors.EXIT_USER, str(e.code)) from None
+
+
+class CommandExit(SystemExit):
+  """The exit of a command that failed with a one-line message: `code` is the documented exit
+  code (`amber_jax.errors`), str() the message (already printed on stderr)."""
+
+  def __init__(self, code: int, message: str):
+    super().__init__(code)
+    self.message = message
+
+  def __str__(self):
+    return self.message
+
+
+def _run(argv: list[str]):
   if not argv or argv[0] in ('-h', '--help'):
     print(USAGE)
     raise SystemExit(0)
@@ -60,4 +97,4 @@ def main(argv: list[str] | None = None):
   return COMMANDS[argv[0]](argv[1:])
 
 
-__all__ = ['main', 'USAGE', 'COMMANDS']
+__all__ = ['main', 'USAGE', 'COMMANDS', 'CommandExit']

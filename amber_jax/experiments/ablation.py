@@ -191,8 +191,9 @@ def run(settings: Settings, print_fn: Callable[[str], Any] = print) -> dict:
     shared = runs_dir / f'seed{seed}' / 'stage1'
     s1_cfg = _with_data(preset_config(presets[0], settings, seed), data_paths, shared)
     t = time.time()
-    if not (_same_config(shared, s1_cfg) and _latest_step(shared) == settings.stage1_steps):
-      shutil.rmtree(shared, ignore_errors=True)
+    if not _same_config(shared, s1_cfg):
+      shutil.rmtree(shared, ignore_errors=True)  # this driver's run of other settings
+    if _latest_step(shared) != settings.stage1_steps:  # new, or preempted: resumes
       print_fn(f'== seed {seed}: stage 1 (MLM, shared by the presets), '
                f'{settings.stage1_steps} steps')
       loop.train(s1_cfg, batches=inputs.config_input(s1_cfg), print_fn=print_fn,
@@ -203,11 +204,12 @@ def run(settings: Settings, print_fn: Callable[[str], Any] = print) -> dict:
       workdir = runs_dir / f'seed{seed}' / preset
       cfg = _with_data(preset_config(preset, settings, seed), data_paths, workdir)
       t = time.time()
-      if not (_same_config(workdir, cfg) and _latest_step(workdir) == cfg.train.steps):
+      if not _same_config(workdir, cfg):  # this driver's run of other settings, or none yet
         shutil.rmtree(workdir, ignore_errors=True)
         (workdir / 'checkpoints').mkdir(parents=True)
         step1 = str(settings.stage1_steps)
         shutil.copytree(shared / 'checkpoints' / step1, workdir / 'checkpoints' / step1)
+      if _latest_step(workdir) != cfg.train.steps:  # new, or preempted: resumes
         print_fn(f'== seed {seed}: {preset}, stage 2 ({settings.stage2_steps} steps) from the '
                  f'stage-1 checkpoint')
         loop.train(cfg, batches=inputs.config_input(cfg), print_fn=print_fn,

@@ -2,13 +2,16 @@
 
 Everything runs on this machine's CPU from data that pip installed (Django's translation
 catalogs); nothing is fetched from a hub. Prints a final table and writes demo_summary.json.
+
+The demo's run is a run like any other: a rerun resumes it (after a preemption, which stops the
+demo before it evaluates anything), and a finished one is evaluated again without training;
+--config.train.fresh_start=True trains it anew.
 """
 
 from __future__ import annotations
 
 import json
 import pathlib
-import shutil
 import time
 
 import jax
@@ -22,7 +25,7 @@ from amber_jax.data import inputs
 from amber_jax.eval import retrieval
 from amber_jax.export import runs
 from amber_jax.text import tokenizer
-from amber_jax.training import loop, train_state
+from amber_jax.training import loop, metrics, train_state
 
 
 def _prepare_data(config, print_fn):
@@ -56,7 +59,6 @@ def run(config, hf_out: str = 'amber-demo-hf', print_fn=print, min_pairs: int = 
   config_lib.resolve_paths(config)
   pairs = _eval_pairs(_prepare_data(config, print_fn), min_pairs)
   sp = tokenizer.load_processor(config.data.vocab_path)
-  shutil.rmtree(config.workdir, ignore_errors=True)  # the demo always starts fresh
 
   s = train_state.setup(config)
   params0 = jax.device_get(train_state.init_state(s, config.seed)['params'])
@@ -70,9 +72,14 @@ def run(config, hf_out: str = 'amber-demo-hf', print_fn=print, min_pairs: int = 
   print_fn(f'Training {config.model.num_layers}-layer AMBER for {config.train.steps} steps '
            f'({active}) in {config.workdir} ...')
   t_train = time.time()
-  state, history = loop.train(config, batches=inputs.config_input(config), print_fn=print_fn,
+  # A preemption raises here (errors.Preempted): nothing below runs on a half-trained model.
+  state, trained = loop.train(config, batches=inputs.config_input(config), print_fn=print_fn,
                               eval_fn=retrieval.periodic_eval_fn(config))
   train_minutes = (time.time() - t_train) / 60
+  if not trained:
+    print_fn(f'The run in {config.workdir} is already trained to step {config.train.steps}; '
+             'evaluating it (--config.train.fresh_start=True trains it anew).')
+  history = metrics.logged(config.workdir)  # the whole run's, resumed parts included
   params = jax.device_get(state['params'])
   ours = retrieval.jax_embedder(params, mcfg, sp)
   after = retrieval.retrieval(ours, pairs)

@@ -1,8 +1,15 @@
 """Orbax checkpointing: an async CheckpointManager that keeps N steps and restores onto any mesh.
 
 A checkpoint holds two items: 'state' (step, params, opt_state: sharded arrays, restored onto the
-shardings of the target) and 'meta' (JSON: the config and the data position). `restore_params`
-reads only the state's 'params' (export, evaluation: no optimizer needed).
+shardings of the target) and 'meta' (JSON: the config, the data position and the fingerprint of
+every array). `restore_params` reads only the state's 'params' (export, evaluation: no optimizer).
+
+Nothing damaged is restored as sound: the fingerprint of each array (`fingerprints`, computed on
+the devices where the array lives) is recorded at save time and checked after every restore. A
+restore that fails, or whose arrays do not match their fingerprints, falls back to the previous
+step and sets the bad one aside (`unreadable-checkpoints/` beside `checkpoints/`), never deleting
+it. A checkpoint whose arrays have other shapes or names than the model's is not damage but a
+different model: `CheckpointMismatchError`, raised before anything is written.
 """
 
 from __future__ import annotations
@@ -12,7 +19,12 @@ import pathlib
 from typing import Any
 
 import jax
+from jax import lax
+from jax.experimental import multihost_utils
+import jax.numpy as jnp
 import orbax.checkpoint as ocp
+
+from amber_jax import errors
 
 
 def manager(directory: str | pathlib.Path, *, keep: int, every: int = 1,
@@ -30,9 +42,60 @@ def manager(directory: str | pathlib.Path, *, keep: int, every: int = 1,
 
 def save(mgr: ocp.CheckpointManager, step: int, state: Any, meta: dict, *,
          force: bool = False) -> bool:
-  """Starts an (async) save of `state` at `step`; returns whether a save was started."""
+  """Starts an (async) save of `state` at `step` with the arrays' fingerprints in its meta;
+  returns whether a save was started (not every step is a save step: `every` of `manager`).
+
+  An earlier async save that failed raises here (orbax reports it on the next call)."""
+  if not (force or mgr.should_save(step)):
+    return False
+  meta = {**meta, 'fingerprint': fingerprints(state)}
   return mgr.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
                                                 meta=ocp.args.JsonSave(meta)), force=force)
+
+
+def _as_words(x: jax.Array) -> jax.Array:
+  """The bits of `x` as a flat uint32 vector (one word per element)."""
+  if x.dtype == jnp.bool_:
+    x = x.astype(jnp.uint8)
+  unsigned = {1: jnp.uint8, 2: jnp.uint16, 4: jnp.uint32, 8: jnp.uint64}[x.dtype.itemsize]
+  bits = lax.bitcast_convert_type(x, unsigned).reshape(-1)
+  if x.dtype.itemsize == 8:
+    bits = (bits ^ (bits >> 32)).astype(jnp.uint32)
+  return bits.astype(jnp.uint32)
+
+
+@jax.jit
+def _fingerprint_leaves(leaves: list[jax.Array]) -> jax.Array:
+  """Two position-weighted sums (mod 2**32) of each array's bits, with odd weights: any change
+  of one element changes both; the arrays stay where they are (a reduction per array)."""
+  sums = []
+  for x in leaves:
+    words = _as_words(jnp.asarray(x))
+    i = lax.iota(jnp.uint32, words.size)
+    for k in (0x9E3779B1, 0x85EBCA77):
+      weight = (i * jnp.uint32(k)) * jnp.uint32(2) + jnp.uint32(1)
+      sums.append(jnp.sum(words * weight, dtype=jnp.uint32))
+  return jnp.stack(sums) if sums else jnp.zeros((0,), jnp.uint32)
+
+
+def fingerprints(tree: Any) -> dict[str, int]:
+  """{leaf path ('params/...'): 64-bit fingerprint of the array's bytes} of a tree of arrays.
+
+  Computed where the arrays live (one jitted reduction per array; sharded arrays reduce across
+  their devices), so it costs a read of the state, not a copy to the host, and it is the same on
+  any mesh the arrays are laid out on."""
+  items = _leaf_items(tree)
+  sums = jax.device_get(_fingerprint_leaves([leaf for _, leaf in items])).astype('uint64')
+  return {path: int(sums[2 * n] << 32 | sums[2 * n + 1]) for n, (path, _) in enumerate(items)}
+
+
+def damaged_arrays(tree: Any, recorded: dict[str, int] | None) -> list[str]:
+  """Paths of the arrays of `tree` whose fingerprint differs from `recorded` (those present)."""
+  if not recorded:
+    return []
+  now = fingerprints(tree)
+  return sorted(path for path, value in now.items()
+                if path in recorded and int(recorded[path]) != value)
 
 
 def abstract_like(state: Any, shardings: Any) -> Any:
@@ -41,8 +104,16 @@ def abstract_like(state: Any, shardings: Any) -> Any:
       lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), state, shardings)
 
 
-class CheckpointMismatchError(ValueError):
-  """The checkpoint's parameters are not the ones the model expects."""
+class CheckpointMismatchError(errors.UserError):
+  """The checkpoint's arrays (names, shapes, dtypes) are not the ones the model expects."""
+
+
+class UnreadableCheckpointError(errors.PlainError):
+  """No checkpoint of a run can be restored (each one unreadable or damaged)."""
+
+
+class _Unreadable(Exception):
+  """This step cannot be read or is damaged (the restore falls back to an older one)."""
 
 
 def _key_name(k) -> str:
@@ -52,41 +123,97 @@ def _key_name(k) -> str:
   return str(k)
 
 
-def _paths(tree) -> set[str]:
-  """Leaf paths as 'a/b/0/mu/...' (namedtuples, lists and dicts alike, as orbax stores them)."""
+def _leaf_items(tree) -> list[tuple[str, Any]]:
+  """(path, leaf) of each leaf, paths as 'a/b/0/mu/...' (namedtuples, lists and dicts alike, as
+  orbax stores them)."""
   leaves = jax.tree_util.tree_leaves_with_path(tree, is_leaf=lambda x: x is None)
-  return {'/'.join(_key_name(k) for k in path) for path, leaf in leaves if leaf is not None}
+  return [('/'.join(_key_name(k) for k in path), leaf) for path, leaf in leaves
+          if leaf is not None]
+
+
+def _paths(tree) -> set[str]:
+  return {path for path, _ in _leaf_items(tree)}
+
+
+def _shapes(tree) -> dict[str, tuple[tuple[int, ...], str]]:
+  """{path: (shape, dtype name)} of a tree of arrays, ShapeDtypeStructs or orbax metadata."""
+  return {path: (tuple(leaf.shape), jnp.dtype(leaf.dtype).name)
+          for path, leaf in _leaf_items(tree) if hasattr(leaf, 'shape')}
 
 
 def _saved_state(mgr: ocp.CheckpointManager, step: int) -> Any:
-  """The tree of the 'state' item's metadata at `step`."""
-  metadata = mgr.item_metadata(step)
-  saved = metadata['state'] if 'state' in metadata else metadata
-  return getattr(saved, 'tree', saved)
+  """The tree of the 'state' item's metadata at `step`; _Unreadable when it cannot be read."""
+  try:
+    metadata = mgr.item_metadata(step)
+    saved = metadata['state'] if 'state' in metadata else metadata
+  except Exception as e:  # pylint: disable=broad-except  (orbax raises many kinds)
+    raise _Unreadable(f'its metadata cannot be read ({_first_line(e)})') from e
+  saved = getattr(saved, 'tree', saved)
+  if not saved:
+    raise _Unreadable('its state/_METADATA is missing or empty')
+  return saved
 
 
 def check_structure(mgr: ocp.CheckpointManager, step: int, abstract_state: Any) -> None:
-  """Raises naming every missing and extra array: no silent partial restore."""
-  _check_paths(mgr, step, _paths(_saved_state(mgr, step)), _paths(abstract_state))
+  """Raises naming every missing, extra and reshaped array: no silent partial restore."""
+  _check_arrays(mgr, step, _shapes(_saved_state(mgr, step)), _shapes(abstract_state))
 
 
-def _check_paths(mgr: ocp.CheckpointManager, step: int, have: set[str], want: set[str]) -> None:
-  """Raises CheckpointMismatchError naming what `want` (the model's paths) lacks and adds."""
-  if have != want:
-    missing, extra = sorted(want - have), sorted(have - want)
+def _listed(names: list[str], limit: int = 8) -> str:
+  return ', '.join(names[:limit]) + (f' and {len(names) - limit} more' if len(names) > limit
+                                     else '')
+
+
+def _check_arrays(mgr: ocp.CheckpointManager, step: int, have: dict, want: dict) -> None:
+  """Raises CheckpointMismatchError naming what `want` (the model's arrays) lacks, adds and
+  shapes otherwise than `have` (the checkpoint's)."""
+  missing, extra = sorted(set(want) - set(have)), sorted(set(have) - set(want))
+  params_first = lambda p: (not p.startswith('params/'), p)
+  missing, extra = sorted(missing, key=params_first), sorted(extra, key=params_first)
+  reshaped = sorted((p for p in set(want) & set(have) if want[p] != have[p]), key=params_first)
+  if missing or extra or reshaped:
+    parts = [f'{len(missing)} missing ({_listed(missing)})' if missing else '',
+             f'{len(extra)} extra ({_listed(extra)})' if extra else '',
+             f'{len(reshaped)} of another shape or dtype (' + _listed(
+                 [f'{p} {have[p][0]} {have[p][1]} saved, {want[p][0]} {want[p][1]} now'
+                  for p in reshaped], 4) + ')' if reshaped else '']
     raise CheckpointMismatchError(
-        f'Checkpoint step {step} in {mgr.directory} does not match the model: missing '
-        f'{missing[:20]}{" ..." if len(missing) > 20 else ""} ({len(missing)}), extra '
-        f'{extra[:20]}{" ..." if len(extra) > 20 else ""} ({len(extra)}). Use the config the run '
-        'was trained with (its config.json), or import the weights explicitly.')
+        f'checkpoint step {step} in {mgr.directory} holds another model than the config '
+        f'describes: arrays {"; ".join(p for p in parts if p)}.')
+
+
+def _first_line(e: BaseException) -> str:
+  text = str(e).strip().splitlines()
+  return f'{type(e).__name__}: {text[0][:300] if text else ""}'
 
 
 def restore(mgr: ocp.CheckpointManager, step: int, abstract_state: Any) -> tuple[Any, dict]:
-  """Restores step `step` onto the shardings carried by `abstract_state`."""
+  """Restores step `step` onto the shardings carried by `abstract_state`, verified against the
+  fingerprints recorded at save time.
+
+  Raises:
+    CheckpointMismatchError: the arrays' names or shapes are not the model's.
+    UnreadableCheckpointError: the step cannot be read, or its arrays are damaged.
+  """
+  try:
+    return _restore(mgr, step, abstract_state)
+  except _Unreadable as e:
+    raise UnreadableCheckpointError(f'checkpoint step {step} in {mgr.directory}: {e}') from None
+
+
+def _restore(mgr: ocp.CheckpointManager, step: int, abstract_state: Any) -> tuple[Any, dict]:
   check_structure(mgr, step, abstract_state)
-  restored = mgr.restore(step, args=ocp.args.Composite(
-      state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore()))
-  return restored['state'], restored['meta']
+  try:
+    restored = mgr.restore(step, args=ocp.args.Composite(
+        state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore()))
+  except Exception as e:  # pylint: disable=broad-except  (orbax raises many kinds)
+    raise _Unreadable(f'it cannot be read ({_first_line(e)})') from e
+  state, meta = restored['state'], restored['meta'] or {}
+  damaged = damaged_arrays(state, meta.get('fingerprint'))
+  if damaged:
+    raise _Unreadable(f'{len(damaged)} arrays differ from their fingerprint at save time '
+                      f'({_listed(damaged, 4)})')
+  return state, meta
 
 
 def restore_params(mgr: ocp.CheckpointManager, step: int, abstract_params: Any) -> Any:
@@ -104,10 +231,13 @@ def restore_params(mgr: ocp.CheckpointManager, step: int, abstract_params: Any) 
   Returns:
     The parameters as jax.Arrays laid out by the shardings of `abstract_params`.
   """
-  saved = _saved_state(mgr, step)
+  try:
+    saved = _saved_state(mgr, step)
+  except _Unreadable as e:
+    raise UnreadableCheckpointError(f'checkpoint step {step} in {mgr.directory}: {e}') from None
   saved_params = saved.get('params') if hasattr(saved, 'get') else None
-  _check_paths(mgr, step, _paths(saved_params) if saved_params is not None else set(),
-               _paths(abstract_params))
+  _check_arrays(mgr, step, _shapes({'params': saved_params}) if saved_params is not None else {},
+                _shapes({'params': abstract_params}))
   target = {'params': abstract_params}
   restore_args = jax.tree_util.tree_map(
       lambda x: ocp.ArrayRestoreArgs(sharding=x.sharding, global_shape=x.shape, dtype=x.dtype),
@@ -116,29 +246,70 @@ def restore_params(mgr: ocp.CheckpointManager, step: int, abstract_params: Any) 
   # read with the PyTree handler allow a partial restore (the other items are never opened).
   reader = ocp.CheckpointManager(
       mgr.directory, options=ocp.CheckpointManagerOptions(read_only=True),
-      item_handlers={'state': ocp.PyTreeCheckpointHandler()})
+      item_handlers={'state': ocp.PyTreeCheckpointHandler(), 'meta': ocp.JsonCheckpointHandler()})
   try:
-    restored = reader.restore(step, args=ocp.args.Composite(state=ocp.args.PyTreeRestore(
-        item=target, restore_args=restore_args, partial_restore=True)))
+    restored = reader.restore(step, args=ocp.args.Composite(
+        state=ocp.args.PyTreeRestore(item=target, restore_args=restore_args,
+                                     partial_restore=True),
+        meta=ocp.args.JsonRestore()))
+  except Exception as e:  # pylint: disable=broad-except  (orbax raises many kinds)
+    raise UnreadableCheckpointError(
+        f'checkpoint step {step} in {mgr.directory} cannot be read ({_first_line(e)})') from e
   finally:
     reader.close()
+  damaged = damaged_arrays(restored['state'], (restored['meta'] or {}).get('fingerprint'))
+  if damaged:
+    raise UnreadableCheckpointError(
+        f'checkpoint step {step} in {mgr.directory} is damaged: {len(damaged)} arrays differ from '
+        f'their fingerprint at save time ({_listed(damaged, 4)}).')
   return restored['state']['params']
 
 
 def restore_latest(mgr: ocp.CheckpointManager, abstract_state: Any, print_fn=logging.warning):
-  """(state, meta, step) of the newest readable checkpoint, or None when there is none.
+  """(state, meta, step) of the newest sound checkpoint, or None when the run has none.
 
-  A checkpoint that cannot be read (partial, corrupt) is reported and the next older one is
-  tried; a structural mismatch (missing/extra parameters) is raised, never skipped.
+  A checkpoint that cannot be read or is damaged is said in one line, set aside
+  (`set_aside`) and the next older one is tried; when every one fails,
+  UnreadableCheckpointError names each step and why (nothing was written). A structural mismatch
+  (missing, extra or reshaped arrays: another model) raises CheckpointMismatchError, never
+  skipped.
   """
-  for step in sorted(mgr.all_steps(read=True), reverse=True):
+  mgr.reload()
+  steps = sorted(mgr.all_steps(), reverse=True)
+  failures = []
+  for step in steps:
     try:
-      state, meta = restore(mgr, step, abstract_state)
-    except CheckpointMismatchError:
-      raise
-    except Exception as e:  # pylint: disable=broad-except  (orbax raises many kinds)
-      print_fn(f'Checkpoint at step {step} in {mgr.directory} is unreadable '
-               f'({type(e).__name__}: {str(e)[:200]}); falling back to an older one.')
+      state, meta = _restore(mgr, step, abstract_state)
+    except _Unreadable as e:
+      failures.append(f'step {step}: {e}')
+      print_fn(f'Checkpoint step {step} in {mgr.directory} is not usable: {e}; it is set aside '
+               f'in {set_aside(mgr, step)}, trying an older one.')
       continue
+    if failures:
+      mgr.reload()
     return state, meta, step
+  if failures:
+    raise UnreadableCheckpointError(
+        f'no checkpoint in {mgr.directory} can be restored ({"; ".join(failures)}). Nothing was '
+        'deleted: the steps are in ' f'{_aside_dir(mgr)}. To start this run over, pass '
+        '--config.train.fresh_start=True.')
   return None
+
+
+def _aside_dir(mgr: ocp.CheckpointManager):
+  return mgr.directory.parent / 'unreadable-checkpoints'
+
+
+def set_aside(mgr: ocp.CheckpointManager, step: int):
+  """Moves step `step`'s folder out of the run's checkpoints into `unreadable-checkpoints/`
+  (process 0; kept for inspection, never deleted); returns where it went."""
+  target = _aside_dir(mgr) / str(step)
+  if jax.process_index() == 0:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    n = 1
+    while target.exists():
+      target, n = _aside_dir(mgr) / f'{step}.{n}', n + 1
+    (mgr.directory / str(step)).rename(target)
+  if jax.process_count() > 1:
+    multihost_utils.sync_global_devices(f'amber_jax set aside checkpoint {step}')
+  return target

@@ -36,6 +36,59 @@ class MetricsWriter:
       self._jsonl.close()
 
 
+class InputCounts:
+  """Counts of the input a run read, truncated and dropped, summed over the iterators it opened
+  (one per stage): each iterator's `stats` dict (`amber_jax.data.pipeline.TrainIterator`; an
+  input without `stats`, e.g. synthetic batches, counts nothing). This process's share of the
+  input: with several processes each reports its own."""
+
+  # Counts of input that did not reach training whole: said at the end even when zero.
+  LOSSES = ('mono_truncated', 'mono_dropped', 'src_truncated', 'tgt_truncated', 'pairs_dropped',
+            'deferred')
+
+  def __init__(self):
+    self._closed: dict[str, int] = {}
+    self._current: dict[str, int] | None = None
+
+  def follow(self, iterator) -> None:
+    """Adds the counts of the iterator followed so far and follows `iterator`'s from now on."""
+    for k, v in (self._current or {}).items():
+      self._closed[k] = self._closed.get(k, 0) + int(v)
+    self._current = getattr(iterator, 'stats', None)
+
+  def totals(self) -> dict[str, int]:
+    totals = dict(self._closed)
+    for k, v in (self._current or {}).items():
+      totals[k] = totals.get(k, 0) + int(v)
+    totals.pop('steps', None)
+    return totals
+
+  def scalars(self) -> dict[str, float]:
+    """{'input/<count>': value} for metrics.jsonl and TensorBoard (running totals)."""
+    return {f'input/{k}': float(v) for k, v in sorted(self.totals().items())}
+
+  def summary(self) -> str:
+    """One line for the end of a run: what was read, and every truncation and drop."""
+    totals = self.totals()
+    if not totals:
+      return 'Input: synthetic or uncounted (no truncation or drop counts).'
+    read = ', '.join(f'{totals[k]} {k.replace("_", " ")}' for k in ('mono_texts', 'pairs')
+                     if k in totals)
+    lost = ', '.join(f'{k.replace("_", " ")}={totals.get(k, 0)}' for k in self.LOSSES)
+    share = ' (this process\'s share)' if jax.process_count() > 1 else ''
+    return f'Input{share}: read {read}; {lost}.'
+
+
+def logged(workdir) -> list[dict]:
+  """The records of workdir/metrics.jsonl, in order (one per logged step; a resumed run's file
+  is cut back to its checkpoint first, so each step appears once)."""
+  path = pathlib.Path(workdir) / 'metrics.jsonl'
+  if not path.exists():
+    return []
+  return [json.loads(line) for line in path.read_text(encoding='utf-8').splitlines()
+          if line.strip()]
+
+
 def count_tokens(batch: dict) -> int:
   """Non-pad tokens of the rows that define a step's work (mono rows and [x; y] pairs)."""
   return int(sum(np.count_nonzero(batch[k]) for k in ('mono_ids', 'pair_ids') if k in batch))
