@@ -3,7 +3,8 @@
 #
 #   launch/gke_xpk.sh [--dry-run] --cluster CLUSTER [--workload NAME] [--project P] [--zone Z]
 #       [--tpu-type v5litepod-256] [--num-slices 1] [--docker-image IMAGE | --base-docker-image
-#       IMAGE] [--storage NAME] [--config configs/base.py] [--workdir DIR] [-- TRAIN_ARGS...]
+#       IMAGE] [--storage NAME] [--config configs/base.py] [--workdir DIR] [--max-restarts 10]
+#       [-- TRAIN_ARGS...]
 #
 # With --docker-image, the image must have amber-jax and jax[tpu] installed; otherwise xpk builds
 # one from --base-docker-image (default python:3.11-slim) and this checkout (--script-dir), and
@@ -12,6 +13,10 @@
 # (e.g. a gcsfuse bucket made with `xpk storage attach`) so that --workdir is shared by all pods.
 # --num-slices N also goes to the run as --config.mesh.num_slices=N (amber_jax.parallel.mesh: a
 # DCN axis across the slices).
+# Preemption: GKE sends the pods SIGTERM; the run saves a checkpoint and exits 75, and JobSet
+# restarts the workload (up to --max-restarts times), which resumes from that checkpoint. A run
+# that fails otherwise (exit 1, 2, 74) is restarted too and fails the same way: read its first
+# log (docs/RELIABILITY.md).
 # --dry-run prints the xpk command.
 set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -22,6 +27,7 @@ CLUSTER= PROJECT= ZONE= IMAGE= STORAGE= WORKDIR=
 WORKLOAD=amber-jax-$(date +%m%d-%H%M%S)
 TPU=v5litepod-256
 SLICES=1
+RESTARTS=10
 BASE_IMAGE=python:3.11-slim
 CONFIG=configs/base.py
 ARGS=()
@@ -39,6 +45,7 @@ while [[ $# -gt 0 ]]; do
     --storage) STORAGE=$2; shift ;;          --storage=*) STORAGE=${1#*=} ;;
     --config) CONFIG=$2; shift ;;            --config=*) CONFIG=${1#*=} ;;
     --workdir) WORKDIR=$2; shift ;;          --workdir=*) WORKDIR=${1#*=} ;;
+    --max-restarts) RESTARTS=$2; shift ;;    --max-restarts=*) RESTARTS=${1#*=} ;;
     -h|--help) usage; exit 0 ;;
     --) shift; ARGS=("$@"); break ;;
     *) die "unknown option $1 (arguments for amber-jax train go after --)" ;;
@@ -47,6 +54,7 @@ while [[ $# -gt 0 ]]; do
 done
 need cluster "$CLUSTER"
 [[ "$SLICES" =~ ^[1-9][0-9]*$ ]] || die "--num-slices must be a positive integer; got '$SLICES'"
+[[ "$RESTARTS" =~ ^[0-9]+$ ]] || die "--max-restarts must be an integer >= 0; got '$RESTARTS'"
 JAX_VERSION=$(sed -n 's/.*"jax==\([^"]*\)".*/\1/p' "$REPO/pyproject.toml" | head -n 1)
 
 TRAIN=(amber-jax train "--config=$CONFIG")
@@ -54,7 +62,7 @@ TRAIN=(amber-jax train "--config=$CONFIG")
 TRAIN+=("$(mesh_args "$SLICES")" "${ARGS[@]}")   # ICI inside a slice, DCN across slices
 COMMAND=$(show "${TRAIN[@]}")
 CMD=(xpk workload create "--cluster=$CLUSTER" "--workload=$WORKLOAD" "--tpu-type=$TPU"
-     "--num-slices=$SLICES")
+     "--num-slices=$SLICES" "--max-restarts=$RESTARTS")
 if [[ -n "$IMAGE" ]]; then
   CMD+=("--docker-image=$IMAGE")
 else

@@ -107,7 +107,8 @@ def test_xpk_dry_run_builds_from_this_checkout_and_installs_jax_tpu():
   words = shlex.split(line)
   assert words[:3] == ['xpk', 'workload', 'create']
   assert {'--cluster=tpu-cluster', '--workload=amber-1', '--tpu-type=v5litepod-256',
-          '--num-slices=2', '--storage=ckpt', f'--script-dir={ROOT}'} <= set(words)
+          '--num-slices=2', '--storage=ckpt', f'--script-dir={ROOT}',
+          '--max-restarts=10'} <= set(words)  # a preempted run (exit 75) is restarted
   command = [w for w in words if w.startswith('--command=')][0][len('--command='):]
   # The slice count reaches the mesh (a DCN axis across the two slices), before the user's args.
   assert command == ("pip install -q -e . 'jax[tpu]==0.10.2' && amber-jax train "
@@ -215,6 +216,25 @@ def test_sbatch_script_starts_processes_that_join_through_slurm_variables(tmp_pa
     report = json.loads([l for l in log.splitlines() if l.startswith('{')][-1])
     assert report == dict(process=i, processes=2, local_devices=2, devices=4, platform='cpu',
                           source='slurm', sum=4.0)
+
+
+def test_sbatch_script_requeues_a_preempted_run_and_passes_other_codes_on(tmp_path):
+  (tmp_path / 'srun').write_text('#!/usr/bin/env bash\nexit "$FAKE_CODE"\n')
+  (tmp_path / 'scontrol').write_text('#!/usr/bin/env bash\necho "$*" > "$FAKE_DIR/scontrol"\n')
+  for tool in ('srun', 'scontrol'):
+    (tmp_path / tool).chmod(0o755)
+  text = (LAUNCH / 'slurm.sbatch').read_text()
+  assert '#SBATCH --requeue' in text and '#SBATCH --signal=TERM@' in text
+  for code, requeued in ((75, True), (0, False), (2, False), (74, False)):
+    env = clean_env(PATH=f'{tmp_path}:{os.environ["PATH"]}', FAKE_CODE=str(code),
+                    FAKE_DIR=str(tmp_path / f'out{code}'), SLURM_JOB_ID='77')
+    (tmp_path / f'out{code}').mkdir()
+    out = launch('slurm.sbatch', '--config=configs/base.py', env=env, check=False)
+    assert out.returncode == code, out.stderr
+    assert (tmp_path / f'out{code}' / 'scontrol').exists() == requeued, code
+    if requeued:
+      assert (tmp_path / f'out{code}' / 'scontrol').read_text().split() == ['requeue', '77']
+      assert 'preempted; requeueing job 77' in out.stderr
 
 
 # --- local processes -------------------------------------------------------------------------
