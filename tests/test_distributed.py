@@ -244,3 +244,106 @@ def test_two_processes_resume_to_the_uninterrupted_parameters(two_process_runs):
   assert second[0]['part']['losses'][-1] == second[0]['full']['losses'][-1]
   np.testing.assert_array_equal(np.asarray(second[0]['part']['params']),
                                 np.asarray(second[0]['full']['params']))
+
+
+# --- preemption of one host -----------------------------------------------------------------
+
+PREEMPTED_WORKER = textwrap.dedent("""
+    import sys
+    sys.path.insert(0, {tests!r})
+    from amber_jax.parallel import cluster
+    cluster.initialize()
+    import jax
+    import synthetic, test_train
+    from amber_jax import errors
+    from amber_jax.training import loop
+
+    pid, n = jax.process_index(), jax.process_count()
+    glob = synthetic.batches(0, vocab=64, mono_rows=4, mono_length=16, pairs=4, sentence_length=12)
+
+    def mine(start):
+      for batch in glob(start):
+        yield {{k: v[pid * len(v) // n:(pid + 1) * len(v) // n] for k, v in batch.items()}}
+
+    cfg = test_train.small_config({workdir!r}, steps={steps})
+    with cfg.unlocked():
+      cfg.mesh.update(data=2, fsdp=2, tensor=1)
+      cfg.model.num_layers = 1
+      cfg.train.update(log_every=1, checkpoint_every=100_000)
+    try:
+      loop.train(cfg, batches=mine, print_fn=lambda m: print(m, flush=True))
+    except errors.Preempted as e:
+      print('PREEMPTED', e.step, flush=True)
+      raise SystemExit(e.exit_code)
+    print('FINISHED', flush=True)
+""")
+
+
+def _start_two(workdir, steps, tag):
+  code = PREEMPTED_WORKER.format(tests=str(TESTS), workdir=str(workdir / 'run'), steps=steps)
+  port = _free_port()
+  procs, logs = [], []
+  for pid in range(2):
+    env = dict(os.environ, XLA_FLAGS=XLA_FLAGS, JAX_PLATFORMS='cpu',
+               AMBER_COORDINATOR=f'127.0.0.1:{port}', AMBER_NUM_PROCESSES='2',
+               AMBER_PROCESS_ID=str(pid))
+    logs.append(workdir / f'{tag}-{pid}.log')
+    procs.append(subprocess.Popen([sys.executable, '-c', code], env=env,
+                                  stdout=open(logs[-1], 'w', encoding='utf-8'),
+                                  stderr=subprocess.STDOUT))
+  return procs, logs
+
+
+@pytest.mark.slow
+def test_sigterm_to_one_host_stops_both_at_the_same_step_and_they_resume_from_it(tmp_path):
+  import signal  # pylint: disable=g-import-not-at-top
+  import time  # pylint: disable=g-import-not-at-top
+  procs, logs = _start_two(tmp_path, steps=100_000, tag='first')
+  try:
+    deadline = time.time() + 240
+    while not all('step 3/' in log.read_text() for log in logs):
+      assert time.time() < deadline and all(p.poll() is None for p in procs), [
+          log.read_text()[-2000:] for log in logs]
+      time.sleep(0.2)
+    t = time.time()
+    procs[1].send_signal(signal.SIGTERM)  # one host only
+    for p in procs:
+      p.wait(timeout=60)
+    assert time.time() - t < 30
+  finally:
+    for p in procs:
+      if p.poll() is None:
+        p.kill()
+  texts = [log.read_text() for log in logs]
+  assert [p.returncode for p in procs] == [75, 75], [t[-3000:] for t in texts]
+  saved = [int(t.split('PREEMPTED ')[1].split()[0]) for t in texts]
+  assert saved[0] == saved[1], saved
+  step = saved[0]
+  from amber_jax.training import checkpoint  # pylint: disable=g-import-not-at-top
+  assert checkpoint.manager(tmp_path / 'run', keep=3).latest_step() == step
+
+  procs, logs = _start_two(tmp_path, steps=step + 2, tag='resume')
+  for p in procs:
+    p.wait(timeout=240)
+  texts = [log.read_text() for log in logs]
+  assert [p.returncode for p in procs] == [0, 0], [t[-3000:] for t in texts]
+  for t in texts:
+    assert f'Resumed from step {step} ' in t and 'FINISHED' in t and f'step {step + 2}/' in t
+
+
+def test_a_workdir_each_host_sees_alone_fails_before_any_step(tmp_path):
+  code = PREEMPTED_WORKER.format(tests=str(TESTS), workdir=str(tmp_path / 'run'), steps=2)
+  code = code.replace("test_train.small_config(" + repr(str(tmp_path / 'run')),
+                      "test_train.small_config(" + repr(str(tmp_path / 'run')) + " + str(pid)")
+  port = _free_port()
+  procs = []
+  for pid in range(2):
+    env = dict(os.environ, XLA_FLAGS=XLA_FLAGS, JAX_PLATFORMS='cpu',
+               AMBER_COORDINATOR=f'127.0.0.1:{port}', AMBER_NUM_PROCESSES='2',
+               AMBER_PROCESS_ID=str(pid))
+    procs.append(subprocess.Popen([sys.executable, '-c', code], env=env, text=True,
+                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT))
+  outs = [p.communicate(timeout=240)[0] for p in procs]
+  for p, out in zip(procs, outs):
+    assert p.returncode != 0 and 'is not shared: processes [1] of 2' in out, out[-3000:]
+    assert 'step 1/' not in out

@@ -95,10 +95,14 @@ def test_a_checkpoint_damaged_in_place_is_caught_by_its_fingerprint(run_copy):
     assert np.isfinite(np.asarray(leaf)).all()
 
 
-def test_export_refuses_a_damaged_checkpoint(run_copy):
+def test_export_refuses_arrays_that_differ_from_their_fingerprint(run_copy):
   from amber_jax.export import runs  # pylint: disable=g-import-not-at-top
-  _flip_bytes_inside_largest_chunk(run_copy / 'checkpoints' / '4' / 'state')
-  with pytest.raises(checkpoint.UnreadableCheckpointError, match='fingerprint'):
+  meta_file = run_copy / 'checkpoints' / '4' / 'meta' / 'metadata'
+  meta = json.loads(meta_file.read_text())
+  name = sorted(k for k in meta['fingerprint'] if k.startswith('params/'))[0]
+  meta['fingerprint'][name] ^= 1  # as if that array's bytes had changed since the save
+  meta_file.write_text(json.dumps(meta))
+  with pytest.raises(checkpoint.UnreadableCheckpointError, match=f'fingerprint.*{name}'):
     runs.load_params(run_copy, step=4)
 
 

@@ -23,6 +23,7 @@ import time
 from typing import Any, Callable, Iterator
 
 import jax
+from jax.experimental import multihost_utils
 
 from amber_jax import errors
 from amber_jax.parallel import partitioning
@@ -34,19 +35,32 @@ from amber_jax.training.train_step import make_train_step, NonFiniteLossError
 
 
 class _Preemption:
-  """Turns SIGTERM (a preempted TPU VM, `scancel`, Kubernetes) into a flag the loop polls."""
+  """Turns SIGTERM (a preempted TPU VM, `scancel`, Kubernetes) into a stop at an agreed step.
+
+  One process: a Python handler sets a flag the loop polls. Several: JAX's preemption sync
+  manager (started by jax.distributed.initialize) catches SIGTERM on any one host, and
+  `reached_preemption_sync_point` turns true at the same step on every host, so all of them save
+  that step and stop together instead of the others hanging in the next collective.
+  """
 
   def __init__(self):
     self.requested = False
     self._previous = None
+    self._multihost = jax.process_count() > 1
 
   def __enter__(self):
-    if threading.current_thread() is threading.main_thread():
+    if not self._multihost and threading.current_thread() is threading.main_thread():
       self._previous = signal.signal(signal.SIGTERM, self._handle)
     return self
 
   def _handle(self, signum, frame):  # pylint: disable=unused-argument
     self.requested = True
+
+  def reached(self, step: int) -> bool:
+    """Whether to save `step` and stop (called at every step, the same steps on every host)."""
+    if self._multihost and not self.requested:
+      self.requested = bool(multihost_utils.reached_preemption_sync_point(step))
+    return self.requested
 
   def __exit__(self, *exc):
     if self._previous is not None:
@@ -205,7 +219,7 @@ def train(config, *, batches: Callable[..., Iterator[dict]],
                    + (' (includes compilation)' if first_of_stage else ''))
           t_window, tokens_window, steps_window = time.time(), 0, 0
         save(done)
-        if preemption.requested:
+        if preemption.reached(done):
           print_fn(f'SIGTERM: saving a checkpoint at step {done} and stopping.')
           save(done, force=mgr.latest_step() != done)
           break

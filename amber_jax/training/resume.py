@@ -22,6 +22,7 @@ from typing import Any
 
 import jax
 from jax.experimental import multihost_utils
+import numpy as np
 import orbax.checkpoint as ocp
 
 from amber_jax import errors
@@ -106,16 +107,37 @@ def cut_metrics(workdir: pathlib.Path, step: int) -> int:
   return len(lines) - len(kept)
 
 
-def _writable(workdir: pathlib.Path) -> None:
+def _check_workdir(workdir: pathlib.Path) -> None:
+  """The workdir can be written, and with several processes it is one folder that all of them
+  see (a bucket or a shared filesystem): a local path on each host would give each its own part
+  of every checkpoint. Raises StorageError / UserError before anything is trained."""
   try:
     workdir.mkdir(parents=True, exist_ok=True)
-    probe = workdir / '.amber-jax-write-test'
+    probe = workdir / f'.amber-jax-write-test-{jax.process_index()}'
     probe.write_text('')
     probe.unlink()
   except OSError as e:
     raise errors.StorageError(
         f'cannot write to the workdir {workdir} ({e.strerror or e}); nothing was trained. '
         'Give a writable --config.workdir.') from None
+  if jax.process_count() == 1:
+    return
+  token = int(multihost_utils.broadcast_one_to_all(np.int32(time.time_ns() % 2**31)))
+  marker = workdir / f'.amber-jax-shared-{token}'
+  if jax.process_index() == 0:
+    marker.write_text('')
+  _sync('amber_jax workdir marker written')
+  seen = multihost_utils.process_allgather(np.int32(marker.exists()))
+  _sync('amber_jax workdir marker read')
+  if jax.process_index() == 0:
+    marker.unlink()
+  blind = [int(i) for i in np.flatnonzero(np.asarray(seen) == 0)]
+  if blind:
+    raise errors.UserError(
+        f'the workdir {workdir} is not shared: processes {blind} of {jax.process_count()} do '
+        'not see the file process 0 wrote there. With several hosts the workdir must be one '
+        'folder for all (a gs:// bucket or a shared filesystem), or each host keeps its own part '
+        'of every checkpoint. Nothing was trained.')
 
 
 def open_run(config, s: Setup, print_fn=print) -> Start:
@@ -123,7 +145,7 @@ def open_run(config, s: Setup, print_fn=print) -> Start:
   (see the module's docstring for when a start at 0 is refused)."""
   workdir = pathlib.Path(config.workdir)
   tcfg = config.train
-  _writable(workdir)
+  _check_workdir(workdir)
   if tcfg.get('fresh_start', False):
     discard(workdir, print_fn)
   mgr = checkpoint.manager(workdir, keep=tcfg.keep_checkpoints, every=tcfg.checkpoint_every)
