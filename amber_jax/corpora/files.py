@@ -24,10 +24,12 @@ trailing `\\r` is dropped, as is a UTF-8 byte-order mark at the start of a file)
 one, so one bad line never hides the rest of the file.
 
 Language codes: lowercased, `_` -> `-` (`pt_BR` -> `pt-br`). A code is accepted when it is a key
-of `django.conf.locale.LANG_INFO` (e.g. `pt-br`, `zh-hans`, `sr-latn`) or exactly 2-3 ASCII letters
-(an ISO 639 language code without subtags, e.g. `de`, `swh`). Anything else (`german`, `fr-ca`,
-`de-1996`) is a ValueError naming the spec (or `file:line` for codes read from a file) and
-suggesting codes (`fr-ca` -> `fr`, `german` -> `de`). A pair spec may not name `en`.
+of `django.conf.locale.LANG_INFO` (e.g. `pt-br`, `zh-hans`, `sr-latn`) or an ISO 639 language code
+without subtags that the IANA registry of `langcodes` lists in its standard form (e.g. `de`, `fil`,
+`swh`; rules in `amber_jax.corpora.languages`). Anything else (`zz`, `qqq`, `german`, `ger`,
+`fr-ca`, `de-1996`) is a UserError (a ValueError) naming the spec (or `file:line` for codes read
+from a file), saying why, and suggesting codes (`ger` -> `de`, `german` -> `de`, `fr-ca` -> `fr`).
+A pair spec may not name `en`.
 
 Errors that stop the build (nothing is written): a missing file (FileNotFoundError), an unknown
 language code, an empty file (zero lines once decompressed), a damaged gzip/xz stream, two Moses
