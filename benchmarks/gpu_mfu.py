@@ -13,17 +13,12 @@ Rows: sequence length x step kind x attention x remat.
                 'cudnn' ('auto' with implementation='cudnn': cuDNN flash attention).
 Dropout is 0 (common.config), so 'auto'/'cudnn' apply in every layer but WA's last.
 
-Model FLOPs (what MFU counts; recomputation from remat is not counted), per encoder pass over B
-rows of length L, forward + backward = 3 x forward:
-  6 * P_layers * B * L                      (P_layers = layers * (4 H^2 + 2 H I), the matmul weights)
-  + 12 * layers * H * L^2 * B               (Q K^T and P V: 2 * 2 * H * L^2 per layer forward)
-  + 6 * (H^2 + H * V) * B * k               (MLM head on k = max_predictions positions per row,
-                                             MLM/TLM passes only)
-Embedding look-ups, LayerNorm, softmax, GELU and the losses are not counted. Padding is counted as
-work (synthetic rows have none). MFU = model FLOPs per step / step seconds / peak, with peak =
-989 TFLOP/s (H100 SXM and H200, bf16 dense, NVIDIA's figure; the PCIe H100 is lower: pass
---peak-tflops). XLA's own FLOP count of the compiled step (cost_analysis, which includes remat
-recomputation) is printed beside it as 'XLA TF/step'.
+Model FLOPs (what MFU counts; recomputation from remat is not counted) are
+`amber_jax.training.flops.step_flops`, the count the training loop logs (its docstring has the
+formula). MFU = model FLOPs per step / step seconds / peak, with peak = 989 TFLOP/s (H100 SXM and
+H200, bf16 dense, NVIDIA's figure; the PCIe H100 is lower: pass --peak-tflops). XLA's own FLOP
+count of the compiled step (cost_analysis, which includes remat recomputation) is printed beside
+it as 'XLA TF/step'.
 Timing: `--warmup` steps, then `--steps` steps, each ended by block_until_ready; the median step.
 """
 
@@ -32,49 +27,24 @@ from __future__ import annotations
 import argparse
 import itertools
 import pathlib
-import statistics
 import sys
-import time
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
-import jax  # pylint: disable=wrong-import-position
 
-from amber_jax.core import objectives  # pylint: disable=wrong-import-position
+from amber_jax.data import batches  # pylint: disable=wrong-import-position
+from amber_jax.training import flops  # pylint: disable=wrong-import-position
 from benchmarks import common  # pylint: disable=wrong-import-position
 
-PEAKS_TFLOPS = {'H100': 989.0, 'H200': 989.0}
 
-
-def model_flops(cfg, step: str, rows: int, seq: int) -> float:
-  """Model FLOPs of one train step (forward + backward), by the formula of the module docstring."""
-  m = cfg.model
-  h, layers, inter, vocab = m.hidden_size, m.num_layers, m.intermediate_size, m.vocab_size
-  p_layers = layers * (4 * h * h + 2 * h * inter)
-
-  def encoder(b, length):
-    return 6 * p_layers * b * length + 12 * layers * h * length**2 * b
-
-  def head(b, length):
-    return 6 * (h * h + h * vocab) * b * objectives.max_predictions(length, 0.15)
-
-  if step == 'mlm':
-    return encoder(rows, seq) + head(rows, seq)
-  half = rows // 2
-  return (encoder(half, seq) + head(half, seq)              # MLM
-          + encoder(half, seq) + head(half, seq)            # TLM on [x; y]
-          + encoder(2 * half, seq // 2)                     # SA: x and y apart
-          + 2 * encoder(half, seq))                         # WA: [x; y] and [y; x]
+def model_flops(cfg) -> float:
+  """Model FLOPs of one train step of `cfg` (its batch layout and objective weights)."""
+  shapes = {k: shape for k, (shape, _) in batches.batch_spec(cfg.data).items()}
+  return flops.step_flops(cfg.model, cfg.objectives, shapes)
 
 
 def peak_flops(override: float) -> float | None:
-  if override:
-    return override * 1e12
-  kind = jax.devices()[0].device_kind
-  for name, tf in PEAKS_TFLOPS.items():
-    if name in kind:
-      return tf * 1e12
-  return None
+  return override * 1e12 if override else flops.peak_flops()
 
 
 def run_row(preset, step, seq, rows, attention, remat, dtype, warmup, steps, scan=False):
@@ -92,7 +62,7 @@ def run_row(preset, step, seq, rows, attention, remat, dtype, warmup, steps, sca
     cfg.model.max_position_embeddings = max(cfg.model.max_position_embeddings, seq)
   job = common.JaxStep(cfg)
   seconds, _ = common.median_seconds(job.run, repeats=steps, warmup=warmup)
-  return job.tokens, seconds, model_flops(cfg, step, rows, seq), job.flops()
+  return job.tokens, seconds, model_flops(cfg), job.flops()
 
 
 def main(argv=None) -> None:

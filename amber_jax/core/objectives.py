@@ -158,6 +158,8 @@ class Objective:
     fn: a `LossFn`.
     masks: whether it draws a masking key (`Keys.mask`).
     optional_keys: batch arrays it reads when present (e.g. MLM's 'mono_seq').
+    passes: batch shapes ({key: shape}) -> its encoder passes, each (rows, length, masked: whether
+      the MLM head runs on its masked positions); what `amber_jax.training.flops` counts.
   """
 
   name: str
@@ -167,6 +169,8 @@ class Objective:
   fn: LossFn
   masks: bool = False
   optional_keys: tuple[str, ...] = ()
+  passes: Callable[[Mapping[str, tuple[int, ...]]], tuple[tuple[int, int, bool], ...]] = (
+      lambda shapes: ())
 
   def __post_init__(self):
     if self.loss_key not in self.metrics:
@@ -216,10 +220,14 @@ _SENTENCE_KEYS = ('src_ids', 'tgt_ids')
 # The registry, in the order the losses run (and their PRNG keys are drawn).
 OBJECTIVES: tuple[Objective, ...] = (
     Objective('mlm', 'mlm_weight', ('mono_ids', 'mono_segments'), ('mlm_loss', 'mlm_accuracy'),
-              _mlm, masks=True, optional_keys=('mono_seq',)),
-    Objective('tlm', 'tlm_weight', _PAIR_KEYS, ('tlm_loss', 'tlm_accuracy'), _tlm, masks=True),
-    Objective('sa', 'sa_weight', _SENTENCE_KEYS, ('sa_loss',), _sa),
-    Objective('wa', 'wa_weight', _SENTENCE_KEYS + _PAIR_KEYS + _SWAP_KEYS, ('wa_loss',), _wa),
+              _mlm, masks=True, optional_keys=('mono_seq',),
+              passes=lambda s: ((*s['mono_ids'], True),)),
+    Objective('tlm', 'tlm_weight', _PAIR_KEYS, ('tlm_loss', 'tlm_accuracy'), _tlm, masks=True,
+              passes=lambda s: ((*s['pair_ids'], True),)),
+    Objective('sa', 'sa_weight', _SENTENCE_KEYS, ('sa_loss',), _sa,
+              passes=lambda s: ((2 * s['src_ids'][0], s['src_ids'][1], False),)),
+    Objective('wa', 'wa_weight', _SENTENCE_KEYS + _PAIR_KEYS + _SWAP_KEYS, ('wa_loss',), _wa,
+              passes=lambda s: ((*s['pair_ids'], False), (*s['swap_ids'], False))),
 )
 
 

@@ -27,7 +27,7 @@ from jax.experimental import multihost_utils
 
 from amber_jax import errors
 from amber_jax.parallel import partitioning
-from amber_jax.training import checkpoint, resume
+from amber_jax.training import checkpoint, flops, resume
 from amber_jax.training.metrics import count_tokens, format_eta, InputCounts, MetricsWriter
 from amber_jax.training.stages import Stage, stage_at, stages
 from amber_jax.training.train_state import setup, State
@@ -121,7 +121,9 @@ def train(config, *, batches: Callable[..., Iterator[dict]],
   write that fails raises `errors.StorageError`; `train.max_nonfinite_steps` non-finite losses
   in a row (their updates are skipped) raise NonFiniteLossError. The counts of truncated and
   dropped input (the iterator's `stats`, when it has them) are logged at each log step as
-  `input/*` and printed at the end.
+  `input/*` and printed at the end; so are model FLOPs a step, tokens/s and model FLOP/s per
+  device, MFU where the device's peak is known and peak device memory (`perf/*`,
+  `amber_jax.training.flops`).
 
   Args:
     config: a resolved config (see `amber_jax.config.resolve_paths`).
@@ -177,15 +179,19 @@ def train(config, *, batches: Callable[..., Iterator[dict]],
       raise _save_failed(e, step, mgr) from e
 
   t_start = t_window = time.time()
-  tokens_window, steps_window, previous, done = 0, 0, None, start
+  tokens_window, steps_window, previous, done, step_fn_flops = 0, 0, None, start, None
   try:
     with _Preemption() as preemption, _quiet_orbax_errors():
       for step in range(start, end):
         if step >= stage.end:  # the boundary: the next stage's shapes, objectives and stream
           stage = stage_at(all_stages, step)
           step_fn, it = open_stage(stage, step)
-          previous = None
+          previous, step_fn_flops = None, None
         local = next(it)
+        if step_fn_flops is None:  # this stage's model FLOPs a step, from its global batch shapes
+          step_fn_flops = flops.step_flops(
+              stage.config.model, stage.config.objectives,
+              {k: (v.shape[0] * jax.process_count(), *v.shape[1:]) for k, v in local.items()})
         tokens_window += count_tokens(local) * jax.process_count()
         steps_window += 1
         state, metrics = step_fn(state, partitioning.to_global(local, s.mesh))
@@ -206,6 +212,8 @@ def train(config, *, batches: Callable[..., Iterator[dict]],
           elapsed = max(time.time() - t_window, 1e-9)
           scalars.update(tokens_per_s=tokens_window / elapsed,
                          steps_per_s=steps_window / elapsed)
+          scalars.update(flops.throughput(step_fn_flops, scalars['steps_per_s'],
+                                          scalars['tokens_per_s']))
           if eval_fn is not None and tcfg.eval_every and done % tcfg.eval_every == 0:
             scalars.update({f'eval/{k}': v for k, v in eval_fn(state['params']).items()})
           scalars.update(counts.scalars())
@@ -214,7 +222,8 @@ def train(config, *, batches: Callable[..., Iterator[dict]],
           rate = (done - start) / max(time.time() - t_start, 1e-9)
           shown = ' '.join(f'{k}={v:.4f}' for k, v in sorted(scalars.items())
                            if k.endswith('loss') or k.startswith('eval/'))
-          print_fn(f'step {done}/{tcfg.steps} {shown} tok/s={scalars["tokens_per_s"]:.0f} '
+          mfu = f' mfu={scalars["perf/mfu"]:.1%}' if 'perf/mfu' in scalars else ''
+          print_fn(f'step {done}/{tcfg.steps} {shown} tok/s={scalars["tokens_per_s"]:.0f}{mfu} '
                    f'eta={format_eta((tcfg.steps - done) / rate)}'
                    + (' (includes compilation)' if first_of_stage else ''))
           t_window, tokens_window, steps_window = time.time(), 0, 0
