@@ -115,7 +115,7 @@ def main(argv=None) -> None:
           f'{tokens / sec:>10,.0f} {flops / 1e12:>13.2f} {xla_flops / 1e12:>11.2f} {mfu:>6}')
     sys.stdout.flush()
   print('\ntokens/s counts non-pad mono + [x; y] tokens (as the training loop logs them); MFU counts the '
-        'model FLOPs of every pass (module docstring), not remat recomputation.')
+        'model FLOPs of every pass (amber_jax.training.flops), not remat recomputation.')
 
 
 if __name__ == '__main__':
