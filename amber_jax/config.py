@@ -67,17 +67,47 @@ RANGES = {
 }
 
 
+# The string fields with a fixed set of values. This module sits below the ones that read them, so
+# the sets are written out here; tests/test_user_errors.py checks them against their sources
+# (amber_jax.core.model.REMAT_POLICIES / ATTENTION_KINDS, amber_jax.core.masking,
+# amber_jax.data.pipeline, amber_jax.parallel.mesh.DCN_AXES / partitioning.RULE_SETS).
+CHOICES = {
+    'model.dtype': ('float32', 'bfloat16', 'float16'),
+    'model.remat': ('none', 'dots', 'full'),
+    'model.attention': ('explicit', 'dot_product', 'auto'),
+    'model.attention_implementation': ('', 'xla', 'cudnn'),
+    'objectives.wa_mask': ('paper', 'cross'),
+    'data.too_long': ('truncate', 'drop'),
+    'mesh.dcn_axis': ('auto', 'data', 'fsdp'),
+    'mesh.rules': ('fsdp_tensor', 'fsdp', 'data_parallel'),
+}
+
+
+def _field(config, dotted: str):
+  """(True, config.<dotted>), or (False, None) when the config has no such field (a preset or an
+  older run's config without it)."""
+  section, _, field = dotted.partition('.')
+  if section not in config or field not in config[section]:
+    return False, None
+  return True, config[section][field]
+
+
 def validate(config) -> None:
-  """Raises ConfigError naming the first field in RANGES whose value is out of its range."""
+  """Raises ConfigError naming the first field in RANGES whose value is out of its range, or in
+  CHOICES whose value is not one of its choices."""
   for dotted, (low, high) in RANGES.items():
-    section, _, field = dotted.partition('.')
-    if section not in config or field not in config[section]:
-      continue  # a preset without that field (an older run's config)
-    value = config[section][field]
+    present, value = _field(config, dotted)
+    if not present:
+      continue
     if (low is not None and value < low) or (high is not None and value > high):
       allowed = (f'>= {low}' if high is None else f'in [{low}, {high}]')
       raise ConfigError(f'amber-jax: config.{dotted}={value!r} is out of range: it must be '
                         f'{allowed}.')
+  for dotted, allowed in CHOICES.items():
+    present, value = _field(config, dotted)
+    if present and value not in allowed:
+      raise ConfigError(f'amber-jax: config.{dotted}={value!r} is not one of its choices: '
+                        f'{", ".join(repr(a) for a in allowed)}.')
 
 
 def split_config_args(argv: list[str]) -> tuple[str | None, list[tuple[str, str]], list[str]]:

@@ -36,6 +36,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from amber_jax import errors
 from amber_jax.core import masking
 from amber_jax.core.model import Encoder, EncoderConfig
 from amber_jax.text import framing
@@ -101,19 +102,38 @@ def read_gold(path: str | pathlib.Path, possible_path: str | pathlib.Path | None
 
   S ⊆ P always holds: sure links are added to the possible ones.
   """
-  gold = [parse_pharaoh(line) for line in _lines(path)]
+  gold = _parsed(path)
   if possible_path is not None:
-    extra = _lines(possible_path)
+    extra = _parsed(possible_path)
     if len(extra) != len(gold):
-      raise ValueError(f'{possible_path} has {len(extra)} lines, {path} has {len(gold)}; the '
-                       'sure and possible files must have one line per sentence pair each.')
-    gold = [(s, p | parse_pharaoh(line)[1]) for (s, p), line in zip(gold, extra)]
+      raise errors.UserError(
+          f'{possible_path} has {len(extra)} lines, {path} has {len(gold)}; the sure and '
+          'possible files must have one line per sentence pair each.')
+    gold = [(s, p | more) for (s, p), (_, more) in zip(gold, extra)]
   return gold
+
+
+def _parsed(path) -> list[tuple[Links, Links]]:
+  """`parse_pharaoh` of each line of a file; errors.UserError names the file and line of a bad
+  link."""
+  out = []
+  for number, line in enumerate(_lines(path), start=1):
+    try:
+      out.append(parse_pharaoh(line))
+    except ValueError as e:
+      raise errors.UserError(f'{path}:{number}: {e}') from None
+  return out
 
 
 def _lines(path) -> list[str]:
   """The lines of a text file (a final newline ends the last line; blank lines are kept)."""
-  text = pathlib.Path(path).read_text(encoding='utf-8')
+  path = pathlib.Path(path)
+  if not path.is_file():
+    raise errors.UserError(f'the file {path} does not exist (or is not a file).')
+  try:
+    text = path.read_text(encoding='utf-8')
+  except UnicodeDecodeError as e:
+    raise errors.UserError(f'{path} is not UTF-8 text ({e.reason}); save it as UTF-8.') from None
   lines = text.split('\n')
   return lines[:-1] if lines and lines[-1] == '' else lines
 
@@ -313,7 +333,7 @@ def read_word_pairs(path: str | pathlib.Path) -> list[tuple[list[str], list[str]
     sep = '\t' if '\t' in line else ' ||| '
     parts = line.split(sep)
     if len(parts) != 2 or not parts[0].split() or not parts[1].split():
-      raise ValueError(f'{path}:{number}: expected `source words<TAB>target words` (or `src ||| '
-                       f'tgt`), both non-empty; found {line[:80]!r}.')
+      raise errors.UserError(f'{path}:{number}: expected `source words<TAB>target words` (or '
+                             f'`src ||| tgt`), both non-empty; found {line[:80]!r}.')
     pairs.append((parts[0].split(), parts[1].split()))
   return pairs

@@ -17,6 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from amber_jax import errors
 from amber_jax.core import losses
 from amber_jax.core.model import Encoder, EncoderConfig, PAD_ID
 from amber_jax.corpora import layout
@@ -92,22 +93,39 @@ def read_pairs_tsv(path: str | pathlib.Path, default_lang: str = 'xx') -> dict[s
 
   Returns:
     {lang: [(src, tgt), ...]} in file order. Blank lines are skipped.
+
+  Raises:
+    errors.UserError: a missing or non-UTF-8 file, a line of another shape (naming the file and
+      the line number), or a file without any pair.
   """
   path = pathlib.Path(path)
   result: dict[str, list] = {}
-  for number, line in enumerate(path.read_text(encoding='utf-8').split('\n'), start=1):
+  for number, line in enumerate(_read_text(path).split('\n'), start=1):
     if not line.strip():
       continue
     fields = line.rstrip('\r').split('\t')
     if len(fields) == 2:
       fields = [default_lang] + fields
     if len(fields) != 3 or not all(f.strip() for f in fields):
-      raise ValueError(f'{path}:{number}: expected `lang<TAB>src<TAB>tgt` or `src<TAB>tgt` with '
-                       f'no empty field, found {len(fields)} fields: {line[:80]!r}; fix the line.')
+      raise errors.UserError(
+          f'{path}:{number}: expected `lang<TAB>src<TAB>tgt` or `src<TAB>tgt` with no empty '
+          f'field, found {len(fields)} fields: {line[:80]!r}; fix the line.')
     result.setdefault(fields[0], []).append((fields[1], fields[2]))
   if not result:
-    raise ValueError(f'{path} holds no sentence pair; expected `src<TAB>tgt` lines.')
+    raise errors.UserError(f'{path} holds no sentence pair; expected `src<TAB>tgt` lines.')
   return result
+
+
+def _read_text(path: pathlib.Path) -> str:
+  """The UTF-8 text of a pairs file; errors.UserError naming it when it cannot be read."""
+  if not path.is_file():
+    raise errors.UserError(f'the pairs file {path} does not exist (or is not a file).')
+  try:
+    return path.read_text(encoding='utf-8')
+  except UnicodeDecodeError as e:
+    line = path.read_bytes()[:e.start].count(b'\n') + 1
+    raise errors.UserError(f'{path}:{line}: not UTF-8 text ({e.reason}); save the file as '
+                           'UTF-8.') from None
 
 
 def unique_pairs(pairs: Sequence[tuple[str, str]]) -> list[tuple[str, str]]:

@@ -36,6 +36,7 @@ import numpy as np
 import safetensors.numpy
 
 from amber_jax import config as config_lib
+from amber_jax import errors
 from amber_jax.core.model import EncoderConfig
 from amber_jax.export import hf
 from amber_jax.text import hf_tokenizer
@@ -45,6 +46,8 @@ from amber_jax.training import checkpoint, train_state
 # head, which are dropped).
 BERT_ARCHITECTURES = ('BertForMaskedLM', 'BertModel', 'BertForPreTraining')
 TOKENIZER_DIR = 'tokenizer'
+# The weight files of a HF folder, in the order `load_hf_state_dict` looks for them.
+WEIGHT_FILES = ('model.safetensors', 'model.safetensors.index.json', 'pytorch_model.bin')
 # EncoderConfig fields that come from HF's config.json (the compute dtype stays the run's).
 MODEL_FIELDS = tuple(f.name for f in dataclasses.fields(EncoderConfig) if f.name != 'dtype')
 # HF names of the MLM head that `init_mlm_head` creates, with how.
@@ -74,6 +77,14 @@ def get_config():
 '''
 
 
+class NotAnHFFolderError(errors.UserError, FileNotFoundError):
+  """The folder is not a HF model folder: no config.json, weights or tokenizer (named)."""
+
+
+class ImportTargetError(errors.UserError, FileExistsError):
+  """The run folder to import into already holds checkpoints."""
+
+
 def load_hf_state_dict(hf_dir: str | os.PathLike) -> dict[str, np.ndarray]:
   """Reads the weights of a HF model directory as {name: numpy array}.
 
@@ -98,33 +109,39 @@ def load_hf_state_dict(hf_dir: str | os.PathLike) -> dict[str, np.ndarray]:
     state = torch.load(pickle, map_location='cpu', weights_only=True)
     return {k: hf.weight_to_numpy(k, v) if v.dtype.is_floating_point else v.numpy()
             for k, v in state.items()}
-  raise FileNotFoundError(
-      f'No weights in {path}: expected model.safetensors, model.safetensors.index.json or '
-      'pytorch_model.bin. Pass a directory written by save_pretrained or by amber_jax.export.hf.export.')
+  raise NotAnHFFolderError(
+      f'No weights in {path}: expected {", ".join(WEIGHT_FILES[:-1])} or {WEIGHT_FILES[-1]}. '
+      'Pass a directory written by save_pretrained or by amber_jax.export.hf.export.')
 
 
 def encoder_config_from_hf(config: Mapping[str, Any], **overrides) -> EncoderConfig:
   """The EncoderConfig of a HF BERT config.json (a dict); `overrides` set our other fields.
 
   Raises:
-    ValueError: a model that is not laid out like ours: model_type other than 'bert', an
+    errors.UserError: a model that is not laid out like ours: model_type other than 'bert', an
       architecture outside BERT_ARCHITECTURES, an activation other than exact 'gelu', or relative
-      position embeddings.
+      position embeddings; or a config without one of the shape fields.
   """
   model_type = config.get('model_type')
   archs = list(config.get('architectures') or [])
   bad_archs = [a for a in archs if a not in BERT_ARCHITECTURES]
   if model_type != 'bert' or bad_archs:
-    raise ValueError(
+    raise errors.UserError(
         f"Expected a BERT checkpoint (model_type 'bert', architectures among "
         f'{list(BERT_ARCHITECTURES)}); found model_type={model_type!r}, architectures={archs}. '
-        'amber_jax.export.hf converts BERT-layout checkpoints only (RoBERTa/XLM-R, GPT-2 etc. differ in '
-        'names and embeddings).')
+        'amber_jax.export.hf converts BERT-layout checkpoints only (RoBERTa/XLM-R, GPT-2 etc. '
+        'differ in names and embeddings).')
   if config.get('hidden_act', 'gelu') != 'gelu':
-    raise ValueError(f"hidden_act={config['hidden_act']!r}; our encoder uses exact GELU ('gelu').")
+    raise errors.UserError(
+        f"hidden_act={config['hidden_act']!r}; our encoder uses exact GELU ('gelu').")
   if config.get('position_embedding_type', 'absolute') != 'absolute':
-    raise ValueError(f"position_embedding_type={config['position_embedding_type']!r}; our "
-                     "encoder has absolute position embeddings only.")
+    raise errors.UserError(f"position_embedding_type={config['position_embedding_type']!r}; our "
+                           "encoder has absolute position embeddings only.")
+  missing = [k for k in ('vocab_size', 'hidden_size', 'num_hidden_layers', 'num_attention_heads',
+                         'intermediate_size', 'max_position_embeddings') if k not in config]
+  if missing:
+    raise errors.UserError(f'the BERT config has no {", ".join(missing)}; a config.json written by '
+                           'save_pretrained has them all.')
   fields = dict(
       vocab_size=config['vocab_size'],
       hidden_size=config['hidden_size'],
@@ -176,17 +193,34 @@ def params_from_hf(state_dict: Mapping[str, Any], cfg: EncoderConfig, seed: int 
 
 
 def _check_folder(hf_dir: pathlib.Path) -> None:
+  """Raises NotAnHFFolderError naming what `hf_dir` lacks of a HF model folder."""
   if not hf_dir.is_dir():
-    raise FileNotFoundError(f'{hf_dir} is not a folder; pass a local HF model folder '
-                            '(config.json, model.safetensors or pytorch_model.bin, tokenizer).')
+    raise NotAnHFFolderError(f'{hf_dir} is not a folder; pass a local HF model folder '
+                             '(config.json, model.safetensors or pytorch_model.bin, tokenizer).')
   present = sorted(p.name for p in hf_dir.iterdir())
   if not (hf_dir / 'config.json').is_file():
-    raise FileNotFoundError(f'No config.json in {hf_dir} (found {present}); a HF model folder '
-                            'written by save_pretrained has one.')
+    raise NotAnHFFolderError(f'No config.json in {hf_dir} (found {present}); a HF model folder '
+                             'written by save_pretrained has one.')
+  if not any((hf_dir / name).is_file() for name in WEIGHT_FILES):
+    run = ('; it is a training run folder (checkpoints/), which `amber-jax train` continues as it '
+           'is' if (hf_dir / 'checkpoints').is_dir() else '')
+    raise NotAnHFFolderError(
+        f'No weights in {hf_dir} (found {present}): expected {", ".join(WEIGHT_FILES[:-1])} or '
+        f'{WEIGHT_FILES[-1]}, as save_pretrained writes them{run}.')
   if not any((hf_dir / name).is_file() for name in (hf_tokenizer.TOKENIZER_FILE, 'vocab.txt')):
-    raise FileNotFoundError(
+    raise NotAnHFFolderError(
         f'No tokenizer in {hf_dir} (found {present}): expected tokenizer.json or vocab.txt. Save '
         "the model's tokenizer into the folder (tokenizer.save_pretrained(folder)).")
+
+
+def read_hf_config(hf_dir: pathlib.Path) -> EncoderConfig:
+  """The EncoderConfig of `hf_dir`/config.json; errors.UserError naming the file when it is no
+  JSON or not a BERT config we can load."""
+  path = hf_dir / 'config.json'
+  try:
+    return encoder_config_from_hf(json.loads(path.read_text(encoding='utf-8')))
+  except (ValueError, UnicodeDecodeError) as e:  # JSONDecodeError is a ValueError
+    raise errors.UserError(f'{path}: {e}') from None
 
 
 def _write_tokenizer(hf_dir: pathlib.Path, out: pathlib.Path) -> hf_tokenizer.HFTokenizer:
@@ -214,31 +248,35 @@ def import_run(hf_dir: str | os.PathLike, workdir: str | os.PathLike, config, *,
     The run folder.
 
   Raises:
-    FileNotFoundError: a missing folder, config.json, weights or tokenizer.
-    FileExistsError: `workdir` already holds checkpoints.
-    ValueError: not a BERT checkpoint, names or shapes that do not fit its config.json, or a
-      tokenizer with more ids than the embeddings have rows, or without one of the specials.
+    NotAnHFFolderError: a missing folder, config.json, weights or tokenizer.
+    ImportTargetError: `workdir` already holds checkpoints.
+    errors.UserError: not a BERT checkpoint, an embedding matrix that does not fit its
+      config.json, a tokenizer with more ids than the embeddings have rows, or rows longer than
+      the model's positions.
+    ValueError: names or shapes that do not fit its config.json, or a tokenizer without one of
+      the specials.
   """
   hf_dir, workdir = pathlib.Path(hf_dir), pathlib.Path(workdir).absolute()
   _check_folder(hf_dir)
   if (workdir / 'checkpoints').exists() and any((workdir / 'checkpoints').iterdir()):
-    raise FileExistsError(f'{workdir / "checkpoints"} is not empty; import into a new folder '
-                          '(or continue that run with `amber-jax train`).')
-  mcfg = encoder_config_from_hf(json.loads((hf_dir / 'config.json').read_text()))
+    raise ImportTargetError(f'{workdir / "checkpoints"} is not empty; import into a new folder '
+                            '(or continue that run with `amber-jax train`).')
+  mcfg = read_hf_config(hf_dir)
   _check_lengths(config, mcfg)
   state_dict = load_hf_state_dict(hf_dir)
   rows = state_dict.get('embeddings.word_embeddings.weight',
                         state_dict.get('bert.embeddings.word_embeddings.weight'))
   if rows is not None and rows.shape[0] != mcfg.vocab_size:
-    raise ValueError(f'config.json says vocab_size={mcfg.vocab_size} but the word embeddings have '
-                     f'{rows.shape[0]} rows; the config and the weights belong to different '
-                     'models.')
+    raise errors.UserError(
+        f'{hf_dir}: config.json says vocab_size={mcfg.vocab_size} but the word embeddings have '
+        f'{rows.shape[0]} rows; the config and the weights belong to different models.')
   params, initialised, dropped = params_from_hf(state_dict, mcfg, config.seed)
   tok = _write_tokenizer(hf_dir, workdir / TOKENIZER_DIR)
   if tok.size > mcfg.vocab_size:
-    raise ValueError(f'The tokenizer has {tok.size} ids but the word embeddings only '
-                     f'{mcfg.vocab_size} rows; ids past them would index nothing. Pass the '
-                     'tokenizer that was trained with these weights.')
+    raise errors.UserError(
+        f'{hf_dir}: the tokenizer has {tok.size} ids but the word embeddings only '
+        f'{mcfg.vocab_size} rows; ids past them would index nothing. Pass the tokenizer that was '
+        'trained with these weights.')
   params = hf.reorder_vocab(params, hf_tokenizer.special_order(tok.hf_specials, mcfg.vocab_size))
 
   with config.unlocked():
@@ -271,7 +309,7 @@ def import_run(hf_dir: str | os.PathLike, workdir: str | os.PathLike, config, *,
 def _check_lengths(config, mcfg: EncoderConfig) -> None:
   longest = max(config.data.mono_length, 2 * config.data.sentence_length)
   if longest > mcfg.max_position_embeddings:
-    raise ValueError(
+    raise errors.UserError(
         f'config.data asks for rows of {longest} tokens (mono_length={config.data.mono_length}, '
         f'2 x sentence_length={2 * config.data.sentence_length}) but the model has '
         f'{mcfg.max_position_embeddings} positions; lower them (--config.data.sentence_length=).')

@@ -12,6 +12,7 @@ import jax
 import ml_collections
 import numpy as np
 
+from amber_jax import errors
 from amber_jax.core import objectives
 from amber_jax.core.model import EncoderConfig
 from amber_jax.eval import retrieval
@@ -21,27 +22,56 @@ from amber_jax.text import hf_tokenizer, tokenizer
 from amber_jax.training import checkpoint, train_state
 
 
+class NotARunError(errors.UserError, FileNotFoundError):
+  """A folder that is not a training run (no config.json), or a run without the checkpoint asked
+  for (none at all, or not that step); the message names the folder and what it lacks."""
+
+
 def load_config(workdir: str | pathlib.Path) -> ml_collections.ConfigDict:
+  """The run config (config.json) of a training run folder; NotARunError when it has none."""
   path = pathlib.Path(workdir) / 'config.json'
-  if not path.exists():
-    raise FileNotFoundError(f'{path} not found: {workdir} is not a training run folder '
-                            '(expected config.json and checkpoints/ written by `amber-jax train`).')
+  if not pathlib.Path(workdir).is_dir():
+    raise NotARunError(f'{workdir} is not a folder; give a training run folder (config.json and '
+                       'checkpoints/ written by `amber-jax train`).')
+  if not path.is_file():
+    raise NotARunError(f'{workdir} is not a training run folder: it has no config.json '
+                       '(expected config.json and checkpoints/ written by `amber-jax train`).')
   return ml_collections.ConfigDict(json.loads(path.read_text()))
+
+
+def saved_steps(workdir: str | pathlib.Path) -> list[int]:
+  """The steps of the checkpoints in a run folder's checkpoints/ (orbax's step folders), sorted;
+  read from the folder, without opening (or creating) it as a checkpoint manager."""
+  folder = pathlib.Path(workdir) / 'checkpoints'
+  if not folder.is_dir():
+    return []
+  return sorted(int(p.name) for p in folder.iterdir() if p.is_dir() and p.name.isdigit())
 
 
 def load_params(workdir: str | pathlib.Path, step: int | None = None):
   """(params as numpy, EncoderConfig, run config, step) of a run's checkpoint (default latest).
 
   Reads only the checkpoint's parameters: the run's optimizer is never built nor restored.
+
+  Raises:
+    NotARunError: `workdir` has no config.json, no checkpoint, or none at `step` (the message
+      lists the steps there are).
   """
   config = load_config(workdir)
+  if not saved_steps(workdir):  # said before a manager would create checkpoints/ in the folder
+    raise NotARunError(f'{workdir} has no checkpoint (nothing in '
+                       f'{pathlib.Path(workdir) / "checkpoints"}); train it first '
+                       '(`amber-jax train`).')
   mesh = mesh_lib.build({'data': 1, 'fsdp': 1, 'tensor': 1}, devices=jax.devices()[:1])
   target = train_state.abstract_params(config, mesh)  # model shapes only: no optimizer is built
   mgr = checkpoint.manager(workdir, keep=config.train.keep_checkpoints)
-  step = mgr.latest_step() if step is None else step
-  if step is None:
-    raise FileNotFoundError(f'No checkpoint in {pathlib.Path(workdir) / "checkpoints"}; '
-                            'train first (`amber-jax train`).')
+  steps = sorted(mgr.all_steps())
+  if not steps or (step is not None and step not in steps):
+    mgr.close()
+    where = f'at step {step}' if step is not None else f'in {mgr.directory}'
+    raise NotARunError(f'{workdir} has no checkpoint {where}; its steps are '
+                       f'{", ".join(map(str, steps)) or "none (train it first)"}.')
+  step = steps[-1] if step is None else step
   try:
     params = checkpoint.restore_params(mgr, step, target)
   finally:
@@ -101,13 +131,13 @@ def load_encoder(path: str | pathlib.Path):
     params, cfg, config, _ = load_params(path)
     return params, cfg, tokenizer.load_processor(config.data.vocab_path), config
   if (path / 'config.json').exists():
-    cfg = hf_import.encoder_config_from_hf(json.loads((path / 'config.json').read_text()))
+    cfg = hf_import.read_hf_config(path)
     params, _, _ = hf_import.params_from_hf(hf_import.load_hf_state_dict(path), cfg)
     tok = hf_tokenizer.HFTokenizer(path)
     params = hf.reorder_vocab(params, hf_tokenizer.special_order(tok.hf_specials, cfg.vocab_size))
     return params, cfg, tok, None
-  raise FileNotFoundError(f'{path} is neither a training run folder (config.json + checkpoints/) '
-                          'nor a HuggingFace folder (config.json + model.safetensors).')
+  raise NotARunError(f'{path} is neither a training run folder (config.json + checkpoints/) nor a '
+                     'HuggingFace folder (config.json + model.safetensors): it has no config.json.')
 
 
 def embedder_for(path: str | pathlib.Path) -> retrieval.Embedder:
@@ -118,5 +148,6 @@ def embedder_for(path: str | pathlib.Path) -> retrieval.Embedder:
     return retrieval.jax_embedder(params, mcfg, sp, max_length=mcfg.max_position_embeddings)
   if (path / 'config.json').exists():
     return retrieval.hf_embedder(str(path))
-  raise FileNotFoundError(f'{path} is neither a training run folder (config.json + checkpoints/) '
-                          'nor an exported HuggingFace folder (config.json + model.safetensors).')
+  raise NotARunError(f'{path} is neither a training run folder (config.json + checkpoints/) nor an '
+                     'exported HuggingFace folder (config.json + model.safetensors): it has no '
+                     'config.json.')

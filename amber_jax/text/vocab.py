@@ -18,6 +18,7 @@ import io
 import json
 import os
 import pathlib
+import re
 import tempfile
 import time
 from typing import Any, Mapping, Sequence
@@ -28,6 +29,7 @@ from sentencepiece import sentencepiece_model_pb2
 import sentencepiece as spm
 from tokenizers import AddedToken, normalizers, processors
 
+from amber_jax import errors
 from amber_jax.core import model as model_lib
 
 SPECIAL_PIECES = ('[PAD]', '[UNK]', '[CLS]', '[SEP]', '[MASK]')  # At ids 0..4, in this order.
@@ -36,6 +38,11 @@ MAX_TOTAL_SENTENCES = 200_000
 
 _PIECE_TYPES = {  # SentencePiece ModelProto.SentencePiece.Type of each special.
     '[PAD]': 3, '[UNK]': 2, '[CLS]': 3, '[SEP]': 3, '[MASK]': 4}  # 2: UNKNOWN 3: CONTROL 4: USER
+
+
+class VocabSizeError(errors.UserError, RuntimeError):
+  """A vocab_size the text cannot fill (too large) or its characters do not fit in (too small);
+  the message names the size that works. A RuntimeError too, as SentencePiece's failure is."""
 
 
 def metadata_path(model_path: str | os.PathLike) -> pathlib.Path:
@@ -57,7 +64,7 @@ def language_sample_sizes(sizes: dict[str, int], alpha: float, total: int) -> di
   """
   langs = sorted(lang for lang, n in sizes.items() if n > 0)
   if not langs:
-    raise ValueError(f'no language has any sentence: {sizes}')
+    raise errors.UserError(f'no language has any sentence to train a vocabulary on: {sizes}')
   weights = np.array([sizes[lang] for lang in langs], dtype=np.float64) ** alpha  # [langs]
   probs = weights / weights.sum()
   return {lang: int(round(total * p)) for lang, p in zip(langs, probs)}
@@ -175,6 +182,11 @@ def train_sentencepiece(train: Mapping[str, Sequence[str]], model_path: str | os
 
   Returns:
     `model_path` as a pathlib.Path.
+
+  Raises:
+    VocabSizeError: `vocab_size` is more pieces than the sample gives, or fewer than its
+      characters and the specials need (the message names the size that works).
+    errors.UserError: no language of `train` has a sentence.
   """
   model_path = pathlib.Path(model_path)
   source = dict(source or {})
@@ -195,9 +207,10 @@ def train_sentencepiece(train: Mapping[str, Sequence[str]], model_path: str | os
         eos_piece='[SEP]', user_defined_symbols=['[MASK]'], num_threads=num_threads,
         minloglevel=2)
   except RuntimeError as error:  # E.g. a vocab_size the sample cannot fill; the message says.
-    raise RuntimeError(f'SentencePiece training (vocab_size={vocab_size}) on {len(sentences)} '
-                       f'sentences sampled from {source.get("corpus_dir", "the given text")} '
-                       f'failed: {error}') from error
+    where = (f'{len(sentences)} sentences sampled from '
+             f'{source.get("corpus_dir", "the given text")}')
+    raise _size_error(str(error), vocab_size, where) or RuntimeError(
+        f'SentencePiece training (vocab_size={vocab_size}) on {where} failed: {error}') from error
   seconds = time.perf_counter() - start
   model_bytes = buffer.getvalue()
 
@@ -219,6 +232,23 @@ def train_sentencepiece(train: Mapping[str, Sequence[str]], model_path: str | os
   _write_atomic(metadata_path(model_path),
                 (json.dumps(metadata, indent=1, ensure_ascii=False) + '\n').encode('utf-8'))
   return model_path
+
+
+def _size_error(message: str, vocab_size: int, where: str) -> VocabSizeError | None:
+  """The VocabSizeError of a SentencePiece failure message, or None for another failure."""
+  found = re.search(r'Vocabulary size too high.*value <= (\d+)', message)
+  if found:
+    return VocabSizeError(
+        f'vocab_size={vocab_size} is too large for the {where}: they give at most '
+        f'{found.group(1)} pieces. Decrease vocab_size to <= {found.group(1)} (amber-jax vocab '
+        f'train --size {found.group(1)}), or give more text.')
+  found = re.search(r'smaller than required_chars\. \d+ vs (\d+)', message)
+  if found:
+    return VocabSizeError(
+        f'vocab_size={vocab_size} is too small for the {where}: their characters and the specials '
+        f'need at least {found.group(1)} pieces. Increase vocab_size to >= {found.group(1)} '
+        f'(amber-jax vocab train --size {found.group(1)}).')
+  return None
 
 
 def _write_atomic(path: pathlib.Path, data: bytes):

@@ -7,13 +7,14 @@ import pathlib
 
 import jax
 
+from amber_jax import errors
 from amber_jax.text import tokenizer
 
 
 def check_run_vocabulary(config, workdir: pathlib.Path, resumed: bool) -> None:
   """A run keeps the vocabulary it started with: `vocab.json` in the run folder records its
-  fingerprint, and resuming with a different config.data.vocab_path file raises (the ids would
-  index the wrong embedding rows and training would go on silently wrong)."""
+  fingerprint, and resuming with a different config.data.vocab_path file raises errors.UserError
+  (the ids would index the wrong embedding rows and training would go on silently wrong)."""
   path = pathlib.Path(config.data.vocab_path or '')
   if not config.data.vocab_path or not path.exists():
     return  # synthetic input, or check_vocabulary reports the missing file when data is read
@@ -22,8 +23,8 @@ def check_run_vocabulary(config, workdir: pathlib.Path, resumed: bool) -> None:
   if resumed and record.exists():
     saved = json.loads(record.read_text())
     if saved['sha256'] != digest:
-      raise ValueError(
-          f'The run {workdir} was trained with the vocabulary {saved["path"]} (sha256 '
+      raise errors.UserError(
+          f'the run {workdir} was trained with the vocabulary {saved["path"]} (sha256 '
           f'{saved["sha256"][:12]}...), but config.data.vocab_path={path} has sha256 '
           f'{digest[:12]}...: its ids would not match the checkpoint\'s embedding rows. Resume '
           f'with --config.data.vocab_path={saved["path"]}, or train a new workdir.')
