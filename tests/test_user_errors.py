@@ -185,3 +185,14 @@ def test_config_choices_are_the_ones_the_code_takes():
     model.EncoderConfig.from_config({'dtype': value})
   for preset in ('tiny', 'base'):
     config_lib.load_config([f'--config={preset}'])  # the presets' own values pass
+
+
+def test_a_vocab_path_that_is_no_sentencepiece_model_is_one_line(tmp_path, capsys):
+  bogus = tmp_path / 'notes.model'
+  bogus.write_text('not a model\n')
+  with pytest.raises(SystemExit) as info:
+    cli.main(['train', '--config=tiny', f'--config.data.vocab_path={bogus}',
+              f'--config.workdir={tmp_path / "run"}', '--config.train.steps=1'])
+  assert info.value.code == 2
+  err = capsys.readouterr().err
+  assert f'{bogus} is not a SentencePiece model' in err and 'Traceback' not in err

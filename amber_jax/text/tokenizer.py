@@ -17,7 +17,6 @@ import hashlib
 import os
 import pathlib
 
-import sentencepiece as spm
 
 from amber_jax.text import hf_tokenizer, vocab
 
@@ -53,8 +52,7 @@ def vocab_size(vocab_path: str | os.PathLike) -> int:
   """Number of ids of either kind (added tokens included), read without seqio/TensorFlow."""
   if hf_tokenizer.is_hf_tokenizer(vocab_path):
     return hf_tokenizer.HFTokenizer(vocab_path).size
-  model_path = vocab.require_model(vocab_path)
-  return spm.SentencePieceProcessor(model_file=str(model_path)).get_piece_size()
+  return vocab.open_model(vocab_path)[0].get_piece_size()
 
 
 def check_vocabulary(config) -> None:

@@ -264,14 +264,31 @@ def _write_atomic(path: pathlib.Path, data: bytes):
     raise
 
 
+class NotAModelError(errors.UserError, FileNotFoundError):
+  """No SentencePiece model at a path, or a file that is not one; the message names it."""
+
+
 def require_model(model_path: str | os.PathLike) -> pathlib.Path:
-  """`model_path` as a Path; raises FileNotFoundError, saying how to train one, if no file."""
+  """`model_path` as a Path; raises NotAModelError, saying how to train one, if no file."""
   model_path = pathlib.Path(model_path)
   if not model_path.is_file():
-    raise FileNotFoundError(
+    raise NotAModelError(
         f'no SentencePiece model at {model_path}; train one with '
         '`amber-jax vocab train` or amber_jax.text.vocab.train_sentencepiece')
   return model_path
+
+
+def open_model(model_path: str | os.PathLike) -> tuple[spm.SentencePieceProcessor, bytes]:
+  """(processor, the model's bytes) of a SentencePiece model file; NotAModelError when the file
+  is missing or is not a SentencePiece model."""
+  model_bytes = require_model(model_path).read_bytes()
+  try:
+    return spm.SentencePieceProcessor(model_proto=model_bytes), model_bytes
+  except (RuntimeError, OSError) as e:
+    raise NotAModelError(
+        f'{model_path} is not a SentencePiece model ({" ".join(str(e).split())[:200]}); a '
+        'vocabulary is a .model file from `amber-jax vocab train` or a HuggingFace tokenizer '
+        'folder.') from None
 
 
 def load_sentencepiece(model_path: str | os.PathLike) -> spm.SentencePieceProcessor:
@@ -280,8 +297,7 @@ def load_sentencepiece(model_path: str | os.PathLike) -> spm.SentencePieceProces
   The SentencePiece half of `amber_jax.text.tokenizer.load_processor`, which callers use (it also
   opens HF tokenizer folders).
   """
-  model_bytes = require_model(model_path).read_bytes()
-  sp = spm.SentencePieceProcessor(model_proto=model_bytes)
+  sp, model_bytes = open_model(model_path)
   _check_specials(sp, _load_proto(model_bytes).pieces, str(model_path))
   return sp
 
