@@ -22,8 +22,12 @@ SMALL = ['--config=configs/tiny.py', '--config.model.num_layers=1',
          '--config.data.sentence_length=16']
 
 
-@pytest.mark.parametrize('spec, parsed', [('cpu:8', ('cpu', 8)), ('cpu:1', ('cpu', 1)),
-                                          ('tpu:v5e:2x2', ('tpu', 'v5e:2x2'))])
+@pytest.mark.parametrize('spec, parsed', [
+    ('cpu:8', ('cpu', 8)), ('cpu:1', ('cpu', 1)), ('tpu:v5e:2x2', ('tpu', 'v5e:2x2')),
+    # Cloud TPU accelerator types: v4/v5p count TensorCores (2 a chip), v5e/v6e count chips.
+    ('tpu:v5p-8', ('tpu', 'v5p:2x2x1')), ('tpu:v4-32', ('tpu', 'v4:2x2x4')),
+    ('tpu:v5litepod-16', ('tpu', 'v5e:4x4')), ('tpu:v5e-8', ('tpu', 'v5e:2x4')),
+    ('tpu:v6e-256', ('tpu', 'v6e:16x16'))])
 def test_parse_topology(spec, parsed):
   assert aot.parse_topology(spec) == parsed
 
@@ -32,6 +36,11 @@ def test_parse_topology(spec, parsed):
 def test_parse_topology_rejects_other_forms_naming_the_allowed_ones(spec):
   with pytest.raises(ValueError, match='expected "cpu:N"'):
     aot.parse_topology(spec)
+
+
+def test_an_accelerator_type_of_no_slice_size_names_the_sizes():
+  with pytest.raises(ValueError, match='no v5p slice has 6 TensorCores; sizes are v5p-8, v5p-16'):
+    aot.parse_topology('tpu:v5p-6')
 
 
 def compile_cli(*args):

@@ -11,7 +11,8 @@ the batch's shardings, then reports what one device would hold:
 
 Topologies: 'cpu:N' compiles for N host CPU devices (the device count is fixed when JAX starts;
 `use_cpu_devices` sets it, so call it before anything touches a device). 'tpu:NAME' (e.g.
-'tpu:v5e:2x2', 'tpu:v4:2x2x2') compiles for a TPU slice without one, through
+'tpu:v5e:2x2', 'tpu:v4:2x2x2', or an accelerator type: 'tpu:v5p-8', 'tpu:v5litepod-16') compiles
+for a TPU slice without one, through
 `jax.experimental.topologies.get_topology_desc`; that needs libtpu installed
 (`pip install 'jax[tpu]'`). CPU figures give the state's exact bytes and a fair picture of the
 activation memory; TPU figures also account for TPU layouts and fusion.
@@ -36,11 +37,38 @@ from amber_jax.training import train_state, train_step
 GIB = 2**30
 
 
+# Chips of a slice by its accelerator-type name -> the shape `get_topology_desc` takes.
+# v4 and v5p name a slice by TensorCores (2 a chip), in a 3-D torus; v5e and v6e by chips, 2-D.
+_TORUS_3D = {4: '2x2x1', 8: '2x2x2', 16: '2x2x4', 32: '2x4x4', 64: '4x4x4', 128: '4x4x8',
+             256: '4x8x8', 512: '8x8x8'}
+_TORUS_2D = {1: '1x1', 4: '2x2', 8: '2x4', 16: '4x4', 32: '4x8', 64: '8x8', 128: '8x16',
+             256: '16x16'}
+_SLICE_NAMES = {'v4': ('v4', 2, _TORUS_3D), 'v5p': ('v5p', 2, _TORUS_3D),
+                'v5litepod': ('v5e', 1, _TORUS_2D), 'v5e': ('v5e', 1, _TORUS_2D),
+                'v6e': ('v6e', 1, _TORUS_2D)}
+
+
+def slice_topology(name: str) -> str | None:
+  """'v5p-8' (Cloud TPU's accelerator type) -> 'v5p:2x2x1'; None when `name` is not one."""
+  family, _, count = name.rpartition('-')
+  if family not in _SLICE_NAMES or not count.isdigit():
+    return None
+  version, per_chip, shapes = _SLICE_NAMES[family]
+  chips = int(count) // per_chip
+  if int(count) % per_chip or chips not in shapes:
+    raise ValueError(f'{name}: no {family} slice has {count} '
+                     f'{"TensorCores" if per_chip == 2 else "chips"}; sizes are '
+                     f'{", ".join(f"{family}-{c * per_chip}" for c in shapes)}.')
+  return f'{version}:{shapes[chips]}'
+
+
 def parse_topology(spec: str) -> tuple[str, str | int]:
-  """Splits 'cpu:8' into ('cpu', 8) and 'tpu:v5e:2x2' into ('tpu', 'v5e:2x2').
+  """Splits 'cpu:8' into ('cpu', 8) and 'tpu:v5e:2x2' into ('tpu', 'v5e:2x2'); a Cloud TPU
+  accelerator type ('tpu:v5p-8', 'tpu:v5litepod-16', 'tpu:v4-32', 'tpu:v6e-8') becomes its shape
+  ('tpu:v5p-8' -> ('tpu', 'v5p:2x2x1')).
 
   Args:
-    spec: 'cpu:N' with N >= 1, or 'tpu:NAME' with a TPU topology name.
+    spec: 'cpu:N' with N >= 1, or 'tpu:NAME' with a TPU topology name or accelerator type.
 
   Returns:
     (platform, device count for 'cpu' or topology name for 'tpu').
@@ -49,7 +77,7 @@ def parse_topology(spec: str) -> tuple[str, str | int]:
   if platform == 'cpu' and rest.isdigit() and int(rest) >= 1:
     return 'cpu', int(rest)
   if platform == 'tpu' and rest:
-    return 'tpu', rest
+    return 'tpu', slice_topology(rest) or rest
   raise ValueError(f'Unknown topology {spec!r}; expected "cpu:N" (N host CPU devices, e.g. '
                    '"cpu:8") or "tpu:NAME" (e.g. "tpu:v5e:2x2", needs libtpu).')
 
