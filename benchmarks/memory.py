@@ -45,9 +45,9 @@ def main(argv=None) -> None:
   p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   p.add_argument('--mono', type=int, default=None, help='global mono rows (default: base, 2048)')
   p.add_argument('--pairs', type=int, default=None, help='global pairs (default: base, 2048)')
-  p.add_argument('--vocab', type=int, default=119_552,
-                 help="vocabulary rows (default: mBERT's 119,547 padded to a multiple of 128, as "
-                 'tensor parallelism needs a vocabulary the tensor axis divides)')
+  p.add_argument('--vocab', type=int, default=119_547,
+                 help="vocabulary size (default: mBERT's 119,547; the model pads its rows to a "
+                 'multiple of model.vocab_multiple=128, 119,552, which the tensor axis divides)')
   p.add_argument('--dtype', default='float32', help="compute dtype ('float32', 'bfloat16')")
   p.add_argument('--only', default='', help='comma-separated row labels to run (default: all)')
   args = p.parse_args(argv)

@@ -16,6 +16,7 @@ def get_config() -> ml_collections.ConfigDict:
   # The encoder; field names mirror HF BertConfig (see amber_jax.core.model.EncoderConfig).
   c.model = ml_collections.ConfigDict(dict(
       vocab_size=119_547,
+      vocab_multiple=128,    # embedding rows padded to a multiple (119,552): tensor=2..8 divide it
       hidden_size=768,
       num_layers=12,
       num_heads=12,

@@ -336,11 +336,14 @@ def test_export_of_a_sharded_run_at_any_step(sharded_run, tmp_path, capsys):
     assert text in card, text
   assert '- steps: 1' in (tmp_path / 'step1' / 'README.md').read_text()
 
-  # The export of the latest step holds the sharded run's final params, bit for bit.
+  # The export of the latest step holds the sharded run's final params, bit for bit (the run's
+  # embedding rows are padded to 128, load_params and the export keep the tokenizer's 4,000).
   params, mcfg, _, step = runs.load_params(workdir)
-  assert step == 2
+  vocab_keys = ("['embeddings']['word_embeddings']", "['mlm_bias']")
+  assert step == 2 and all(final[k].shape[0] == 4096 for k in vocab_keys)
+  assert mcfg.padded_vocab_size == mcfg.vocab_size == 4000
   for k, v in _flat(params).items():
-    np.testing.assert_array_equal(v, final[k], err_msg=k)
+    np.testing.assert_array_equal(v, final[k][:4000] if k in vocab_keys else final[k], err_msg=k)
   model, info = transformers.AutoModelForMaskedLM.from_pretrained(
       tmp_path / 'latest', dtype=torch.float32, output_loading_info=True)
   _assert_clean_load(info)

@@ -1,5 +1,6 @@
 """amber_jax.export.hf_import: a HF BERT folder -> a run at step 0; parity on real weights (MiniLM)."""
 
+import dataclasses
 import json
 import shutil
 
@@ -73,7 +74,9 @@ def test_import_without_head_initialises_it_and_train_resumes_from_step_zero(tmp
   config = runs.load_config(tmp_path / 'run')
   assert config.workdir == str(tmp_path / 'run')
   assert config.data.vocab_path == str(tmp_path / 'run' / 'tokenizer')
-  assert EncoderConfig.from_config(config.model) == TINY
+  # The model's shape is HF's; the run pads its embedding rows (model.vocab_multiple=128).
+  assert config.model.vocab_multiple == 128
+  assert dataclasses.replace(EncoderConfig.from_config(config.model), vocab_multiple=1) == TINY
 
   params, mcfg, _, step = runs.load_params(tmp_path / 'run')
   assert step == 0 and mcfg == TINY

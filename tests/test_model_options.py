@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from amber_jax.core import masking
+from amber_jax.core import model as model_lib
 from amber_jax.core import objectives
 from amber_jax.core.model import (CLS_ID, MASK_ID, NUM_SPECIALS, PAD_ID, SEP_ID, Encoder,
                              EncoderConfig, init_params)
@@ -318,3 +319,35 @@ def test_bfloat16_train_step_end_to_end(tmp_path):
   fast = first_losses(dtype='bfloat16', remat='dots', attention='auto')
   assert np.all(np.isfinite(fast))
   np.testing.assert_allclose(fast, ref, rtol=3e-2)
+
+
+def test_vocabulary_padding_changes_no_loss_and_no_gradient_of_a_real_row():
+  padded_cfg = dataclasses.replace(TINY, vocab_multiple=128)
+  assert padded_cfg.padded_vocab_size == 128 and padded_cfg.vocab_size == 64
+  padded = model_lib.pad_vocab(_params(), padded_cfg)
+  # Padding rows that are not zero: only the masking of their logits keeps them out.
+  rng = np.random.default_rng(0)
+  padded['embeddings']['word_embeddings'][64:] = rng.normal(size=(64, 32))
+  padded['mlm_bias'][64:] = 5.0
+  loss, metrics, grads = _default(0)
+  loss_p, metrics_p, grads_p = _loss_and_grads(padded_cfg, padded, _batch(0))
+  np.testing.assert_allclose(float(loss_p), float(loss), rtol=1e-6)
+  np.testing.assert_allclose(float(metrics_p['mlm_accuracy']), float(metrics['mlm_accuracy']))
+  stripped, cfg = model_lib.strip_vocab_padding(grads_p, padded_cfg)
+  assert cfg.padded_vocab_size == 64
+  _assert_trees_close(stripped, grads, atol=1e-6)
+  for path in model_lib.VOCAB_ROWS:  # the padding rows learn nothing
+    section, _, name = path.rpartition('/')
+    rows = grads_p[section][name] if section else grads_p[name]
+    assert not np.any(np.asarray(rows)[64:])
+
+
+def test_base_pads_mbert_vocabulary_to_a_size_tensor_parallelism_divides():
+  from amber_jax import config as config_lib  # pylint: disable=g-import-not-at-top
+  cfg = EncoderConfig.from_config(config_lib.load_preset('base').model)
+  assert (cfg.vocab_size, cfg.padded_vocab_size) == (119_547, 119_552)
+  assert all(cfg.padded_vocab_size % tensor == 0 for tensor in (2, 4, 8))
+  # A run saved before the field existed (no vocab_multiple in its config.json) keeps its rows.
+  old = dict(config_lib.load_preset('base').model)
+  del old['vocab_multiple']
+  assert EncoderConfig.from_config(old).padded_vocab_size == 119_547

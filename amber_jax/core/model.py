@@ -38,9 +38,11 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+from flax import traverse_util
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 Array = jax.Array
 
@@ -78,6 +80,10 @@ class EncoderConfig:
   attention: str = 'explicit'  # 'explicit' | 'dot_product' | 'auto'
   attention_implementation: str = ''  # '' (JAX's default) | 'xla' | 'cudnn'
   scan_layers: bool = False  # one lax.scan over the layers (see the module docstring)
+  # The embedding rows (and MLM logits) are padded to a multiple of this, so that 'vocab' shards
+  # over tensor=2..8 (mBERT's 119,547 -> 119,552 with 128); padding ids are never predicted
+  # (their logits are masked) and export drops their rows (`strip_vocab_padding`).
+  vocab_multiple: int = 1
 
   def __post_init__(self):
     for field, allowed in (('remat', REMAT_POLICIES), ('attention', ATTENTION_KINDS),
@@ -92,6 +98,11 @@ class EncoderConfig:
   @property
   def head_dim(self) -> int:
     return self.hidden_size // self.num_heads
+
+  @property
+  def padded_vocab_size(self) -> int:
+    """Rows of the embedding table: vocab_size rounded up to a multiple of vocab_multiple."""
+    return -(-self.vocab_size // self.vocab_multiple) * self.vocab_multiple
 
   @classmethod
   def from_config(cls, model_cfg) -> 'EncoderConfig':
@@ -145,7 +156,7 @@ class Embeddings(nn.Module):
     init = _init(cfg.initializer_range)
     word = self.param('word_embeddings',
                       nn.with_logical_partitioning(init, ('vocab', 'embed')),
-                      (cfg.vocab_size, cfg.hidden_size), jnp.float32)
+                      (cfg.padded_vocab_size, cfg.hidden_size), jnp.float32)
     pos = self.param('position_embeddings',
                      nn.with_logical_partitioning(init, (None, 'embed')),
                      (cfg.max_position_embeddings, cfg.hidden_size), jnp.float32)
@@ -193,7 +204,6 @@ class SelfAttention(nn.Module):
   def __call__(self, x, mask, deterministic: bool, return_probs: bool):
     """x: [batch, length, embed]; mask: bool [batch, 1 or heads, q_length, kv_length]."""
     cfg = self.cfg
-    init = _init(cfg.initializer_range)
 
     def proj(name):
       with_bias = _Projection(cfg, ('embed', 'heads', 'kv'), ('heads', 'kv'),
@@ -295,7 +305,7 @@ class Encoder(nn.Module):
     self.mlm_layer_norm = LayerNorm(cfg.layer_norm_eps, cfg.dtype)
     self.mlm_bias = self.param('mlm_bias',
                                nn.with_logical_partitioning(nn.initializers.zeros, ('vocab',)),
-                               (cfg.vocab_size,), jnp.float32)
+                               (cfg.padded_vocab_size,), jnp.float32)
 
   def __call__(self, ids, segments=None, attention_mask=None, positions=None, *,
                deterministic: bool = True, return_last_probs: bool = False,
@@ -379,12 +389,51 @@ class Encoder(nn.Module):
     logits = jnp.einsum('bke,ve->bkv', h, word.astype(self.cfg.dtype),
                         preferred_element_type=jnp.float32)
     logits = logits + self.mlm_bias  # [batch, k, vocab] float32
+    if self.cfg.padded_vocab_size != self.cfg.vocab_size:  # padding ids are never predicted
+      real = jnp.arange(self.cfg.padded_vocab_size) < self.cfg.vocab_size
+      logits = jnp.where(real, logits, PADDING_LOGIT)
     return _constrain(logits, ('act_batch', 'act_length', 'act_vocab'))
 
   def encode_and_predict(self, ids, segments=None, positions=None, deterministic: bool = True):
     """Both at once (used at init so that every parameter is created)."""
     out = self(ids, segments, deterministic=deterministic)
     return out['hidden'], self.mlm_logits(out['hidden'], positions)
+
+
+# The logit of a padding row of the vocabulary: far below any real one, finite (so that a
+# cross-entropy's 0 * logit stays 0).
+PADDING_LOGIT = -1e9
+# Params indexed by vocabulary id (their rows: one per id).
+VOCAB_ROWS = ('embeddings/word_embeddings', 'mlm_bias')
+
+
+def _map_vocab_rows(params, fn):
+  flat = traverse_util.flatten_dict(nn.meta.unbox(dict(params)), sep='/')
+  for path in VOCAB_ROWS:
+    if path in flat:
+      flat[path] = fn(flat[path])
+  return traverse_util.unflatten_dict(flat, sep='/')
+
+
+def strip_vocab_padding(params, cfg: EncoderConfig):
+  """(params with the vocabulary rows past cfg.vocab_size cut, cfg with vocab_multiple=1): the
+  shapes HF's BertConfig(vocab_size) has. Only rows of exactly cfg.padded_vocab_size are cut
+  (params without padding, or of another config, pass through for the caller's shape check)."""
+  cut = lambda rows: rows[:cfg.vocab_size] if rows.shape[0] == cfg.padded_vocab_size else rows
+  return _map_vocab_rows(params, cut), dataclasses.replace(cfg, vocab_multiple=1)
+
+
+def pad_vocab(params, cfg: EncoderConfig):
+  """Params of cfg.vocab_size vocabulary rows (e.g. imported from HF) grown with zero rows to
+  cfg.padded_vocab_size (a padding id is never an input and never predicted)."""
+
+  def grow(rows):
+    rows = np.asarray(rows)
+    if rows.shape[0] != cfg.vocab_size:
+      raise ValueError(f'{rows.shape[0]} vocabulary rows; expected vocab_size={cfg.vocab_size}.')
+    return np.pad(rows, [(0, cfg.padded_vocab_size - cfg.vocab_size)] + [(0, 0)] * (rows.ndim - 1))
+
+  return _map_vocab_rows(params, grow)
 
 
 def init_params(cfg: EncoderConfig, rng: Array, length: int = 8):

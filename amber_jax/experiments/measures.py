@@ -51,13 +51,14 @@ def retrieval_hits(params, mcfg, sp, pairs) -> dict[str, np.ndarray]:
   return retrieval.retrieval_hits(retrieval.jax_embedder(params, mcfg, sp), pairs)
 
 
-def mlm_accuracy(params, config, sp, texts: dict[str, list[str]], batch_size: int = 32) -> float:
+def mlm_accuracy(params, mcfg: EncoderConfig, config, sp, texts: dict[str, list[str]],
+                 batch_size: int = 32) -> float:
   """Masked-token accuracy on validation text: rows of config.data.mono_length, fixed masks
-  (seed 0), no dropout; the mean over all masked tokens."""
+  (seed 0), no dropout; the mean over all masked tokens. `mcfg` is the params' EncoderConfig
+  (`runs.load_params` gives both)."""
   length = config.data.mono_length
   rows = [row for lang in sorted(texts) for row in framing.encode_framed(sp, texts[lang], length)]
-  accuracy = _mlm_accuracy_fn(EncoderConfig.from_config(config.model),
-                              float(config.objectives.mask_rate))
+  accuracy = _mlm_accuracy_fn(mcfg, float(config.objectives.mask_rate))
   correct = total = 0.0
   for n, start in enumerate(range(0, len(rows), batch_size)):
     chunk = rows[start:start + batch_size]
@@ -112,4 +113,4 @@ def evaluate_run(workdir, config, sp, pairs, align_pairs, texts) -> dict:
   params, mcfg, _, _ = runs.load_params(workdir)
   return {'hits': retrieval_hits(params, mcfg, sp, pairs),
           'align': alignment_symmetry(params, mcfg, sp, align_pairs, config.objectives.wa_mask),
-          'mlm_accuracy': mlm_accuracy(params, config, sp, texts)}
+          'mlm_accuracy': mlm_accuracy(params, mcfg, config, sp, texts)}

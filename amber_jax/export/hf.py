@@ -43,7 +43,8 @@ import ml_dtypes
 import numpy as np
 import safetensors.numpy
 
-from amber_jax.core.model import EncoderConfig, init_params, PAD_ID
+from amber_jax.core import model as model_lib
+from amber_jax.core.model import EncoderConfig, init_params, PAD_ID, strip_vocab_padding
 
 HEADS = ('mlm', 'base')
 EXPORT_DTYPES = ('float32', 'bfloat16')
@@ -135,7 +136,7 @@ MLM_TIED = {
 }
 _MLM_PREFIX = 'bert.'
 # Our parameters whose first axis is the token id.
-VOCAB_ROWS = ('embeddings/word_embeddings', 'mlm_bias')
+VOCAB_ROWS = model_lib.VOCAB_ROWS  # the params indexed by vocabulary id
 
 
 def _check_head(head: str) -> None:
@@ -203,6 +204,7 @@ def to_hf_state_dict(params: Mapping[str, Any], cfg: EncoderConfig,
     ValueError: a parameter the table does not know, one the table needs but `params` lacks, or
       a shape that does not fit `cfg`.
   """
+  params, cfg = strip_vocab_padding(params, cfg)  # HF's rows: one per id of the vocabulary
   rows = name_table(cfg, head)
   flat = traverse_util.flatten_dict(nn.meta.unbox(dict(params)), sep='/')
   expected = {ours for ours, _, _ in rows}
@@ -353,6 +355,7 @@ def export(params: Mapping[str, Any], cfg: EncoderConfig, out_dir: str | os.Path
   if dtype not in EXPORT_DTYPES:
     raise ValueError(f'dtype={dtype!r} is not supported for export; use one of {EXPORT_DTYPES}.')
   np_dtype = np.float32 if dtype == 'float32' else ml_dtypes.bfloat16
+  params, cfg = strip_vocab_padding(params, cfg)
   pad_token_id = PAD_ID
   if hf_to_ours is not None:
     params = reorder_vocab(params, hf_to_ours)

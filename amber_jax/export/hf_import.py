@@ -37,6 +37,7 @@ import safetensors.numpy
 
 from amber_jax import config as config_lib
 from amber_jax import errors
+from amber_jax.core import model as model_lib
 from amber_jax.core.model import EncoderConfig
 from amber_jax.export import hf
 from amber_jax.text import hf_tokenizer
@@ -49,7 +50,9 @@ TOKENIZER_DIR = 'tokenizer'
 # The weight files of a HF folder, in the order `load_hf_state_dict` looks for them.
 WEIGHT_FILES = ('model.safetensors', 'model.safetensors.index.json', 'pytorch_model.bin')
 # EncoderConfig fields that come from HF's config.json (the compute dtype stays the run's).
-MODEL_FIELDS = tuple(f.name for f in dataclasses.fields(EncoderConfig) if f.name != 'dtype')
+# The fields an HF config.json sets; the run keeps its own compute dtype and vocabulary padding.
+MODEL_FIELDS = tuple(f.name for f in dataclasses.fields(EncoderConfig)
+                     if f.name not in ('dtype', 'vocab_multiple'))
 # HF names of the MLM head that `init_mlm_head` creates, with how.
 HEAD_INIT = {
     'cls.predictions.transform.dense.weight': 'normal(0, initializer_range)',
@@ -284,6 +287,7 @@ def import_run(hf_dir: str | os.PathLike, workdir: str | os.PathLike, config, *,
     config.data.vocab_path = str(workdir / TOKENIZER_DIR)
     config.workdir = str(workdir)
   config_lib.resolve_paths(config)
+  params = model_lib.pad_vocab(params, EncoderConfig.from_config(config.model))
   workdir.mkdir(parents=True, exist_ok=True)
   (workdir / 'config.json').write_text(config.to_json_best_effort(indent=2))
   (workdir / 'config.py').write_text(RUN_CONFIG_PY.format(config_py=workdir / 'config.py'))

@@ -13,6 +13,7 @@ import ml_collections
 import numpy as np
 
 from amber_jax import errors
+from amber_jax.core import model as model_lib
 from amber_jax.core import objectives
 from amber_jax.core.model import EncoderConfig
 from amber_jax.eval import retrieval
@@ -51,7 +52,9 @@ def saved_steps(workdir: str | pathlib.Path) -> list[int]:
 def load_params(workdir: str | pathlib.Path, step: int | None = None):
   """(params as numpy, EncoderConfig, run config, step) of a run's checkpoint (default latest).
 
-  Reads only the checkpoint's parameters: the run's optimizer is never built nor restored.
+  Reads only the checkpoint's parameters: the run's optimizer is never built nor restored. The
+  vocabulary padding of the run's embedding table (model.vocab_multiple) is dropped: the params
+  have one row per id of the tokenizer, as HF's, and the EncoderConfig has vocab_multiple=1.
 
   Raises:
     NotARunError: `workdir` has no config.json, no checkpoint, or none at `step` (the message
@@ -76,8 +79,9 @@ def load_params(workdir: str | pathlib.Path, step: int | None = None):
     params = checkpoint.restore_params(mgr, step, target)
   finally:
     mgr.close()
-  params = jax.tree_util.tree_map(np.asarray, params)
-  return params, EncoderConfig.from_config(config.model), config, step
+  params, mcfg = model_lib.strip_vocab_padding(jax.tree_util.tree_map(np.asarray, params),
+                                              EncoderConfig.from_config(config.model))
+  return params, mcfg, config, step
 
 
 def model_card(config, step: int, figures: dict | None = None) -> str:
