@@ -17,7 +17,6 @@ import hashlib
 import os
 import pathlib
 
-
 from amber_jax.text import hf_tokenizer, vocab
 
 
