@@ -217,7 +217,7 @@ class _CountedStream:
 
   def __init__(self, start):
     self._it = stream()(start)
-    self.stats = {'steps': 0, 'mono_texts': 0, 'pairs': 0, 'mono_truncated': 0,
+    self.stats = {'steps': 0, 'mono_rows': 0, 'mono_texts': 0, 'pairs': 0, 'mono_truncated': 0,
                   'pairs_dropped': 0}
 
   def __iter__(self):
@@ -225,7 +225,7 @@ class _CountedStream:
 
   def __next__(self):
     self.stats['steps'] += 1
-    self.stats['mono_texts'] += 4
+    self.stats['mono_rows'] += 4  # unpacked rows: one text each, mono_texts stays 0
     self.stats['pairs'] += 4
     self.stats['mono_truncated'] += 1
     self.stats['pairs_dropped'] += 2

@@ -72,8 +72,9 @@ class InputCounts:
     totals = self.totals()
     if not totals:
       return 'Input: synthetic or uncounted (no truncation or drop counts).'
-    read = ', '.join(f'{totals[k]} {k.replace("_", " ")}' for k in ('mono_texts', 'pairs')
-                     if k in totals)
+    # Unpacked rows hold one text each (mono_texts counts the texts packed rows hold).
+    texts = totals.get('mono_texts') or totals.get('mono_rows', 0)
+    read = f'{texts} mono texts, {totals.get("pairs", 0)} pairs'
     lost = ', '.join(f'{k.replace("_", " ")}={totals.get(k, 0)}' for k in self.LOSSES)
     share = ' (this process\'s share)' if jax.process_count() > 1 else ''
     return f'Input{share}: read {read}; {lost}.'
