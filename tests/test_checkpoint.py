@@ -114,7 +114,6 @@ RUNNER = textwrap.dedent("""
     import sys
     sys.path.insert(0, {tests!r})
     from amber_jax import errors
-from amber_jax.core import model as model_lib
     from amber_jax.training import loop
     from test_train import small_config, stream
     cfg = small_config({workdir!r}, steps={steps})
