@@ -89,7 +89,10 @@ def test_a_checkpoint_damaged_in_place_is_caught_by_its_fingerprint(run_copy):
   _flip_bytes_inside_largest_chunk(run_copy / 'checkpoints' / '4' / 'state')
   lines, say = _lines()
   state, _ = loop.train(_config(run_copy), batches=stream(), print_fn=say)
-  assert any('step 4' in l and 'differ from their fingerprint' in l for l in lines), lines
+  # Caught either way: by the fingerprints (data bytes changed) or by the reader (the XOR hit
+  # the chunk's own structure); the export test below checks the fingerprint path alone.
+  assert any('step 4' in l and ('differ from their fingerprint' in l or 'cannot be read' in l)
+             for l in lines), lines
   assert any('Resumed from step 2' in l for l in lines), lines
   for leaf in jax.tree_util.tree_leaves(state['params']):
     assert np.isfinite(np.asarray(leaf)).all()
