@@ -46,6 +46,7 @@ from amber_jax.eval import retrieval
 from amber_jax.experiments.measures import evaluate_run, evaluation_pairs, validation_texts
 from amber_jax.experiments.results_page import plot, write_page
 from amber_jax.experiments.statistics import summarize, verdict
+from amber_jax.export import runs
 from amber_jax.text import tokenizer
 from amber_jax.training import loop
 from amber_jax.training import stages as stage_lib
@@ -145,9 +146,7 @@ def _with_data(config, data_paths: dict, workdir: pathlib.Path):
 
 
 def _latest_step(workdir: pathlib.Path) -> int | None:
-  folder = workdir / 'checkpoints'
-  steps = [int(p.name) for p in folder.iterdir() if p.name.isdigit()] if folder.exists() else []
-  return max(steps) if steps else None
+  return max(runs.saved_steps(workdir), default=None)
 
 
 def _same_config(workdir: pathlib.Path, config) -> bool:
