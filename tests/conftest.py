@@ -29,3 +29,20 @@ def django_vocab(django_corpus, tmp_path_factory):
   from amber_jax.corpora import vocabulary  # pylint: disable=import-outside-toplevel
   return vocabulary.train_corpus_vocabulary(
       django_corpus, tmp_path_factory.mktemp('vocab') / 'django.model', vocab_size=4000, seed=0)
+
+
+@pytest.fixture(scope='session')
+def gcs(tmp_path_factory):
+  """A running GCS emulator with the bucket gs://bkt, its variables set in this process
+  (`gcs.env` for subprocesses); stopped at the end of the session."""
+  import gcs_emulator  # pylint: disable=import-outside-toplevel
+  emulator = gcs_emulator.start(tmp_path_factory.mktemp('gcs') / 'root')
+  saved = {k: os.environ.get(k) for k in emulator.env}
+  os.environ.update(emulator.env)
+  yield emulator
+  for k, v in saved.items():
+    if v is None:
+      os.environ.pop(k, None)
+    else:
+      os.environ[k] = v
+  emulator.stop()

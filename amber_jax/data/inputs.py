@@ -6,15 +6,20 @@ no TensorFlow (benchmarks, TF-free machines).
 
 from __future__ import annotations
 
+import copy
 from typing import Callable, Iterator
 
 import jax
 import ml_collections
 import numpy as np
 
+from amber_jax import storage
 from amber_jax.core.model import CLS_ID, NUM_SPECIALS, SEP_ID
 from amber_jax.data import batches, pipeline
 from amber_jax.text.tokenizer import check_vocabulary
+
+# The config.data paths that may be gs:// URLs: the pipeline reads this host's mirror of them.
+URL_INPUTS = ('corpus_dir', 'cache_dir', 'vocab_path')
 
 
 def real_batches(config, start_step: int, data_seed: int | None = None) -> Iterator[dict]:
@@ -24,7 +29,7 @@ def real_batches(config, start_step: int, data_seed: int | None = None) -> Itera
   """
   check_vocabulary(config)
   # config.data's batch sizes are global; each process reads and batches its share of the rows.
-  local = ml_collections.ConfigDict(config.data.to_dict())
+  local = mirrored(ml_collections.ConfigDict(config.data.to_dict()))
   for field in ('mono_batch_size', 'parallel_batch_size'):
     if local[field] % jax.process_count():
       raise ValueError(f'config.data.{field}={local[field]} is not divisible by the '
@@ -34,6 +39,20 @@ def real_batches(config, start_step: int, data_seed: int | None = None) -> Itera
   return pipeline.make_train_iterator(local, seed=seed, start_step=start_step,
                                   shard_index=jax.process_index(),
                                   num_shards=jax.process_count())
+
+
+def mirrored(data_cfg, fields=URL_INPUTS):
+  """`data_cfg` with each of its `fields` that is a URL replaced by this host's mirror of it (a
+  copy; `data_cfg` itself when none is a URL)."""
+  urls = {f: getattr(data_cfg, f, None) for f in fields}
+  urls = {f: url for f, url in urls.items() if url and storage.is_url(url)}
+  if not urls:
+    return data_cfg
+  local = (ml_collections.ConfigDict(data_cfg.to_dict())
+           if isinstance(data_cfg, ml_collections.ConfigDict) else copy.copy(data_cfg))
+  for field, url in urls.items():
+    setattr(local, field, str(storage.local(url)))
+  return local
 
 
 def config_input(config) -> Callable[..., Iterator[dict]]:

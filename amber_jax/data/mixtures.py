@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import importlib
 import pathlib
+import tempfile
 import time
 
-from amber_jax import paths
-from amber_jax.data import pipeline, token_cache
+from amber_jax import paths, storage
+from amber_jax.data import inputs, pipeline, token_cache
 from amber_jax.text import tokenizer
 
 PARTS = ('mono', 'parallel')
@@ -27,6 +28,7 @@ def mixture_table(data_cfg) -> tuple[dict[str, str | None], dict[str, list[dict]
   """Registers the config's mixtures; returns ({part: mixture name}, {part: [{'task',
   'examples', 'rate', 'per_step', 'steps_per_epoch'}]}) with rates normalised within a mixture."""
   _, seqio = pipeline.import_tf()
+  data_cfg = inputs.mirrored(data_cfg, ('corpus_dir', 'vocab_path'))
   names = importlib.import_module(data_cfg.task_module).register(data_cfg)
   table = {}
   for part in PARTS:
@@ -60,7 +62,11 @@ def print_rates(data_cfg, print_fn=print) -> None:
 
 
 def write_cache(data_cfg, cache_dir: str | pathlib.Path, print_fn=print) -> dict:
-  """Tokenizes every task of the config's mixtures (train, and validation where it exists)."""
+  """Tokenizes every task of the config's mixtures (train, and validation where it exists).
+
+  `cache_dir` may be a bucket URL: the cache is written locally, then uploaded with its
+  manifest (cache.json, which readers open first) removed first and uploaded last.
+  """
   _, seqio = pipeline.import_tf()
   names, table = mixture_table(data_cfg)
   mixtures, tasks = {}, {}
@@ -71,12 +77,17 @@ def write_cache(data_cfg, cache_dir: str | pathlib.Path, print_fn=print) -> dict
       splits = {s: _examples(task, s, FEATURES[part]) for s in ('train', 'validation')
                 if s in task.splits}
       tasks[r['task']] = {'kind': part, 'features': list(FEATURES[part]), 'splits': splits}
-  vocab = pathlib.Path(data_cfg.vocab_path)
+  vocab = {'path': str(data_cfg.vocab_path),
+           'sha256': tokenizer.vocab_fingerprint(data_cfg.vocab_path),
+           'size': storage.local(data_cfg.vocab_path).stat().st_size}
   start = time.time()
-  manifest = token_cache.write_cache(
-      cache_dir, vocab={'path': str(vocab), 'sha256': tokenizer.vocab_fingerprint(vocab),
-                        'size': vocab.stat().st_size},
-      mixtures=mixtures, tasks=tasks)
+  if storage.is_url(cache_dir):
+    with tempfile.TemporaryDirectory(prefix='amber-jax-tokens-') as tmp:
+      manifest = token_cache.write_cache(pathlib.Path(tmp) / 'cache', vocab=vocab,
+                                         mixtures=mixtures, tasks=tasks)
+      storage.upload(pathlib.Path(tmp) / 'cache', cache_dir, last='cache.json')
+  else:
+    manifest = token_cache.write_cache(cache_dir, vocab=vocab, mixtures=mixtures, tasks=tasks)
   tokens = sum(sum(s['tokens'].values()) for t in manifest['tasks'].values()
                for s in t['splits'].values())
   print_fn(f'Cached {len(tasks)} tasks, {tokens} tokens in {time.time() - start:.1f} s '

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import json
 import pathlib
-import warnings
 from typing import Mapping, Sequence
+import warnings
 
 import matplotlib
 

@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from amber_jax import errors
+from amber_jax import errors, storage
 from amber_jax.core import losses
 from amber_jax.core.model import Encoder, EncoderConfig, PAD_ID
 from amber_jax.corpora import layout
@@ -258,7 +258,7 @@ def periodic_eval_fn(config) -> Callable[[Any], dict] | None:
   tokenizer folder); None when config.train.eval_every is 0."""
   if not config.train.eval_every:
     return None
-  pairs = layout.read_pairs(config.data.corpus_dir, 'validation')
+  pairs = layout.read_pairs(storage.local(config.data.corpus_dir), 'validation')
   tok = tokenizer.load_processor(config.data.vocab_path)
   mcfg = EncoderConfig.from_config(config.model)
   return lambda params: periodic_eval(params, mcfg, tok, pairs)

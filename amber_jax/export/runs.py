@@ -12,7 +12,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from amber_jax import errors
+from amber_jax import errors, storage
 from amber_jax.core import model as model_lib
 from amber_jax.core import objectives
 from amber_jax.core.model import EncoderConfig
@@ -30,8 +30,8 @@ class NotARunError(errors.UserError, FileNotFoundError):
 
 def load_config(workdir: str | pathlib.Path) -> ml_collections.ConfigDict:
   """The run config (config.json) of a training run folder; NotARunError when it has none."""
-  path = pathlib.Path(workdir) / 'config.json'
-  if not pathlib.Path(workdir).is_dir():
+  path = storage.path(workdir) / 'config.json'
+  if not storage.path(workdir).is_dir():
     raise NotARunError(f'{workdir} is not a folder; give a training run folder (config.json and '
                        'checkpoints/ written by `amber-jax train`).')
   if not path.is_file():
@@ -43,7 +43,7 @@ def load_config(workdir: str | pathlib.Path) -> ml_collections.ConfigDict:
 def saved_steps(workdir: str | pathlib.Path) -> list[int]:
   """The steps of the checkpoints in a run folder's checkpoints/ (orbax's step folders), sorted;
   read from the folder, without opening (or creating) it as a checkpoint manager."""
-  folder = pathlib.Path(workdir) / 'checkpoints'
+  folder = storage.path(workdir) / 'checkpoints'
   if not folder.is_dir():
     return []
   return sorted(int(p.name) for p in folder.iterdir() if p.is_dir() and p.name.isdigit())
@@ -63,7 +63,7 @@ def load_params(workdir: str | pathlib.Path, step: int | None = None):
   config = load_config(workdir)
   if not saved_steps(workdir):  # said before a manager would create checkpoints/ in the folder
     raise NotARunError(f'{workdir} has no checkpoint (nothing in '
-                       f'{pathlib.Path(workdir) / "checkpoints"}); train it first '
+                       f'{storage.path(workdir) / "checkpoints"}); train it first '
                        '(`amber-jax train`).')
   mesh = mesh_lib.build({'data': 1, 'fsdp': 1, 'tensor': 1}, devices=jax.devices()[:1])
   target = train_state.abstract_params(config, mesh)  # model shapes only: no optimizer is built
@@ -116,12 +116,18 @@ def export_run(workdir, out_dir, *, step=None, head='mlm', dtype='float32',
   """Writes a transformers folder (config, safetensors, tokenizer, model card) for a run."""
   params, mcfg, config, step = load_params(workdir, step)
   out = pathlib.Path(out_dir)
+  vocab = storage.local(config.data.vocab_path)  # a gs:// vocabulary: this host's mirror
   hf.export(params, mcfg, out, head=head, dtype=dtype,
-            hf_to_ours=hf_tokenizer.hf_to_ours_order(config.data.vocab_path, mcfg.vocab_size),
+            hf_to_ours=hf_tokenizer.hf_to_ours_order(vocab, mcfg.vocab_size),
             tokenizer_fn=lambda d: hf_tokenizer.write_tokenizer(
-                config.data.vocab_path, d, model_max_length=mcfg.max_position_embeddings),
+                vocab, d, model_max_length=mcfg.max_position_embeddings),
             model_card=model_card(config, step, figures))
   return out
+
+
+def _is_run(path) -> bool:
+  folder = storage.path(path)
+  return (folder / 'config.json').exists() and (folder / 'checkpoints').exists()
 
 
 def load_encoder(path: str | pathlib.Path):
@@ -129,11 +135,10 @@ def load_encoder(path: str | pathlib.Path):
   of a HuggingFace BERT folder (weights imported into our encoder as `amber-jax import` does, the
   specials moved to our ids; the tokenizer speaks our ids). The tokenizer has `encode(list[str])`
   and `id_to_piece(id)`, like a SentencePiece processor."""
-  # pylint: disable=import-outside-toplevel
-  path = pathlib.Path(path)
-  if (path / 'config.json').exists() and (path / 'checkpoints').exists():
+  if _is_run(path):
     params, cfg, config, _ = load_params(path)
     return params, cfg, tokenizer.load_processor(config.data.vocab_path), config
+  path = storage.local(path)  # an HF folder in a bucket: this host's mirror
   if (path / 'config.json').exists():
     cfg = hf_import.read_hf_config(path)
     params, _, _ = hf_import.params_from_hf(hf_import.load_hf_state_dict(path), cfg)
@@ -146,10 +151,10 @@ def load_encoder(path: str | pathlib.Path):
 
 def embedder_for(path: str | pathlib.Path) -> retrieval.Embedder:
   """An embedder from a run folder (our encoder) or an exported HF folder (transformers)."""
-  path = pathlib.Path(path)
-  if (path / 'config.json').exists() and (path / 'checkpoints').exists():
+  if _is_run(path):
     params, mcfg, sp, _ = load_encoder(path)
     return retrieval.jax_embedder(params, mcfg, sp, max_length=mcfg.max_position_embeddings)
+  path = storage.local(path)
   if (path / 'config.json').exists():
     return retrieval.hf_embedder(str(path))
   raise NotARunError(f'{path} is neither a training run folder (config.json + checkpoints/) nor an '

@@ -8,15 +8,15 @@
   `vocab_fingerprint`  the sha256 that ties a run or a token cache to the vocabulary's bytes.
 The kinds themselves live in `amber_jax.text.vocab` (SentencePiece: training, the checked model,
 the conversion to an HF tokenizer) and `amber_jax.text.hf_tokenizer` (an HF tokenizer re-indexed
-to our specials).
+to our specials). A `gs://` vocab_path is read from this host's mirror of it (`storage.local`).
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
-import pathlib
 
+from amber_jax import storage
 from amber_jax.text import hf_tokenizer, vocab
 
 
@@ -27,6 +27,7 @@ def load_processor(vocab_path: str | os.PathLike):
     `hf_tokenizer.HFTokenizer` for an HF tokenizer folder (or its tokenizer.json), else the
     SentencePiece processor of a model file, its specials checked (`vocab.load_sentencepiece`).
   """
+  vocab_path = storage.local(vocab_path)
   if hf_tokenizer.is_hf_tokenizer(vocab_path):
     return hf_tokenizer.HFTokenizer(vocab_path)
   return vocab.load_sentencepiece(vocab_path)
@@ -39,6 +40,7 @@ def load_vocabulary(vocab_path: str | os.PathLike):
     `hf_tokenizer.HFTokenizerVocabulary` for an HF tokenizer folder, else a
     `seqio.SentencePieceVocabulary`; both encode to the ids `load_processor` gives.
   """
+  vocab_path = storage.local(vocab_path)
   if hf_tokenizer.is_hf_tokenizer(vocab_path):
     return hf_tokenizer.HFTokenizerVocabulary(vocab_path)
   model_path = vocab.require_model(vocab_path)
@@ -49,6 +51,7 @@ def load_vocabulary(vocab_path: str | os.PathLike):
 
 def vocab_size(vocab_path: str | os.PathLike) -> int:
   """Number of ids of either kind (added tokens included), read without seqio/TensorFlow."""
+  vocab_path = storage.local(vocab_path)
   if hf_tokenizer.is_hf_tokenizer(vocab_path):
     return hf_tokenizer.HFTokenizer(vocab_path).size
   return vocab.open_model(vocab_path)[0].get_piece_size()
@@ -56,8 +59,8 @@ def vocab_size(vocab_path: str | os.PathLike) -> int:
 
 def check_vocabulary(config) -> None:
   """The tokenizer's ids must fit the model's embedding table (else training silently NaNs)."""
-  path = pathlib.Path(config.data.vocab_path)
-  if not path.exists():
+  path = config.data.vocab_path
+  if not storage.path(path).exists():
     raise FileNotFoundError(f'Vocabulary {path} not found; train one with `amber-jax vocab train` '
                             'or set config.data.vocab_path.')
   size = vocab_size(path)
@@ -79,7 +82,7 @@ def file_sha256(path: str | os.PathLike) -> str:
 def vocab_fingerprint(vocab_path: str | os.PathLike) -> str:
   """sha256 of a vocabulary: of the SentencePiece model file, or of every file (name and bytes)
   of a HuggingFace tokenizer folder."""
-  path = pathlib.Path(vocab_path)
+  path = storage.local(vocab_path)
   if path.is_file():
     return file_sha256(path)
   digest = hashlib.sha256()

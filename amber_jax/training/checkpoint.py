@@ -24,13 +24,16 @@ from jax.experimental import multihost_utils
 import jax.numpy as jnp
 import orbax.checkpoint as ocp
 
-from amber_jax import errors
+from amber_jax import errors, storage
 
 
 def manager(directory: str | pathlib.Path, *, keep: int, every: int = 1,
             async_save: bool = True) -> ocp.CheckpointManager:
-  """A CheckpointManager for `directory`/checkpoints keeping the `keep` latest steps."""
-  path = pathlib.Path(directory).absolute() / 'checkpoints'
+  """A CheckpointManager for `directory`/checkpoints keeping the `keep` latest steps (a local
+  folder or a bucket URL)."""
+  path = storage.path(directory) / 'checkpoints'
+  if not storage.is_url(directory):
+    path = path.absolute()
   options = ocp.CheckpointManagerOptions(
       max_to_keep=keep, save_interval_steps=every, enable_async_checkpointing=async_save,
       create=True)

@@ -16,7 +16,6 @@ import dataclasses
 import json
 import logging
 import os
-import pathlib
 import signal
 import threading
 import time
@@ -142,7 +141,6 @@ def train(config, *, batches: Callable[..., Iterator[dict]],
   Returns:
     (final state, the logged metrics as a list of dicts; each has its 'stage' index).
   """
-  workdir = pathlib.Path(config.workdir)
   all_stages = stages(config)
   staged = bool(config.train.stages)
   s = setup(config, mesh)
@@ -168,15 +166,17 @@ def train(config, *, batches: Callable[..., Iterator[dict]],
   end = tcfg.steps if stop_at is None else min(stop_at, tcfg.steps)
   stage = stage_at(all_stages, start)
   step_fn, it = open_stage(stage, start) if start < end else (None, None)
-  writer = MetricsWriter(workdir)
+  writer = MetricsWriter(config.workdir)
   history: list[dict] = []
   meta = {'config': json.loads(config.to_json_best_effort())}
 
   def save(step: int, force: bool = False) -> None:
     try:
-      checkpoint.save(mgr, step, state, {**meta, 'step': step}, force=force)
+      started = checkpoint.save(mgr, step, state, {**meta, 'step': step}, force=force)
     except Exception as e:  # pylint: disable=broad-except  (orbax, tensorstore, the OS)
       raise _save_failed(e, step, mgr) from e
+    if started:
+      writer.flush()  # a bucket's metrics.jsonl reaches every checkpoint
 
   t_start = t_window = time.time()
   tokens_window, steps_window, previous, done, step_fn_flops = 0, 0, None, start, None

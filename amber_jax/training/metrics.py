@@ -4,34 +4,79 @@ from __future__ import annotations
 
 import json
 import pathlib
+import shutil
+import tempfile
+import time
 
 import jax
 import numpy as np
 
+from amber_jax import storage
+
 
 class MetricsWriter:
-  """TensorBoard scalars (tensorboardX: no TensorFlow needed) plus a JSON-lines copy."""
+  """TensorBoard scalars (tensorboardX: no TensorFlow needed) plus a JSON-lines copy.
 
-  def __init__(self, workdir: pathlib.Path, enabled: bool = True):
+  A local workdir gets both written as they come. A bucket has no appends: metrics.jsonl is kept
+  in memory and replaced whole, and TensorBoard's events are written to a local staging folder and
+  copied up, at most every `upload_every` seconds and at every `flush` (the loop flushes at each
+  checkpoint, so the bucket's metrics reach at least the latest checkpoint).
+  """
+
+  def __init__(self, workdir, enabled: bool = True, upload_every: float = 30.0):
     self.enabled = enabled and jax.process_index() == 0
-    self._tb = None
-    self._jsonl = None
-    if self.enabled:
-      # tensorboardX imports torch when it is installed (~1.4 s): only a writing process pays.
-      from tensorboardX import SummaryWriter  # pylint: disable=import-outside-toplevel
-      self._tb = SummaryWriter(str(workdir / 'tensorboard'))
-      self._jsonl = open(workdir / 'metrics.jsonl', 'a', encoding='utf-8')
+    self._remote = storage.is_url(workdir)
+    self._dir = storage.path(workdir)
+    self._upload_every, self._uploaded = upload_every, time.time()
+    self._tb = self._jsonl = self._staging = None
+    self._lines: list[str] = []
+    if not self.enabled:
+      return
+    # tensorboardX imports torch when it is installed (~1.4 s): only a writing process pays.
+    from tensorboardX import SummaryWriter  # pylint: disable=import-outside-toplevel
+    if self._remote:
+      self._staging = pathlib.Path(tempfile.mkdtemp(prefix='amber-jax-tensorboard-'))
+      self._tb = SummaryWriter(str(self._staging))
+      path = self._dir / 'metrics.jsonl'
+      if path.exists():
+        self._lines = path.read_text(encoding='utf-8').splitlines(keepends=True)
+    else:
+      self._tb = SummaryWriter(str(self._dir / 'tensorboard'))
+      self._jsonl = open(self._dir / 'metrics.jsonl', 'a', encoding='utf-8')
 
   def write(self, step: int, scalars: dict[str, float]) -> None:
     if not self.enabled:
       return
     for k, v in scalars.items():
       self._tb.add_scalar(k, v, step)
-    self._jsonl.write(json.dumps({'step': step, **scalars}) + '\n')
-    self._jsonl.flush()
+    line = json.dumps({'step': step, **scalars}) + '\n'
+    if self._remote:
+      self._lines.append(line)
+      if time.time() - self._uploaded >= self._upload_every:
+        self.flush()
+    else:
+      self._jsonl.write(line)
+      self._jsonl.flush()
+
+  def flush(self) -> None:
+    """Everything written so far reaches the workdir (a bucket's copies are replaced)."""
+    if not self.enabled:
+      return
+    self._tb.flush()
+    if self._remote:
+      storage.write_text(self._dir / 'metrics.jsonl', ''.join(self._lines))
+      storage.upload(self._staging, self._dir / 'tensorboard')
+      self._uploaded = time.time()
 
   def close(self) -> None:
-    if self.enabled:
+    if not self.enabled:
+      return
+    if self._remote:
+      self.flush()
+      self._tb.close()
+      storage.upload(self._staging, self._dir / 'tensorboard')
+      shutil.rmtree(self._staging, ignore_errors=True)
+    else:
       self._tb.close()
       self._jsonl.close()
 
@@ -83,7 +128,7 @@ class InputCounts:
 def logged(workdir) -> list[dict]:
   """The records of workdir/metrics.jsonl, in order (one per logged step; a resumed run's file
   is cut back to its checkpoint first, so each step appears once)."""
-  path = pathlib.Path(workdir) / 'metrics.jsonl'
+  path = storage.path(workdir) / 'metrics.jsonl'
   if not path.exists():
     return []
   return [json.loads(line) for line in path.read_text(encoding='utf-8').splitlines()

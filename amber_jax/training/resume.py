@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import pathlib
 import time
 from typing import Any
 
@@ -25,7 +24,7 @@ from jax.experimental import multihost_utils
 import numpy as np
 import orbax.checkpoint as ocp
 
-from amber_jax import errors
+from amber_jax import errors, storage
 from amber_jax.training import checkpoint
 from amber_jax.training.train_state import init_state, Setup
 from amber_jax.training.vocab_check import check_run_vocabulary
@@ -56,7 +55,7 @@ def config_diff(saved: dict, current: dict, prefix: str = '') -> list[str]:
   return lines
 
 
-def _saved_config(workdir: pathlib.Path) -> dict | None:
+def _saved_config(workdir: storage.Path) -> dict | None:
   path = workdir / 'config.json'
   try:
     return json.loads(path.read_text(encoding='utf-8')) if path.exists() else None
@@ -64,7 +63,7 @@ def _saved_config(workdir: pathlib.Path) -> dict | None:
     return None
 
 
-def _model_diff(workdir: pathlib.Path, config) -> list[str]:
+def _model_diff(workdir: storage.Path, config) -> list[str]:
   saved = _saved_config(workdir)
   if saved is None:
     return []
@@ -77,13 +76,13 @@ def _sync(name: str) -> None:
     multihost_utils.sync_global_devices(name)
 
 
-def discard(workdir: pathlib.Path, print_fn=print) -> pathlib.Path | None:
+def discard(workdir: storage.Path, print_fn=print) -> storage.Path | None:
   """Moves the run's files (RUN_FILES) into `workdir/discarded-<UTC time>/`; returns that folder
   (None when there was nothing to move). Process 0 moves; the others wait for it."""
   present = [workdir / name for name in RUN_FILES if (workdir / name).exists()]
   target = workdir / time.strftime('discarded-%Y%m%d-%H%M%S', time.gmtime())
   if present and jax.process_index() == 0:
-    target.mkdir(parents=True)
+    storage.makedirs(target)
     for path in present:
       path.rename(target / path.name)
     print_fn(f'Fresh start: the earlier run\'s {", ".join(p.name for p in present)} moved to '
@@ -92,7 +91,7 @@ def discard(workdir: pathlib.Path, print_fn=print) -> pathlib.Path | None:
   return target if present else None
 
 
-def cut_metrics(workdir: pathlib.Path, step: int) -> int:
+def cut_metrics(workdir: storage.Path, step: int) -> int:
   """Drops the lines of workdir/metrics.jsonl past `step` (the steps a resumed run trains again);
   returns how many were dropped. Rewritten atomically by process 0."""
   path = workdir / 'metrics.jsonl'
@@ -101,18 +100,16 @@ def cut_metrics(workdir: pathlib.Path, step: int) -> int:
   lines = path.read_text(encoding='utf-8').splitlines(keepends=True)
   kept = [line for line in lines if line.strip() and json.loads(line).get('step', 0) <= step]
   if len(kept) != len(lines):
-    tmp = path.with_name('metrics.jsonl.tmp')
-    tmp.write_text(''.join(kept), encoding='utf-8')
-    tmp.replace(path)
+    storage.write_text(path, ''.join(kept))
   return len(lines) - len(kept)
 
 
-def _check_workdir(workdir: pathlib.Path) -> None:
+def _check_workdir(workdir: storage.Path) -> None:
   """The workdir can be written, and with several processes it is one folder that all of them
   see (a bucket or a shared filesystem): a local path on each host would give each its own part
   of every checkpoint. Raises StorageError / UserError before anything is trained."""
   try:
-    workdir.mkdir(parents=True, exist_ok=True)
+    storage.makedirs(workdir)
     probe = workdir / f'.amber-jax-write-test-{jax.process_index()}'
     probe.write_text('')
     probe.unlink()
@@ -143,7 +140,7 @@ def _check_workdir(workdir: pathlib.Path) -> None:
 def open_run(config, s: Setup, print_fn=print) -> Start:
   """The run in config.workdir, resumed from its newest sound checkpoint or started at step 0
   (see the module's docstring for when a start at 0 is refused)."""
-  workdir = pathlib.Path(config.workdir)
+  workdir = storage.path(config.workdir)
   tcfg = config.train
   _check_workdir(workdir)
   if tcfg.get('fresh_start', False):
@@ -170,7 +167,7 @@ def open_run(config, s: Setup, print_fn=print) -> Start:
     print_fn(f'Resumed from step {start} ({mgr.directory})')
   check_run_vocabulary(config, workdir, resumed=restored is not None)
   if jax.process_index() == 0:
-    (workdir / 'config.json').write_text(config.to_json_best_effort(indent=2))
+    storage.write_text(workdir / 'config.json', config.to_json_best_effort(indent=2))
   dropped = cut_metrics(workdir, start)
   if dropped:
     print_fn(f'metrics.jsonl: {dropped} lines after step {start} dropped (those steps are '

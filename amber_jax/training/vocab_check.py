@@ -3,31 +3,30 @@
 from __future__ import annotations
 
 import json
-import pathlib
 
 import jax
 
-from amber_jax import errors
+from amber_jax import errors, storage
 from amber_jax.text import tokenizer
 
 
-def check_run_vocabulary(config, workdir: pathlib.Path, resumed: bool) -> None:
+def check_run_vocabulary(config, workdir: storage.Path, resumed: bool) -> None:
   """A run keeps the vocabulary it started with: `vocab.json` in the run folder records its
   fingerprint, and resuming with a different config.data.vocab_path file raises errors.UserError
   (the ids would index the wrong embedding rows and training would go on silently wrong)."""
-  path = pathlib.Path(config.data.vocab_path or '')
-  if not config.data.vocab_path or not path.exists():
+  if not config.data.vocab_path or not storage.path(config.data.vocab_path).exists():
     return  # synthetic input, or check_vocabulary reports the missing file when data is read
-  record = workdir / 'vocab.json'
-  digest = tokenizer.vocab_fingerprint(path)
+  record = storage.path(workdir) / 'vocab.json'
+  digest = tokenizer.vocab_fingerprint(config.data.vocab_path)
   if resumed and record.exists():
     saved = json.loads(record.read_text())
     if saved['sha256'] != digest:
       raise errors.UserError(
           f'the run {workdir} was trained with the vocabulary {saved["path"]} (sha256 '
-          f'{saved["sha256"][:12]}...), but config.data.vocab_path={path} has sha256 '
+          f'{saved["sha256"][:12]}...), but config.data.vocab_path={config.data.vocab_path} has sha256 '
           f'{digest[:12]}...: its ids would not match the checkpoint\'s embedding rows. Resume '
           f'with --config.data.vocab_path={saved["path"]}, or train a new workdir.')
     return
   if jax.process_index() == 0:
-    record.write_text(json.dumps({'path': str(path), 'sha256': digest}, indent=2))
+    storage.write_text(record, json.dumps({'path': str(config.data.vocab_path), 'sha256': digest},
+                                          indent=2))
