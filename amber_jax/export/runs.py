@@ -41,12 +41,19 @@ def load_config(workdir: str | pathlib.Path) -> ml_collections.ConfigDict:
 
 
 def saved_steps(workdir: str | pathlib.Path) -> list[int]:
-  """The steps of the checkpoints in a run folder's checkpoints/ (orbax's step folders), sorted;
-  read from the folder, without opening (or creating) it as a checkpoint manager."""
+  """The steps of the finished checkpoints in a run folder's checkpoints/, sorted; read from the
+  folder, without opening (or creating) it as a checkpoint manager.
+
+  Locally orbax writes a step under a temporary name and renames it when done; a bucket has no
+  rename, so there a step folder counts once orbax has written its commit_success.txt.
+  """
   folder = storage.path(workdir) / 'checkpoints'
   if not folder.is_dir():
     return []
-  return sorted(int(p.name) for p in folder.iterdir() if p.is_dir() and p.name.isdigit())
+  steps = [p for p in folder.iterdir() if p.is_dir() and p.name.isdigit()]
+  if storage.is_url(workdir):
+    steps = [p for p in steps if (p / 'commit_success.txt').exists()]
+  return sorted(int(p.name) for p in steps)
 
 
 def load_params(workdir: str | pathlib.Path, step: int | None = None):
