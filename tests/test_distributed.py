@@ -140,42 +140,65 @@ def test_initialize_wants_all_three_arguments():
 # Meshes across hosts (fake devices) are tested in test_mesh.py.
 
 
-# --- two real processes on localhost --------------------------------------------------------
+# --- two real processes on localhost, sharing only a bucket --------------------------------
+#
+# As on a TPU pod: each process has its own HOME and cache folder and the run lives in gs://
+# (the local emulator of conftest.py). Process 1 is killed with SIGKILL mid-run, the job is
+# restarted, and the run resumes from the bucket.
 
 WORKER = textwrap.dedent("""
-    import json, sys
+    import json, os, signal, sys, time
     sys.path.insert(0, {tests!r})
     from amber_jax.parallel import cluster
     cluster = cluster.initialize()          # reads AMBER_* from the environment
     import jax, jax.numpy as jnp, numpy as np
     from jax.sharding import NamedSharding, PartitionSpec as P
     # Runs with equal configs compile once (the second finds the first's executable on disk).
-    jax.config.update('jax_compilation_cache_dir', {workdir!r} + '/xla_cache')
+    jax.config.update('jax_compilation_cache_dir', {scratch!r} + '/xla_cache')
     jax.config.update('jax_persistent_cache_min_compile_time_secs', 0)
     import synthetic, test_train
+    from amber_jax import storage
+    from amber_jax.core import model as model_lib
     from amber_jax.training import loop
 
     pid, n = jax.process_index(), jax.process_count()
     assert cluster['source'] == 'amber' and n == 2 and len(jax.local_devices()) == 2, cluster
     glob = synthetic.batches(0, vocab=64, mono_rows=4, mono_length=16, pairs=4, sentence_length=12)
 
-    def mine(start):                             # this process's rows of each global batch
-      for batch in glob(start):
-        yield {{k: v[pid * len(v) // n:(pid + 1) * len(v) // n] for k, v in batch.items()}}
+    def rows(workdir, kill_at):                  # this process's rows of each global batch
+      def mine(start):
+        for step, batch in enumerate(glob(start), start + 1):
+          if pid == 1 and step == kill_at:       # a host dies once checkpoint 4 is in the bucket
+            done = storage.path(workdir + '/checkpoints/4/commit_success.txt')
+            deadline = time.time() + 120
+            while not done.exists() and time.time() < deadline:
+              time.sleep(0.2)
+            os.kill(os.getpid(), signal.SIGKILL)
+          yield {{k: v[pid * len(v) // n:(pid + 1) * len(v) // n] for k, v in batch.items()}}
+      return mine
 
     out = {{}}
-    for name, steps in {runs}:
-      cfg = test_train.small_config({workdir!r} + '/' + name, steps=steps)
+    for name, steps, kill_at in {runs}:
+      workdir = {root!r} + '/' + name
+      cfg = test_train.small_config(workdir, steps=steps)
       with cfg.unlocked():
         cfg.mesh.update(data=2, fsdp=2, tensor=1)
         cfg.model.num_layers = 1
+        cfg.data.vocab_path = {vocab!r}
       lines = []
-      state, history = loop.train(cfg, batches=mine, print_fn=lines.append)
-      # Every parameter, gathered onto every process by one compiled concatenation.
-      flat = jax.jit(lambda t: jnp.concatenate([x.ravel() for x in jax.tree_util.tree_leaves(t)]),
-                     out_shardings=NamedSharding(state['step'].sharding.mesh, P()))
-      out[name] = dict(losses=[h['loss'] for h in history], lines=lines,
-                       params=np.asarray(flat(state['params'])).tolist())
+      def report(line):
+        lines.append(line)
+        print(line, flush=True)
+      state, history = loop.train(cfg, batches=rows(workdir, kill_at), print_fn=report)
+      # Every parameter, gathered onto every process by one compiled copy.
+      params = jax.jit(lambda t: t, out_shardings=NamedSharding(state['step'].sharding.mesh, P()))(
+          state['params'])
+      params = jax.tree_util.tree_map(np.asarray, params)
+      unpadded, _ = model_lib.strip_vocab_padding(
+          params, model_lib.EncoderConfig.from_config(cfg.model))
+      flat = lambda t: np.concatenate([x.ravel() for x in jax.tree_util.tree_leaves(t)]).tolist()
+      out[name] = dict(losses=[h['loss'] for h in history], lines=lines, params=flat(params),
+                       unpadded=flat(unpadded))
     print('RESULT' + json.dumps(out))
 """)
 
@@ -190,60 +213,134 @@ def _free_port():
 XLA_FLAGS = xla_env.with_cpu_devices(2)
 
 
-def run_two_processes(workdir, runs, xla_flags=XLA_FLAGS):
-  """Starts two processes of WORKER on localhost; returns each one's RESULT dict."""
-  code = WORKER.format(tests=str(TESTS), workdir=str(workdir), runs=runs)
+def host_env(scratch, pid, port, storage_env=None):
+  """Process `pid`'s environment: its own HOME and cache folder under `scratch`, the cluster
+  variables, and `storage_env` (the emulator's) when given."""
+  home = pathlib.Path(scratch) / f'host{pid}'
+  home.mkdir(parents=True, exist_ok=True)
+  return dict(os.environ, **(storage_env or {}), HOME=str(home),
+              AMBER_JAX_CACHE=str(home / 'cache'), XLA_FLAGS=XLA_FLAGS, JAX_PLATFORMS='cpu',
+              AMBER_COORDINATOR=f'127.0.0.1:{port}', AMBER_NUM_PROCESSES='2',
+              AMBER_PROCESS_ID=str(pid))
+
+
+def start_two_processes(scratch, code, tag, storage_env=None):
+  """Starts two processes running `code` on localhost; returns them and their log files (files,
+  not pipes: a process blocked on a full pipe would stall the other's collectives)."""
   port = _free_port()
   procs, logs = [], []
   for pid in range(2):
-    env = dict(os.environ, XLA_FLAGS=xla_flags,
-               JAX_PLATFORMS='cpu', AMBER_COORDINATOR=f'127.0.0.1:{port}',
-               AMBER_NUM_PROCESSES='2', AMBER_PROCESS_ID=str(pid))
-    # Files, not pipes: a process blocked on a full pipe would stall the other's collectives.
-    logs.append(open(workdir / f'process{pid}-{port}.log', 'w+', encoding='utf-8'))
-    procs.append(subprocess.Popen([sys.executable, '-c', code], env=env, text=True,
-                                  stdout=logs[-1], stderr=subprocess.STDOUT))
-  results = []
+    logs.append(pathlib.Path(scratch) / f'{tag}-{pid}-{port}.log')
+    procs.append(subprocess.Popen([sys.executable, '-c', code],
+                                  env=host_env(scratch, pid, port, storage_env),
+                                  stdout=open(logs[-1], 'w', encoding='utf-8'),
+                                  stderr=subprocess.STDOUT))
+  return procs, logs
+
+
+def run_two_processes(scratch, root, runs, tag, storage_env, vocab, killed=False):
+  """Runs WORKER's `runs` [(name, steps, kill_at)] under `root` in two processes; returns each
+  one's RESULT dict, or with `killed` waits for process 1's SIGKILL, kills process 0 as a
+  scheduler would, and returns their logs."""
+  code = WORKER.format(tests=str(TESTS), root=root, scratch=str(scratch), runs=runs, vocab=vocab)
+  procs, logs = start_two_processes(scratch, code, tag, storage_env)
   try:
+    if killed:
+      procs[1].wait(timeout=300)
+      assert procs[1].returncode == -9, logs[1].read_text()[-4000:]
+      procs[0].kill()
+      procs[0].wait(timeout=60)
+      return [log.read_text() for log in logs]
+    results = []
     for p, log in zip(procs, logs):
       p.wait(timeout=300)
-      log.seek(0)
-      text = log.read()
+      text = log.read_text()
       assert p.returncode == 0, text[-4000:]
       results.append(json.loads([l for l in text.splitlines() if l.startswith('RESULT')][0][6:]))
+    return results
   finally:
-    for p, log in zip(procs, logs):
+    for p in procs:
       if p.poll() is None:
         p.kill()
-      log.close()
-  return results
+
+
+def tiny_sentencepiece(folder: pathlib.Path) -> pathlib.Path:
+  """A SentencePiece model of at most 64 pieces (the synthetic batches' vocabulary)."""
+  import sentencepiece as spm  # pylint: disable=import-outside-toplevel
+  text = '\n'.join(f'w{i % 11} x{i % 7} y{i % 5}' for i in range(400))
+  (folder / 'text.txt').write_text(text + '\n', encoding='utf-8')
+  spm.SentencePieceTrainer.train(
+      input=str(folder / 'text.txt'), model_prefix=str(folder / 'sp'), vocab_size=40,
+      pad_id=0, unk_id=1, bos_id=2, eos_id=3, pad_piece='[PAD]', unk_piece='[UNK]',
+      bos_piece='[CLS]', eos_piece='[SEP]', user_defined_symbols=['[MASK]'],
+      character_coverage=1.0, hard_vocab_limit=False, minloglevel=2)
+  return folder / 'sp.model'
+
+
+ROOT = 'gs://bkt/multihost'
 
 
 @pytest.fixture(scope='module')
-def two_process_runs(tmp_path_factory):
-  workdir = tmp_path_factory.mktemp('multihost')
-  first = run_two_processes(workdir, [('part', 2)])
-  # A new invocation resumes 'part' at step 2, then runs 4 steps uninterrupted from scratch.
-  second = run_two_processes(workdir, [('part', 4), ('full', 4)])
-  return first, second
+def two_process_runs(gcs, tmp_path_factory):
+  """(logs of the run killed at step 7, its resume and an uninterrupted run in one job)."""
+  from amber_jax import storage  # pylint: disable=import-outside-toplevel
+  scratch = tmp_path_factory.mktemp('multihost')
+  vocab = f'{ROOT}/sp.model'
+  storage.copy_file(tiny_sentencepiece(scratch), vocab)
+  killed = run_two_processes(scratch, ROOT, [('part', 8, 7)], 'killed', gcs.env, vocab,
+                             killed=True)
+  # The restarted job resumes 'part' from the bucket, then runs 8 steps uninterrupted from scratch.
+  second = run_two_processes(scratch, ROOT, [('part', 8, None), ('full', 8, None)], 'resumed',
+                             gcs.env, vocab)
+  return killed, second
+
+
+def _losses_logged(text):
+  """{step: 'loss=...'} of the step lines a process printed."""
+  return {int(l.split()[1].split('/')[0]): l.split()[2] for l in text.splitlines()
+          if l.startswith('step ') and ' loss=' in l}
 
 
 @pytest.mark.slow
 def test_two_processes_report_identical_losses(two_process_runs):
-  first, second = two_process_runs
-  assert first[0]['part']['losses'] == first[1]['part']['losses']
+  killed, second = two_process_runs
+  assert _losses_logged(killed[0]) == _losses_logged(killed[1])
+  assert 2 in _losses_logged(killed[0])
   assert second[0]['full']['losses'] == second[1]['full']['losses']
-  assert len(second[0]['full']['losses']) == 3   # steps 1, 2 and 4 (log_every=2)
+  assert second[0]['part']['losses'] == second[1]['part']['losses']
+  assert len(second[0]['full']['losses']) == 5   # steps 1, 2, 4, 6 and 8 (log_every=2)
 
 
 @pytest.mark.slow
-def test_two_processes_resume_to_the_uninterrupted_parameters(two_process_runs):
-  first, second = two_process_runs
-  assert any('Resumed from step 2' in line for line in second[0]['part']['lines'])
-  assert first[0]['part']['losses'] == second[0]['full']['losses'][:2]
+def test_a_killed_two_host_run_resumes_from_the_bucket_to_the_uninterrupted_parameters(
+    two_process_runs):
+  killed, second = two_process_runs
+  resumed = [l for l in second[0]['part']['lines'] if l.startswith('Resumed from step ')]
+  assert resumed, second[0]['part']['lines']
+  step = int(resumed[0].split()[3])
+  assert step in (4, 6), resumed   # checkpoint 4 was in the bucket before the kill
+  full = _losses_logged('\n'.join(second[0]['full']['lines']))
+  before = _losses_logged(killed[0])
+  assert before and all(full[s] == loss for s, loss in before.items()), (before, full)
   assert second[0]['part']['losses'][-1] == second[0]['full']['losses'][-1]
   np.testing.assert_array_equal(np.asarray(second[0]['part']['params']),
                                 np.asarray(second[0]['full']['params']))
+
+
+@pytest.mark.slow
+def test_the_two_host_checkpoint_restores_on_one_device_and_exports_from_the_bucket(
+    two_process_runs, tmp_path):
+  import jax  # pylint: disable=import-outside-toplevel
+  from amber_jax.export import runs  # pylint: disable=import-outside-toplevel
+  _, second = two_process_runs
+  params, _, _, step = runs.load_params(f'{ROOT}/part')   # a 1-device mesh, not 2 x (2 x 2)
+  assert step == 8
+  np.testing.assert_array_equal(
+      np.concatenate([x.ravel() for x in jax.tree_util.tree_leaves(params)]),
+      np.asarray(second[0]['part']['unpadded'], np.float32))
+  out = runs.export_run(f'{ROOT}/part', tmp_path / 'hf')
+  assert (out / 'model.safetensors').is_file() and (out / 'tokenizer.json').is_file()
+  assert not (pathlib.Path.cwd() / 'gs:').exists()
 
 
 # --- preemption of one host -----------------------------------------------------------------
@@ -279,26 +376,17 @@ PREEMPTED_WORKER = textwrap.dedent("""
 """)
 
 
-def _start_two(workdir, steps, tag):
-  code = PREEMPTED_WORKER.format(tests=str(TESTS), workdir=str(workdir / 'run'), steps=steps)
-  port = _free_port()
-  procs, logs = [], []
-  for pid in range(2):
-    env = dict(os.environ, XLA_FLAGS=XLA_FLAGS, JAX_PLATFORMS='cpu',
-               AMBER_COORDINATOR=f'127.0.0.1:{port}', AMBER_NUM_PROCESSES='2',
-               AMBER_PROCESS_ID=str(pid))
-    logs.append(workdir / f'{tag}-{pid}.log')
-    procs.append(subprocess.Popen([sys.executable, '-c', code], env=env,
-                                  stdout=open(logs[-1], 'w', encoding='utf-8'),
-                                  stderr=subprocess.STDOUT))
-  return procs, logs
+def _start_two(scratch, workdir, steps, tag, storage_env):
+  code = PREEMPTED_WORKER.format(tests=str(TESTS), workdir=workdir, steps=steps)
+  return start_two_processes(scratch, code, tag, storage_env)
 
 
 @pytest.mark.slow
-def test_sigterm_to_one_host_stops_both_at_the_same_step_and_they_resume_from_it(tmp_path):
+def test_sigterm_to_one_host_stops_both_at_the_same_step_and_they_resume_from_it(gcs, tmp_path):
   import signal  # pylint: disable=g-import-not-at-top
   import time  # pylint: disable=g-import-not-at-top
-  procs, logs = _start_two(tmp_path, steps=100_000, tag='first')
+  run = 'gs://bkt/preempted'   # the hosts share only the bucket
+  procs, logs = _start_two(tmp_path, run, steps=100_000, tag='first', storage_env=gcs.env)
   try:
     deadline = time.time() + 240
     while not all('step 3/' in log.read_text() for log in logs):
@@ -320,9 +408,9 @@ def test_sigterm_to_one_host_stops_both_at_the_same_step_and_they_resume_from_it
   assert saved[0] == saved[1], saved
   step = saved[0]
   from amber_jax.training import checkpoint  # pylint: disable=g-import-not-at-top
-  assert checkpoint.manager(tmp_path / 'run', keep=3).latest_step() == step
+  assert checkpoint.manager(run, keep=3).latest_step() == step
 
-  procs, logs = _start_two(tmp_path, steps=step + 2, tag='resume')
+  procs, logs = _start_two(tmp_path, run, steps=step + 2, tag='resume', storage_env=gcs.env)
   for p in procs:
     p.wait(timeout=240)
   texts = [log.read_text() for log in logs]
