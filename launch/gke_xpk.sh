@@ -9,8 +9,9 @@
 # With --docker-image, the image must have amber-jax and jax[tpu] installed; otherwise xpk builds
 # one from --base-docker-image (default python:3.11-slim) and this checkout (--script-dir), and
 # the command installs amber-jax first. Every pod runs `amber-jax train`; JAX reads the TPU worker
-# list that GKE sets (amber_jax.parallel.cluster: TPU branch). --storage attaches an xpk storage
-# (e.g. a gcsfuse bucket made with `xpk storage attach`) so that --workdir is shared by all pods.
+# list that GKE sets (amber_jax.parallel.cluster: TPU branch). --workdir must be shared by all
+# pods: a bucket URL (gs://BUCKET/runs/NAME, nothing to attach), or a path on an xpk storage that
+# --storage attaches (e.g. a Filestore volume made with `xpk storage attach`).
 # --num-slices N also goes to the run as --config.mesh.num_slices=N (amber_jax.parallel.mesh: a
 # DCN axis across the slices).
 # Preemption: GKE sends the pods SIGTERM; the run saves a checkpoint and exits 75, and JobSet

@@ -3,7 +3,7 @@
 #
 #   launch/tpu_pod.sh [--dry-run] --name NAME --zone ZONE [--project P]
 #       [--accelerator v5litepod-16] [--version RUNTIME] [--queued] [--spot]
-#       [--config configs/base.py] [--workdir DIR] [--step create|setup|data|train|delete|all]
+#       [--config configs/base.py] --workdir gs://BUCKET/PATH [--step create|setup|data|train|delete|all]
 #       [-- TRAIN_ARGS...]
 #
 # Steps (default all = create, setup, train):
@@ -15,8 +15,9 @@
 #   train   amber-jax train on every worker at once (--worker=all); JAX finds the other hosts
 #           itself (amber_jax.parallel.cluster: TPU VM branch);
 #   delete  delete the slice (or the queued resource).
-# The workdir must be one folder that every worker sees (e.g. a Filestore mount or a gcsfuse
-# mount of a bucket): all hosts write each checkpoint together. --dry-run prints the commands.
+# The workdir must be one folder that every worker sees, best a bucket (--workdir
+# gs://BUCKET/runs/NAME; the workers' service account needs write access to it) or a shared
+# mount: all hosts write each checkpoint together. --dry-run prints the commands.
 set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO=$(cd "$HERE/.." && pwd)
@@ -50,6 +51,9 @@ need name "$NAME"
 need zone "$ZONE"
 case "$STEP" in create|setup|data|train|delete|all) ;; *)
   die "--step must be create, setup, data, train, delete or all; got '$STEP'" ;; esac
+if [[ -z "$WORKDIR" && ( "$STEP" == train || "$STEP" == all ) && " ${ARGS[*]-} " != *" --config.workdir="* ]]; then
+  die "--workdir is required to train: a folder every worker sees, e.g. gs://BUCKET/runs/base (without it each worker would checkpoint to its own ~/.cache)"
+fi
 if [[ -z "$VERSION" ]]; then   # the TPU runtime image that matches the chip generation
   case "$ACCEL" in
     v5litepod-*|v5e-*) VERSION=v2-alpha-tpuv5-lite ;;

@@ -67,3 +67,23 @@ class Emulator:
 
 def start(root: pathlib.Path) -> Emulator:
   return Emulator(pathlib.Path(root))
+
+
+if __name__ == '__main__':
+  # python tests/gcs_emulator.py [ROOT]: runs the emulator until Ctrl-C and prints the variables
+  # to export in another shell (launch/README.md, "Testing the bucket path locally").
+  import signal
+  import sys
+  import tempfile
+  root = pathlib.Path(sys.argv[1] if len(sys.argv) > 1 else tempfile.mkdtemp()) / 'root'
+  emulator = start(root)
+  signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+  print('; '.join(f'export {k}={v}' for k, v in emulator.env.items()))
+  print(f'# bucket gs://{BUCKET} lives in {root / BUCKET}; Ctrl-C stops the emulator', flush=True)
+  try:
+    while True:
+      time.sleep(3600)
+  except KeyboardInterrupt:
+    pass
+  finally:
+    emulator.stop()

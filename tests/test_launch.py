@@ -91,6 +91,8 @@ def test_tpu_pod_data_step_builds_corpus_and_vocab_on_every_worker():
     (['--name', 'a'], 'missing --zone'),
     (['--name', 'a', '--zone', 'z', '--step', 'launch'], '--step must be'),
     (['--name', 'a', '--zone', 'z', 'extra'], 'unknown option extra'),
+    (['--name', 'a', '--zone', 'z'], '--workdir is required to train'),
+    (['--name', 'a', '--zone', 'z', '--step', 'train'], '--workdir is required to train'),
 ])
 def test_tpu_pod_bad_arguments_say_what_is_wrong(args, message):
   out = launch('tpu_pod.sh', '--dry-run', *args, check=False)
