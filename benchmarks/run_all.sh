@@ -12,6 +12,7 @@ $py benchmarks/objective_cost.py
 $py benchmarks/input_pipeline.py    # tokens/s per core: token cache vs seqio on raw text
 $py benchmarks/memory.py          # 8 fake CPU devices: per-device bytes of the base step per mesh
 $py benchmarks/compile_time.py    # lower + compile seconds of the base step, default vs options
+$py benchmarks/checkpoint_storage.py  # base state: save/restore, local folder vs gs:// (emulator)
 if [ "$($py -c 'import jax; print(jax.default_backend())' 2>/dev/null)" = gpu ]; then
   $py benchmarks/gpu_mfu.py       # tokens/s and MFU of base on this GPU (bf16, seq 128 and 512)
 else
