@@ -1,45 +1,19 @@
-"""Runs whose workdir is a bucket (gs://), against a local GCS emulator the tests start
-(`gcs` in conftest.py): train, resume, export, and the storage helpers themselves."""
+"""Runs whose inputs and workdir are in a bucket (gs://), against a local GCS emulator the tests
+start (`gcs` in conftest.py): the storage helpers, a token cache, training and export. The
+two-host run that is killed and resumes from the bucket is in test_distributed.py."""
 
 import json
 import os
 import subprocess
 import sys
 
-import jax
 import numpy as np
 import pytest
 
 from amber_jax import cli, storage
 from amber_jax.data import inputs, mixtures, pipeline
-from amber_jax.training import loop, metrics
+from amber_jax.training import metrics
 from test_data import corpus, make_cfg, vocab_path  # pylint: disable=unused-import
-from test_train import small_config, stream
-
-
-def _params(state):
-  return jax.tree_util.tree_leaves(jax.device_get(state['params']))
-
-
-def test_a_bucket_run_trains_resumes_and_equals_a_local_run(gcs, tmp_path, monkeypatch):
-  monkeypatch.chdir(tmp_path)  # a path mistaken for local would appear here as ./gs:
-  url = 'gs://bkt/runs/resume'
-  loop.train(small_config(url, steps=6), batches=stream(), print_fn=lambda _: None, stop_at=4)
-  lines = []
-  state, _ = loop.train(small_config(url, steps=6), batches=stream(), print_fn=lines.append)
-  assert any('Resumed from step 4' in l for l in lines), lines
-  local, _ = loop.train(small_config(tmp_path / 'local', steps=6), batches=stream(),
-                        print_fn=lambda _: None)
-  for a, b in zip(_params(state), _params(local)):
-    np.testing.assert_array_equal(a, b)
-  run = storage.path(url)
-  assert (sorted(p.name for p in (run / 'checkpoints').iterdir())
-          == sorted(p.name for p in (tmp_path / 'local' / 'checkpoints').iterdir()))
-  # Logged every 2 steps, at a run's first step (1, and 5 after the resume) and its last: each once.
-  assert [r['step'] for r in metrics.logged(url)] == [1, 2, 4, 5, 6]
-  assert json.loads((run / 'config.json').read_text())['train']['steps'] == 6
-  assert any(p.name.startswith('events.out') for p in (run / 'tensorboard').iterdir())
-  assert not (tmp_path / 'gs:').exists()
 
 
 def test_mirror_fetches_a_changed_file_again_and_upload_copies_a_folder(gcs, tmp_path,

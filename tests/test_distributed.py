@@ -328,6 +328,24 @@ def test_a_killed_two_host_run_resumes_from_the_bucket_to_the_uninterrupted_para
 
 
 @pytest.mark.slow
+def test_the_resumed_bucket_run_has_its_files_as_an_uninterrupted_one(two_process_runs):
+  from amber_jax import storage  # pylint: disable=import-outside-toplevel
+  from amber_jax.export import runs  # pylint: disable=import-outside-toplevel
+  from amber_jax.training import metrics  # pylint: disable=import-outside-toplevel
+  _, second = two_process_runs
+  step = int([l for l in second[0]['part']['lines'] if l.startswith('Resumed from step ')][0]
+             .split()[3])
+  assert runs.saved_steps(f'{ROOT}/part') == runs.saved_steps(f'{ROOT}/full')
+  # Logged every 2 steps and at a run's first step (1, and step + 1 after the resume): each once,
+  # the lines written after the last checkpoint before the kill cut away.
+  assert ([r['step'] for r in metrics.logged(f'{ROOT}/part')]
+          == sorted({1, 2, 4, 6, 8, step + 1}))
+  run = storage.path(f'{ROOT}/part')
+  assert json.loads((run / 'config.json').read_text())['train']['steps'] == 8
+  assert any(p.name.startswith('events.out') for p in (run / 'tensorboard').iterdir())
+
+
+@pytest.mark.slow
 def test_the_two_host_checkpoint_restores_on_one_device_and_exports_from_the_bucket(
     two_process_runs, tmp_path):
   import jax  # pylint: disable=import-outside-toplevel
