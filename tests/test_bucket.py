@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from amber_jax import cli, storage
-from amber_jax.data import inputs, mixtures, pipeline
+from amber_jax.data import inputs, pipeline, preprocess, records
 from amber_jax.training import metrics
 from test_data import corpus, make_cfg, vocab_path  # pylint: disable=unused-import
 
@@ -38,24 +38,24 @@ def test_a_missing_bucket_is_named_and_not_created(gcs):
   assert not storage.path('gs://no-such-bucket').exists()
 
 
-def test_a_token_cache_written_to_the_bucket_reads_like_a_local_one(gcs, corpus, vocab_path,
-                                                                      tmp_path, monkeypatch):
+def test_a_cache_written_to_the_bucket_reads_like_a_local_one(gcs, corpus, vocab_path, tmp_path,
+                                                              monkeypatch):
   monkeypatch.setenv('AMBER_JAX_CACHE', str(tmp_path / 'cache'))
   storage.upload(corpus, 'gs://bkt/small/corpus')
   storage.copy_file(vocab_path, 'gs://bkt/small/sp.model')
   quiet = lambda *_: None
-  mixtures.write_cache(make_cfg(corpus, vocab_path), tmp_path / 'tokens', print_fn=quiet)
+  preprocess.write_cache(make_cfg(corpus, vocab_path), tmp_path / 'tokens', print_fn=quiet)
   remote = make_cfg('gs://bkt/small/corpus', 'gs://bkt/small/sp.model',
                     cache_dir='gs://bkt/small/tokens')
-  mixtures.write_cache(remote, remote.cache_dir, print_fn=quiet)
+  preprocess.write_cache(remote, remote.cache_dir, print_fn=quiet)
   mirror = storage.local(remote.cache_dir)
   files = sorted(str(f.relative_to(mirror)) for f in mirror.rglob('*') if f.is_file())
   assert files == sorted(str(f.relative_to(tmp_path / 'tokens'))
                          for f in (tmp_path / 'tokens').rglob('*') if f.is_file())
   for rel in files:
-    if rel != 'cache.json':
+    if rel != records.MANIFEST:
       assert (mirror / rel).read_bytes() == (tmp_path / 'tokens' / rel).read_bytes(), rel
-  manifest = json.loads((mirror / 'cache.json').read_text())
+  manifest = json.loads((mirror / records.MANIFEST).read_text())
   assert manifest['vocab']['path'] == 'gs://bkt/small/sp.model'
   local = pipeline.make_train_iterator(make_cfg(corpus, vocab_path,
                                                 cache_dir=str(tmp_path / 'tokens')), seed=0)

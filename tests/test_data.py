@@ -20,6 +20,7 @@ import seqio  # pylint: disable=g-import-not-at-top
 
 from amber_jax.data import pipeline  # pylint: disable=g-import-not-at-top
 from amber_jax.data import batches
+from amber_jax.data import batching
 from amber_jax.core.model import CLS_ID, PAD_ID, SEP_ID  # pylint: disable=g-import-not-at-top
 from configs import default  # pylint: disable=g-import-not-at-top
 from tasks import corpus as corpus_tasks  # pylint: disable=g-import-not-at-top
@@ -180,7 +181,7 @@ def test_no_english_sentence_twice_in_a_parallel_batch(first_batches):
 def test_unique_source_batcher_defers_duplicates_in_order():
   src = np.array([[1], [2], [1], [3], [2], [4], [1], [5], [6]])  # [rows, 1]
   chunks = iter([{'src_ids': src[i:i + 3], 'n': np.arange(i, i + 3)} for i in (0, 3, 6)])
-  batcher = pipeline.UniqueSourceBatcher(chunks, 3)
+  batcher = batching.UniqueSourceBatcher(chunks, 3)
   got = [batcher.next() for _ in range(2)]
   assert list(got[0][0]['n']) == [0, 1, 3] and got[0][1] == 1  # row 2 (a second 1) waits
   assert list(got[1][0]['n']) == [2, 4, 5] and got[1][1] == 0
@@ -189,7 +190,7 @@ def test_unique_source_batcher_defers_duplicates_in_order():
 def test_unique_source_batcher_fails_when_the_corpus_is_too_repetitive():
   chunks = itertools.repeat({'src_ids': np.array([[1], [2], [1]])})
   with pytest.raises(ValueError, match='too few distinct English sentences'):
-    pipeline.UniqueSourceBatcher(chunks, 3).next()
+    batching.UniqueSourceBatcher(chunks, 3).next()
 
 
 def test_same_seed_gives_identical_batches_and_another_seed_does_not(cfg, first_batches):
@@ -302,14 +303,14 @@ def test_the_built_django_corpus_and_vocabulary_feed_the_pipeline(django_corpus,
   assert decoded and all(text in english for text in decoded), decoded
 
 
-@pytest.mark.parametrize('cached', [False, True], ids=['raw_text', 'token_cache'])
+@pytest.mark.parametrize('cached', [False, True], ids=['raw_text', 'cache'])
 def test_resume_on_the_real_corpus_continues_with_the_uninterrupted_batches(
     django_corpus, django_vocab, tmp_path, cached):
   cfg = make_cfg(django_corpus, str(django_vocab), task_prefix='real', languages=['de', 'ja', 'ru'],
                  sentence_length=32, packing=True, mono_length=48)
   if cached:
-    from amber_jax.data import mixtures  # pylint: disable=import-outside-toplevel
-    mixtures.write_cache(cfg, tmp_path / 'tokens', print_fn=lambda *_: None)
+    from amber_jax.data import preprocess  # pylint: disable=import-outside-toplevel
+    preprocess.write_cache(cfg, tmp_path / 'tokens', print_fn=lambda *_: None)
     cfg.cache_dir = str(tmp_path / 'tokens')
   full = [b for _, b in zip(range(7), pipeline.make_train_iterator(cfg, seed=5))]
   resumed = pipeline.make_train_iterator(cfg, seed=5, start_step=4)  # the run restored at step 4

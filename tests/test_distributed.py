@@ -14,6 +14,7 @@ import pytest
 
 import xla_env
 from amber_jax.parallel import cluster
+from test_data import corpus, make_cfg, vocab_path  # pylint: disable=unused-import
 
 TESTS = pathlib.Path(__file__).parent
 
@@ -156,26 +157,35 @@ WORKER = textwrap.dedent("""
     # Runs with equal configs compile once (the second finds the first's executable on disk).
     jax.config.update('jax_compilation_cache_dir', {scratch!r} + '/xla_cache')
     jax.config.update('jax_persistent_cache_min_compile_time_secs', 0)
-    import synthetic, test_train
+    import test_train
     from amber_jax import storage
     from amber_jax.core import model as model_lib
+    from amber_jax.data import inputs
+    from amber_jax.text import tokenizer
     from amber_jax.training import loop
 
     pid, n = jax.process_index(), jax.process_count()
     assert cluster['source'] == 'amber' and n == 2 and len(jax.local_devices()) == 2, cluster
-    glob = synthetic.batches(0, vocab=64, mono_rows=4, mono_length=16, pairs=4, sentence_length=12)
 
-    def rows(workdir, kill_at):                  # this process's rows of each global batch
-      def mine(start):
-        for step, batch in enumerate(glob(start), start + 1):
-          if pid == 1 and step == kill_at:       # a host dies once checkpoint 4 is in the bucket
-            done = storage.path(workdir + '/checkpoints/4/commit_success.txt')
-            deadline = time.time() + 120
-            while not done.exists() and time.time() < deadline:
-              time.sleep(0.2)
-            os.kill(os.getpid(), signal.SIGKILL)
-          yield {{k: v[pid * len(v) // n:(pid + 1) * len(v) // n] for k, v in batch.items()}}
-      return mine
+    class Dying:                                 # the real input; process 1 dies at kill_at
+      def __init__(self, it, step, workdir, kill_at):
+        self.it, self.step, self.workdir, self.kill_at = it, step, workdir, kill_at
+
+      def __getattr__(self, name):               # stats, resumable, get_state, set_state, ...
+        return getattr(self.it, name)
+
+      def __iter__(self):
+        return self
+
+      def __next__(self):
+        self.step += 1
+        if pid == 1 and self.step == self.kill_at:  # once checkpoint 4 is in the bucket
+          done = storage.path(self.workdir + '/checkpoints/4/commit_success.txt')
+          deadline = time.time() + 120
+          while not done.exists() and time.time() < deadline:
+            time.sleep(0.2)
+          os.kill(os.getpid(), signal.SIGKILL)
+        return next(self.it)
 
     out = {{}}
     for name, steps, kill_at in {runs}:
@@ -184,12 +194,15 @@ WORKER = textwrap.dedent("""
       with cfg.unlocked():
         cfg.mesh.update(data=2, fsdp=2, tensor=1)
         cfg.model.num_layers = 1
-        cfg.data.vocab_path = {vocab!r}
+        cfg.data.update({data!r})               # the cache and vocabulary in the bucket
+        cfg.model.vocab_size = tokenizer.vocab_size(storage.local(cfg.data.vocab_path))
       lines = []
       def report(line):
         lines.append(line)
         print(line, flush=True)
-      state, history = loop.train(cfg, batches=rows(workdir, kill_at), print_fn=report)
+      real = inputs.config_input(cfg)
+      state, history = loop.train(cfg, batches=lambda start: Dying(real(start), start, workdir,
+                                                                   kill_at), print_fn=report)
       # Every parameter, gathered onto every process by one compiled copy.
       params = jax.jit(lambda t: t, out_shardings=NamedSharding(state['step'].sharding.mesh, P()))(
           state['params'])
@@ -238,11 +251,11 @@ def start_two_processes(scratch, code, tag, storage_env=None):
   return procs, logs
 
 
-def run_two_processes(scratch, root, runs, tag, storage_env, vocab, killed=False):
+def run_two_processes(scratch, root, runs, tag, storage_env, data, killed=False):
   """Runs WORKER's `runs` [(name, steps, kill_at)] under `root` in two processes; returns each
   one's RESULT dict, or with `killed` waits for process 1's SIGKILL, kills process 0 as a
   scheduler would, and returns their logs."""
-  code = WORKER.format(tests=str(TESTS), root=root, scratch=str(scratch), runs=runs, vocab=vocab)
+  code = WORKER.format(tests=str(TESTS), root=root, scratch=str(scratch), runs=runs, data=data)
   procs, logs = start_two_processes(scratch, code, tag, storage_env)
   try:
     if killed:
@@ -264,34 +277,27 @@ def run_two_processes(scratch, root, runs, tag, storage_env, vocab, killed=False
         p.kill()
 
 
-def tiny_sentencepiece(folder: pathlib.Path) -> pathlib.Path:
-  """A SentencePiece model of at most 64 pieces (the synthetic batches' vocabulary)."""
-  import sentencepiece as spm  # pylint: disable=import-outside-toplevel
-  text = '\n'.join(f'w{i % 11} x{i % 7} y{i % 5}' for i in range(400))
-  (folder / 'text.txt').write_text(text + '\n', encoding='utf-8')
-  spm.SentencePieceTrainer.train(
-      input=str(folder / 'text.txt'), model_prefix=str(folder / 'sp'), vocab_size=40,
-      pad_id=0, unk_id=1, bos_id=2, eos_id=3, pad_piece='[PAD]', unk_piece='[UNK]',
-      bos_piece='[CLS]', eos_piece='[SEP]', user_defined_symbols=['[MASK]'],
-      character_coverage=1.0, hard_vocab_limit=False, minloglevel=2)
-  return folder / 'sp.model'
-
-
 ROOT = 'gs://bkt/multihost'
 
 
 @pytest.fixture(scope='module')
-def two_process_runs(gcs, tmp_path_factory):
-  """(logs of the run killed at step 7, its resume and an uninterrupted run in one job)."""
+def two_process_runs(gcs, corpus, vocab_path, tmp_path_factory):
+  """(logs of the run killed at step 7, its resume and an uninterrupted run in one job), each
+  reading a pretokenized cache in the bucket."""
   from amber_jax import storage  # pylint: disable=import-outside-toplevel
+  from amber_jax.data import preprocess  # pylint: disable=import-outside-toplevel
   scratch = tmp_path_factory.mktemp('multihost')
-  vocab = f'{ROOT}/sp.model'
-  storage.copy_file(tiny_sentencepiece(scratch), vocab)
-  killed = run_two_processes(scratch, ROOT, [('part', 8, 7)], 'killed', gcs.env, vocab,
+  storage.copy_file(vocab_path, f'{ROOT}/sp.model')
+  data = dict(cache_dir=f'{ROOT}/tokens', vocab_path=f'{ROOT}/sp.model', mono_batch_size=4,
+              parallel_batch_size=4, mono_length=16, sentence_length=12, packing=True)
+  cfg = make_cfg(corpus, vocab_path)
+  cfg.update(data)
+  preprocess.write_cache(cfg, data['cache_dir'], print_fn=lambda *_: None)
+  killed = run_two_processes(scratch, ROOT, [('part', 8, 7)], 'killed', gcs.env, data,
                              killed=True)
   # The restarted job resumes 'part' from the bucket, then runs 8 steps uninterrupted from scratch.
   second = run_two_processes(scratch, ROOT, [('part', 8, None), ('full', 8, None)], 'resumed',
-                             gcs.env, vocab)
+                             gcs.env, data)
   return killed, second
 
 
@@ -319,6 +325,9 @@ def test_a_killed_two_host_run_resumes_from_the_bucket_to_the_uninterrupted_para
   assert resumed, second[0]['part']['lines']
   step = int(resumed[0].split()[3])
   assert step in (4, 6), resumed   # checkpoint 4 was in the bucket before the kill
+  for p in range(2):  # each host's input back at its position from the bucket, not replayed
+    assert f'Input restored to its position at step {step} (saved with the checkpoint)' in (
+        second[p]['part']['lines'])
   full = _losses_logged('\n'.join(second[0]['full']['lines']))
   before = _losses_logged(killed[0])
   assert before and all(full[s] == loss for s, loss in before.items()), (before, full)

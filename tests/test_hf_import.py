@@ -21,7 +21,7 @@ from amber_jax.export import hf_import
 from amber_jax.text import hf_tokenizer
 from amber_jax.export import runs
 from amber_jax.training import loop
-from amber_jax.data.pipeline import join_pair
+from amber_jax.data.batches import join_pair
 from amber_jax.corpora import layout
 from amber_jax.core.model import CLS_ID, PAD_ID, SEP_ID, Encoder, EncoderConfig, init_params
 

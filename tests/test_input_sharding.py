@@ -1,4 +1,5 @@
-"""Two real processes on localhost read disjoint shards of a cache into one global batch."""
+"""Two real processes on localhost read disjoint shares of a cache in the (emulated) bucket into one
+global batch."""
 
 import json
 import os
@@ -11,7 +12,7 @@ import textwrap
 import pytest
 
 import xla_env
-from amber_jax.data import mixtures
+from amber_jax.data import grain_input, preprocess
 from test_data import corpus, make_cfg, vocab_path  # pylint: disable=unused-import
 
 WORKER = textwrap.dedent("""
@@ -46,16 +47,17 @@ def _free_port():
 
 
 @pytest.fixture(scope='module')
-def runs(corpus, vocab_path, tmp_path_factory):
+def runs(gcs, corpus, vocab_path, tmp_path_factory):
   folder = tmp_path_factory.mktemp('sharding')
-  cfg = make_cfg(corpus, vocab_path, cache_dir=str(folder / 'tokens'))
-  mixtures.write_cache(cfg, folder / 'tokens', print_fn=lambda *_: None)
+  cfg = make_cfg(corpus, vocab_path, cache_dir='gs://bkt/sharding/tokens')
+  preprocess.write_cache(cfg, cfg.cache_dir, print_fn=lambda *_: None)
   config = {'seed': 0, 'data': cfg.to_dict(), 'model': {'vocab_size': 1000}}
   code = WORKER.format(config=config)
   port = _free_port()
   procs, logs = [], []
   for pid in range(2):
-    env = dict(os.environ, XLA_FLAGS=xla_env.with_cpu_devices(1),
+    env = dict(os.environ, **gcs.env, XLA_FLAGS=xla_env.with_cpu_devices(1),
+               AMBER_JAX_CACHE=str(folder / f'host{pid}'),  # each host mirrors the bucket
                JAX_PLATFORMS='cpu', AMBER_COORDINATOR=f'127.0.0.1:{port}',
                AMBER_NUM_PROCESSES='2', AMBER_PROCESS_ID=str(pid),
                PYTHONPATH=str(pathlib.Path(__file__).parent.parent))
@@ -92,19 +94,20 @@ def test_the_global_batch_is_the_union_of_both_hosts_rows(runs):
     assert len(a['local']['mono_ids']) == cfg.mono_batch_size // 2
 
 
-def test_each_host_reads_only_its_shard_and_no_pair_is_read_twice(runs, corpus, vocab_path):
-  import sentencepiece as spm  # pylint: disable=import-outside-toplevel
-  from amber_jax.core.model import CLS_ID, SEP_ID  # pylint: disable=import-outside-toplevel
-  sp = spm.SentencePieceProcessor(model_file=vocab_path)
-  _, results = runs
-  shard_of = {}  # framed (src, tgt) -> shard of its line (line i belongs to shard i % 2)
-  for tsv in sorted((corpus / 'parallel').glob('en-*/train.tsv')):
-    for i, line in enumerate(tsv.read_text(encoding='utf-8').splitlines()):
-      src, tgt = line.split('\t')
-      frame = lambda ids: tuple(([CLS_ID] + ids[:10] + [SEP_ID] + [0] * 10)[:12])
-      shard_of[(frame(sp.encode(src)), frame(sp.encode(tgt)))] = i % 2
+def test_each_host_reads_only_its_share_and_no_pair_is_read_twice(runs):
+  from amber_jax.data import records  # pylint: disable=import-outside-toplevel
+  from amber_jax.data.batches import frame_texts  # pylint: disable=import-outside-toplevel
+  cfg, results = runs
+  manifest, root = grain_input.open_cache(cfg)
+  share = []  # the framed pairs at each host's first positions (position p of host i is
+  for pid in range(2):  # p * 2 + i of the mixed stream)
+    source = grain_input.MixtureSource(manifest, root, 'parallel', seed=0, shard_index=pid,
+                                       num_shards=2)
+    pairs = records.decode_many(source.__getitems__(range(40)), 2)
+    src, tgt = (frame_texts([p[i] for p in pairs], cfg.sentence_length)[0] for i in (0, 1))
+    share.append([(tuple(s), tuple(t)) for s, t in zip(src.tolist(), tgt.tolist())])
   for step in range(3):
     hosts = [_pairs(results[p][step]['local']) for p in range(2)]
     for p, pairs in enumerate(hosts):
-      assert {shard_of[pair] for pair in pairs} == {p}
-    assert not set(hosts[0]) & set(hosts[1])  # disjoint shards: no example on both hosts
+      assert set(pairs) <= set(share[p])  # read from its own share
+    assert not set(hosts[0]) & set(hosts[1])  # no pair on both hosts

@@ -246,9 +246,9 @@ def test_truncated_and_dropped_inputs_are_printed_and_logged(tmp_path):
 
 
 def test_the_real_pipeline_counts_what_it_truncates():
-  from amber_jax.data import pipeline  # pylint: disable=g-import-not-at-top
+  from amber_jax.data import batching  # pylint: disable=g-import-not-at-top
   assert {'mono_truncated', 'mono_dropped', 'pairs_dropped'} <= set(
-      pipeline.TrainIterator(None, None).stats)
+      batching.TrainIterator(None, None).stats)
 
 
 def test_preemption_stops_a_command_that_trains_with_exit_75(monkeypatch, capsys, tmp_path):

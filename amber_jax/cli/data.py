@@ -11,7 +11,7 @@ from amber_jax import config as config_lib
 from amber_jax import paths
 from amber_jax.cli import parsing
 from amber_jax.corpora import debian, django_po, files, manpages, readers, tfds_export, vocabulary
-from amber_jax.data import mixtures
+from amber_jax.data import mixtures, preprocess
 
 USAGE = """\
 usage: amber-jax data build django [--out DIR]         the Django catalog corpus (DATA.md §1)
@@ -19,16 +19,19 @@ usage: amber-jax data build django [--out DIR]         the Django catalog corpus
        amber-jax data build files --out DIR ...       your own Moses/TSV/JSONL/text/.po files
        amber-jax data tfds CORPUS_DIR --out DIR       a built corpus -> a local TFDS dataset
        amber-jax data rates [--config=PRESET] [--config.a.b=V ...]   the mixtures' task rates
-       amber-jax data cache [--config=PRESET] [--config.a.b=V ...]   pretokenize the tasks once
+       amber-jax data cache [--config=PRESET] [--config.a.b=V ...] [--runner=R] [--num-workers=N]
+                                         pretokenize the tasks once (Apache Beam -> ArrayRecord)
 Each answers -h/--help."""
 
 MIXTURE_HELP = {
     'rates': 'Print each task of the config\'s mono and parallel mixtures: its train examples, '
              'its sampling rate, the examples it gives per step and the steps one pass over it '
              'takes.',
-    'cache': 'Tokenize every task of both mixtures once (train and validation) into a cache '
-             'folder (config.data.cache_dir, default <cache>/tokens/<task prefix>); train from '
-             'it with --config.data.cache_dir=DIR.',
+    'cache': 'Tokenize every task of both mixtures once (train and validation) on Apache Beam '
+             'into ArrayRecord shards and a manifest, in a folder or a gs:// bucket '
+             '(config.data.cache_dir, default <cache>/tokens/<task prefix>); train from it with '
+             '--config.data.cache_dir=DIR. Any other --option is a Beam pipeline option, passed '
+             'through (e.g. --project, --region, --temp_location for Dataflow).',
 }
 
 
@@ -51,13 +54,28 @@ def cmd_data(argv: list[str]):
   if action == 'tfds':
     return export_tfds(rest)
   p = parsing.config_parser(f'amber-jax data {action}', MIXTURE_HELP[action])
-  _, config = parsing.parse_config(p, rest)
-  config_lib.resolve_paths(config)
   if action == 'rates':
+    _, config = parsing.parse_config(p, rest)
+    config_lib.resolve_paths(config)
     mixtures.print_rates(config.data)
-  else:
-    mixtures.write_cache(config.data,
-                         config.data.cache_dir or mixtures.default_cache_dir(config.data))
+    return None
+  p.add_argument('--runner', default='DirectRunner',
+                 help='Beam runner: DirectRunner (worker processes here), DataflowRunner, ...')
+  p.add_argument('--num-workers', type=int, default=1,
+                 help='worker processes (DirectRunner) or workers (other runners)')
+  p.add_argument('--examples-per-shard', type=int, default=100_000,
+                 help='input examples per shard: the unit of parallel work and of output files')
+  args, rest = parsing.parse_known(p, rest)
+  config, beam_args = config_lib.load_config(rest)
+  stray = preprocess.unknown_beam_options(beam_args)
+  if stray:
+    raise SystemExit(f'{p.prog}: unexpected arguments {stray} (neither a flag of this command '
+                     'nor a Beam pipeline option)')
+  config_lib.resolve_paths(config)
+  preprocess.write_cache(config.data,
+                         config.data.cache_dir or mixtures.default_cache_dir(config.data),
+                         runner=args.runner, num_workers=args.num_workers, beam_args=beam_args,
+                         examples_per_shard=args.examples_per_shard)
   return None
 
 

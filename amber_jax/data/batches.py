@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from amber_jax.core.model import PAD_ID
+from amber_jax.core.model import CLS_ID, PAD_ID, SEP_ID
 
 MONO_KEYS = ('mono_ids', 'mono_segments')  # [B_m, L_m]
 PACKED_KEYS = ('mono_seq',)  # [B_m, L_m], only with config.data.packing
@@ -76,6 +76,26 @@ def join_pair(first: np.ndarray, second: np.ndarray) -> tuple[np.ndarray, np.nda
   ids = np.take_along_axis(both, np.minimum(source, 2 * length - 1), axis=1)
   ids[~((pos < n_first) | in_second)] = PAD_ID
   return ids.astype(np.int32, copy=False), in_second.astype(np.int32)
+
+
+def frame_texts(texts: list[np.ndarray], length: int) -> tuple[np.ndarray, np.ndarray]:
+  """Texts (int id arrays, no specials) -> rows [CLS] x [SEP] PAD..., x cut to length - 2 ids.
+
+  Returns:
+    (int32 [len(texts), length] rows, int32 [len(texts)]: 1 where the text was cut).
+  """
+  n = len(texts)
+  sizes = np.fromiter(map(len, texts), np.int64, n)  # [n]
+  keep = np.minimum(sizes, length - 2)  # [n]
+  rows = np.zeros((n, length), np.int32)  # PAD_ID
+  rows[:, 0] = CLS_ID
+  if n and keep.sum():
+    flat = np.concatenate([t[:k] for t, k in zip(texts, keep.tolist())])  # [sum keep]
+    row = np.repeat(np.arange(n), keep)
+    col = 1 + np.arange(len(flat)) - np.repeat(np.cumsum(keep) - keep, keep)
+    rows[row, col] = flat
+  rows[np.arange(n), keep + 1] = SEP_ID
+  return rows, (sizes > keep).astype(np.int32)
 
 
 def check_sizes(data_cfg) -> None:

@@ -41,7 +41,7 @@ import numpy as np
 from amber_jax import config as config_lib
 from amber_jax import paths
 from amber_jax.corpora import manpages, vocabulary
-from amber_jax.data import inputs, mixtures
+from amber_jax.data import inputs, preprocess, records
 from amber_jax.eval import retrieval
 from amber_jax.experiments.measures import evaluate_run, evaluation_pairs, validation_texts
 from amber_jax.experiments.results_page import plot, write_page
@@ -132,9 +132,9 @@ def prepare_data(config, print_fn=print) -> dict:
   cache = (pathlib.Path(config.data.cache_dir) if config.data.cache_dir else
            paths.cache_dir() / 'tokens' /
            f'{config.data.task_prefix}-{"-".join(config.data.languages)}-{digest}')
-  if not (cache / 'cache.json').exists():
+  if not (cache / records.MANIFEST).exists():
     print_fn(f'Tokenizing the training tasks once into {cache} ...')
-    mixtures.write_cache(config.data, cache, print_fn=print_fn)
+    preprocess.write_cache(config.data, cache, print_fn=print_fn)
   return {'corpus_dir': str(corpus), 'vocab_path': str(vocab_path), 'cache_dir': str(cache)}
 
 

@@ -37,23 +37,66 @@ def manager(directory: str | pathlib.Path, *, keep: int, every: int = 1,
   options = ocp.CheckpointManagerOptions(
       max_to_keep=keep, save_interval_steps=every, enable_async_checkpointing=async_save,
       create=True)
-  return ocp.CheckpointManager(
-      path, options=options,
-      item_handlers={'state': ocp.StandardCheckpointHandler(),
-                     'meta': ocp.JsonCheckpointHandler()})
+  handlers = {'state': ocp.StandardCheckpointHandler(), 'meta': ocp.JsonCheckpointHandler()}
+  try:  # the input position of a run from a cache (Grain's handler; not on a GPU-only install)
+    import grain  # pylint: disable=import-outside-toplevel
+    handlers['data'] = grain.checkpoint.CheckpointHandler()
+  except ImportError:
+    pass
+  return ocp.CheckpointManager(path, options=options, item_handlers=handlers)
 
 
 def save(mgr: ocp.CheckpointManager, step: int, state: Any, meta: dict, *,
-         force: bool = False) -> bool:
+         data: Any = None, force: bool = False) -> bool:
   """Starts an (async) save of `state` at `step` with the arrays' fingerprints in its meta;
   returns whether a save was started (not every step is a save step: `every` of `manager`).
+
+  `data`: the input iterator (`get_state() -> bytes`), whose position at this call is saved
+  beside the model, one file per process (Grain's checkpoint handler), or None.
 
   An earlier async save that failed raises here (orbax reports it on the next call)."""
   if not (force or mgr.should_save(step)):
     return False
   meta = {**meta, 'fingerprint': fingerprints(state)}
-  return mgr.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
-                                                meta=ocp.args.JsonSave(meta)), force=force)
+  items = {'state': ocp.args.StandardSave(state), 'meta': ocp.args.JsonSave(meta)}
+  if data is not None:  # taken now: the async part of the save runs after the next batches
+    import grain  # pylint: disable=import-outside-toplevel
+    items['data'] = grain.checkpoint.CheckpointSave(_Position(data.get_state()))
+  return mgr.save(step, args=ocp.args.Composite(**items), force=force)
+
+
+class _Position:
+  """An input position taken at save time, in the form Grain's handler writes."""
+
+  def __init__(self, state: bytes):
+    self._state = state
+
+  def get_state(self) -> bytes:
+    return self._state
+
+
+def restore_input(mgr: ocp.CheckpointManager, step: int, iterator: Any) -> bool:
+  """Puts `iterator` (`set_state`) at the input position saved with `step`; returns False when the
+  step has none (saved by an input that keeps no position: the caller replays).
+
+  Raises:
+    ValueError: the position was saved by another number of processes (positions are per
+      process), or for another input (`set_state` says which).
+  """
+  folder = storage.path(mgr.directory) / str(step) / 'data'
+  if not folder.exists():
+    return False
+  want = f'process_{jax.process_index()}-of-{jax.process_count()}.json'
+  saved = sorted(p.name for p in folder.iterdir() if p.name.startswith('process_'))
+  if want not in saved:
+    raise ValueError(
+        f'The input position of checkpoint step {step} in {mgr.directory} was saved by '
+        f'{saved[0].split("-of-")[-1][:-5] if saved else "no"} processes ({", ".join(saved)}); '
+        f'this run has {jax.process_count()}. Positions are per process: resume with as many '
+        'processes, or start the data stream over in a fresh workdir.')
+  import grain  # pylint: disable=import-outside-toplevel
+  mgr.restore(step, args=ocp.args.Composite(data=grain.checkpoint.CheckpointRestore(iterator)))
+  return True
 
 
 def _as_words(x: jax.Array) -> jax.Array:

@@ -156,6 +156,9 @@ def train(config, *, batches: Callable[..., Iterator[dict]],
       it = batches(at - stage.start, stage)
     else:
       it = batches(at)
+    if at == start and at > stage.start and getattr(it, 'resumable', False):
+      if checkpoint.restore_input(mgr, at, it):  # O(1); else the iterator replays on first use
+        print_fn(f'Input restored to its position at step {at} (saved with the checkpoint)')
     counts.follow(it)
     step_fn = make_train_step(dataclasses.replace(s, config=stage.config))
     if staged:
@@ -172,7 +175,8 @@ def train(config, *, batches: Callable[..., Iterator[dict]],
 
   def save(step: int, force: bool = False) -> None:
     try:
-      started = checkpoint.save(mgr, step, state, {**meta, 'step': step}, force=force)
+      started = checkpoint.save(mgr, step, state, {**meta, 'step': step}, force=force,
+                                data=it if getattr(it, 'resumable', False) else None)
     except Exception as e:  # pylint: disable=broad-except  (orbax, tensorstore, the OS)
       raise _save_failed(e, step, mgr) from e
     if started:

@@ -1,4 +1,5 @@
-"""The pretokenized cache, packing, too-long handling and mixture rates, on test_data's corpus."""
+"""Training batches from the pretokenized cache (amber_jax.data.preprocess writes it, grain_input
+reads it), packing, too-long handling and mixture rates, on test_data's corpus."""
 
 import collections
 import os
@@ -11,8 +12,10 @@ import sentencepiece as spm
 
 from amber_jax.data import pipeline
 from amber_jax.data import batches
+from amber_jax.data import batching
 from amber_jax.data import mixtures
-from amber_jax.data import token_cache
+from amber_jax.data import preprocess
+from amber_jax.data import records
 from amber_jax.core.model import CLS_ID, PAD_ID, SEP_ID
 from tasks import corpus as corpus_tasks
 from test_data import corpus, make_cfg, vocab_path, write_corpus  # pylint: disable=unused-import
@@ -23,7 +26,7 @@ STEPS = 6
 @pytest.fixture(scope='module')
 def cache_dir(corpus, vocab_path, tmp_path_factory):
   folder = tmp_path_factory.mktemp('cache') / 'tokens'
-  mixtures.write_cache(make_cfg(corpus, vocab_path), folder, print_fn=lambda *_: None)
+  preprocess.write_cache(make_cfg(corpus, vocab_path), folder, print_fn=lambda *_: None)
   return folder
 
 
@@ -42,19 +45,21 @@ def _body(row):
 
 def test_cache_holds_every_example_tokenized_like_the_live_pipeline(corpus, vocab_path,
                                                                      cache_dir):
+  from test_preprocess import decoded  # pylint: disable=import-outside-toplevel
   sp = spm.SentencePieceProcessor(model_file=vocab_path)
-  cache = token_cache.TokenCache(cache_dir)
-  tasks = cache.manifest['tasks']
-  assert set(cache.mixture('parallel')) == {'t_para_en_de', 't_para_en_ru', 't_para_en_pt_br'}
-  assert abs(sum(cache.mixture('mono').values()) - 1) < 1e-9
+  manifest = records.read_manifest(cache_dir, vocab_path)
+  tasks = manifest['tasks']
+  rates = {p: manifest['mixtures'][p]['rates'] for p in ('mono', 'parallel')}
+  assert set(rates['parallel']) == {'t_para_en_de', 't_para_en_ru', 't_para_en_pt_br'}
+  assert abs(sum(rates['mono'].values()) - 1) < 1e-9
   lines = (corpus / 'parallel' / 'en-ru' / 'train.tsv').read_text(encoding='utf-8').splitlines()
-  ids, offsets = cache.arrays('t_para_en_ru', 'train', 'tgt')
-  assert tasks['t_para_en_ru']['splits']['train']['examples'] == len(lines) == len(offsets) - 1
-  got = [list(ids[offsets[i]:offsets[i + 1]]) for i in range(len(lines))]
-  assert got == [sp.encode(line.split('\t')[1]) for line in lines]
+  info = tasks['t_para_en_ru']['splits']['train']
+  got = [ex for shard in info['shards'] for ex in decoded(cache_dir / shard, 2)]
+  assert info['examples'] == len(lines) == len(got)
+  assert [tgt for _, tgt in got] == [sp.encode(line.split('\t')[1]) for line in lines]
   # Blank lines of the mono files are skipped, as in the live pipeline.
-  assert tasks['t_mono_en']['splits']['train']['examples'] == 40
-  assert tasks['t_mono_en']['splits']['validation']['examples'] == 3
+  assert tasks['t_mono_en']['splits']['train']['documents'] == 40
+  assert tasks['t_mono_en']['splits']['validation']['documents'] == 3
 
 
 def test_cached_batches_keep_the_contract_and_are_deterministic(cached_cfg):
@@ -78,20 +83,6 @@ def test_cached_resume_yields_the_uninterrupted_batches(cached_cfg):
   for want in full[-2:]:
     got = next(resumed)
     assert all((got[k] == want[k]).all() for k in want)
-
-
-def test_cache_shards_are_disjoint_and_cover_every_pair(cache_dir):
-  cache = token_cache.TokenCache(cache_dir)
-  seen = []
-  for shard in range(2):
-    stream = token_cache.ExampleStream(cache, 'parallel', ('src', 'tgt'), seed=0,
-                                       shard_index=shard, num_shards=2)
-    chunk = stream.next_chunk()
-    seen.append({(int(t), int(s)) for t, s in zip(chunk['task'], chunk['src'][0])})
-  assert not seen[0] & seen[1]
-  total = sum(cache.manifest['tasks'][n]['splits']['train']['examples']
-              for n in cache.mixture('parallel'))
-  assert len(seen[0] | seen[1]) == total  # a 4096 chunk covers the 60 pairs: every one is read
 
 
 def test_a_cache_from_another_vocabulary_is_refused(cached_cfg, tmp_path):
@@ -129,7 +120,7 @@ def _texts(lengths):
 
 def test_packer_keeps_every_text_in_order_and_numbers_them():
   texts = _texts([3, 4, 10, 2, 2, 5, 1, 7])
-  packer = pipeline.Packer(iter(texts + _texts([1] * 50)), length=12, batch_size=3, drop=False)
+  packer = batching.Packer(iter(texts + _texts([1] * 50)), length=12, batch_size=3, drop=False)
   batch, stats = packer.next()
   ids, seq = batch['mono_ids'], batch['mono_seq']
   got = []
@@ -149,10 +140,10 @@ def test_packer_keeps_every_text_in_order_and_numbers_them():
 
 def test_packer_cuts_or_drops_long_texts_and_counts_them():
   long_first = _texts([20, 3])
-  cut = pipeline.Packer(iter(long_first + _texts([2] * 9)), length=8, batch_size=1, drop=False)
+  cut = batching.Packer(iter(long_first + _texts([2] * 9)), length=8, batch_size=1, drop=False)
   batch, stats = cut.next()
   assert (batch['mono_ids'][0][1:7] == long_first[0][:6]).all() and stats['mono_truncated'] == 1
-  dropped = pipeline.Packer(iter(long_first + _texts([2] * 9)), length=8, batch_size=1, drop=True)
+  dropped = batching.Packer(iter(long_first + _texts([2] * 9)), length=8, batch_size=1, drop=True)
   batch, stats = dropped.next()
   assert (batch['mono_ids'][0][1:4] == long_first[1]).all() and stats['mono_dropped'] == 1
 
@@ -171,7 +162,9 @@ def test_packing_works_from_the_cache_and_from_seqio(corpus, vocab_path, cache_d
 
 def test_too_long_drop_removes_and_counts_cut_rows(cached_cfg):
   cfg = cached_cfg.copy_and_resolve_references()
-  cfg.update(too_long='drop', sentence_length=16)  # (12 would leave too few distinct pairs)
+  # (sentence_length 12 would leave too few distinct pairs; the cache cut its documents into
+  # rows of 16, so rows of 12 are too short for some)
+  cfg.update(too_long='drop', sentence_length=16, mono_length=12)
   it = pipeline.make_train_iterator(cfg, seed=0)
   batches = [next(it) for _ in range(STEPS)]
   assert it.stats['pairs_dropped'] > 0 and it.stats['mono_dropped'] > 0

@@ -1,0 +1,230 @@
+"""Batches of one step from streams of examples: monolingual rows (one text each, or packed), and
+translation pairs with no English sentence twice in a batch. Numpy only: the seqio path
+(amber_jax.data.pipeline) and the cache path (amber_jax.data.grain_input) share these.
+
+A `TrainIterator` joins a mono part and a parallel part into the batch contract's dicts
+(amber_jax.data.batches). A part is any object with `next() -> (arrays, counts)` (see RowBatcher,
+Packer, UniqueSourceBatcher); when both parts also have `get_state()`/`set_state(dict)` the
+iterator's position can be saved and restored in O(1) (`TrainIterator.resumable`).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Iterator
+
+import numpy as np
+
+from amber_jax.core.model import CLS_ID, PAD_ID, SEP_ID
+from amber_jax.data.batches import join_pair
+
+assert PAD_ID == 0  # join_pair and the framing count real tokens with count_nonzero
+# A parallel batch that cannot be filled with distinct English sentences from this many
+# batches' worth of consecutive pairs means the corpus has too few of them for the batch size.
+MAX_POOL_BATCHES = 16
+
+
+class RowBatcher:
+  """Chunks of framed rows -> batches of `batch_size` rows; rows that were cut are dropped
+  (and counted) when `drop`. Returns (batch dict, stats) per call of `next`."""
+
+  def __init__(self, chunks: Iterator[tuple[np.ndarray, np.ndarray]], batch_size: int,
+               drop: bool):
+    self._chunks, self._size, self._drop = chunks, batch_size, drop
+    self._ids = np.zeros((0, 0), np.int32)
+    self._cut = np.zeros(0, np.int32)
+
+  def next(self) -> tuple[dict[str, np.ndarray], dict[str, int]]:
+    dropped = 0
+    while len(self._ids) < self._size:
+      ids, cut = next(self._chunks)
+      if self._drop:
+        dropped += int(cut.sum())
+        ids, cut = ids[cut == 0], cut[cut == 0]
+      self._ids = ids if not len(self._ids) else np.concatenate([self._ids, ids])
+      self._cut = np.concatenate([self._cut, cut])
+    ids, self._ids = self._ids[:self._size], self._ids[self._size:]
+    cut, self._cut = self._cut[:self._size], self._cut[self._size:]
+    return ({'mono_ids': ids, 'mono_segments': np.zeros_like(ids)},
+            {'mono_rows': len(ids), 'mono_truncated': int(cut.sum()), 'mono_dropped': dropped})
+
+
+class Packer:
+  """Packs texts into rows: [CLS] a [SEP] [CLS] b [SEP] ... PAD, greedily in arrival order.
+
+  Each batch is {'mono_ids', 'mono_segments' (zeros), 'mono_seq'}: int32 [batch_size, length];
+  mono_seq numbers the texts of a row 1, 2, ... and is 0 on padding. The model attends within a
+  text only and restarts positions at each text (amber_jax.core.objectives), so a packed text is
+  encoded as if alone. A text longer than length - 2 ids is cut (or dropped, when `drop`) and
+  counted; a text that does not fit the rest of a row starts the next one.
+  """
+
+  def __init__(self, texts: Iterator[np.ndarray], length: int, batch_size: int, drop: bool):
+    self._texts, self._length, self._size, self._drop = texts, length, batch_size, drop
+    self._pending: np.ndarray | None = None
+
+  @property
+  def holding(self) -> int:
+    """Texts taken from the stream but not yet in a row (0 or 1: one that did not fit)."""
+    return int(self._pending is not None)
+
+  def next(self) -> tuple[dict[str, np.ndarray], dict[str, int]]:
+    size, length = self._size, self._length
+    ids = np.full((size, length), PAD_ID, np.int32)
+    seq = np.zeros((size, length), np.int32)
+    stats = {'mono_rows': size, 'mono_texts': 0, 'mono_truncated': 0, 'mono_dropped': 0}
+    for row in range(size):
+      fill, k = 0, 0
+      while True:
+        if self._pending is None:
+          text = np.asarray(next(self._texts), np.int32)
+          if len(text) > length - 2:
+            if self._drop:
+              stats['mono_dropped'] += 1
+              continue
+            stats['mono_truncated'] += 1
+            text = text[:length - 2]
+          self._pending = text
+        text = self._pending
+        if fill + len(text) + 2 > length:
+          break  # starts the next row
+        k += 1
+        ids[row, fill] = CLS_ID
+        ids[row, fill + 1:fill + 1 + len(text)] = text
+        ids[row, fill + 1 + len(text)] = SEP_ID
+        seq[row, fill:fill + len(text) + 2] = k
+        fill += len(text) + 2
+        stats['mono_texts'] += 1
+        self._pending = None
+    return {'mono_ids': ids, 'mono_segments': np.zeros_like(ids), 'mono_seq': seq}, stats
+
+
+class TrainIterator:
+  """Yields the contract's batch dicts forever.
+
+  `stats` counts over the yielded batches: steps, mono_rows, mono_texts (packed texts),
+  mono_truncated (texts cut to mono_length - 2 tokens), mono_dropped (too long, dropped), pairs,
+  src_truncated, tgt_truncated, pairs_dropped (a side too long, dropped), deferred (pairs passed
+  over because their English sentence was already in the batch; one pair can count more than
+  once).
+  """
+
+  def __init__(self, mono, parallel, *, skip: int = 0, layout: dict | None = None):
+    """`mono`, `parallel`: the parts (either may be None); `skip`: batches to pass over before
+    the first one yielded (a resume without a saved state replays them, on the first `next`);
+    `layout`: what a saved state must match to be restored here (seed, shard, batch shapes)."""
+    self._mono, self._parallel = mono, parallel
+    self._skip, self._layout = skip, dict(layout or {})
+    self.stats = dict.fromkeys(('steps', 'mono_rows', 'mono_texts', 'mono_truncated',
+                                'mono_dropped', 'pairs', 'src_truncated', 'tgt_truncated',
+                                'pairs_dropped', 'deferred'), 0)
+
+  def __iter__(self) -> TrainIterator:
+    return self
+
+  @property
+  def resumable(self) -> bool:
+    """Whether `get_state`/`set_state` work (every part present keeps its position)."""
+    return all(hasattr(p, 'get_state') for p in (self._mono, self._parallel) if p is not None)
+
+  def get_state(self) -> bytes:
+    """The position after the batches yielded so far, as JSON bytes (Grain's checkpoint
+    handler writes one file of them per process)."""
+    self._replay()
+    parts = {name: part.get_state() for name, part in (('mono', self._mono),
+                                                       ('parallel', self._parallel)) if part}
+    return json.dumps({'layout': self._layout, **parts}).encode()
+
+  def set_state(self, state: bytes) -> None:
+    """Continues from a `get_state` of an iterator with the same layout: the batches yielded
+    next are those that iterator yielded after it."""
+    saved = json.loads(state)
+    if saved.get('layout') != self._layout:
+      raise ValueError(f'The saved input position was taken with {saved.get("layout")}; this '
+                       f'input is {self._layout}: a position is only valid for the same seed, '
+                       'processes, batch shapes and cache.')
+    for name, part in (('mono', self._mono), ('parallel', self._parallel)):
+      if part is not None:
+        part.set_state(saved[name])
+    self._skip = 0
+
+  def start_prefetch(self) -> None:
+    """Called by Grain's checkpoint handler after `set_state`; batches are made on demand."""
+
+  def _replay(self) -> None:
+    if self._skip:
+      skip, self._skip = self._skip, 0
+      for _ in range(skip):  # the parts carry state: replay them (no model work)
+        next(self)
+      for k in self.stats:
+        self.stats[k] = 0
+
+  def __next__(self) -> dict[str, np.ndarray]:
+    self._replay()
+    batch = {}
+    if self._mono is not None:
+      rows, counts = self._mono.next()
+      batch.update(rows)
+      for k, v in counts.items():
+        self.stats[k] += v
+    if self._parallel is not None:
+      rows, deferred = self._parallel.next()
+      src, tgt = rows['src_ids'], rows['tgt_ids']  # [B_p, L_s] each
+      pair, pair_segments = join_pair(src, tgt)  # [B_p, 2 L_s] each
+      swap, swap_segments = join_pair(tgt, src)
+      batch.update(src_ids=src, tgt_ids=tgt, pair_ids=pair, pair_segments=pair_segments,
+                   swap_ids=swap, swap_segments=swap_segments)
+      self.stats['pairs'] += len(src)
+      self.stats['src_truncated'] += int(rows['src_truncated'].sum())
+      self.stats['tgt_truncated'] += int(rows['tgt_truncated'].sum())
+      self.stats['pairs_dropped'] += self._parallel.dropped
+      self._parallel.dropped = 0
+      self.stats['deferred'] += deferred
+    self.stats['steps'] += 1
+    return batch
+
+
+class UniqueSourceBatcher:
+  """Cuts chunks of framed pairs into batches whose `src_ids` rows are all distinct.
+
+  A batch takes, in arrival order, each pair whose English row is not yet in it, until it has
+  `batch_size`; the pairs passed over stay in the pool, ahead of newer ones, for the next batch.
+  """
+
+  def __init__(self, chunks: Iterator[dict[str, np.ndarray]], batch_size: int):
+    self._chunks = chunks  # dicts of arrays with a leading [rows] axis, 'src_ids' among them
+    self._batch_size = batch_size
+    self._pool: dict[str, np.ndarray] | None = None
+    self.dropped = 0  # pairs that chunks reported dropped (too long), since last reset
+
+  def next(self) -> tuple[dict[str, np.ndarray], int]:
+    """Returns (the next batch's arrays, how many pooled pairs it passed over)."""
+    size = self._batch_size
+    taken, seen, i = [], set(), 0  # a walk through the pool in order: cost ~ batch, not pool
+    while len(taken) < size:
+      if self._pool is None or i == len(self._pool['src_ids']):
+        if i >= MAX_POOL_BATCHES * size:
+          raise ValueError(
+              f'Could not fill a parallel batch of {size} distinct English sentences: '
+              f'{i} consecutive pairs hold only {len(seen)}. The corpus has too few distinct '
+              'English sentences for this batch; lower config.data.parallel_batch_size (or add '
+              'data).')
+        chunk = dict(next(self._chunks))
+        self.dropped += chunk.pop('dropped', 0)
+        self._pool = chunk if self._pool is None else {
+            k: np.concatenate([v, chunk[k]]) for k, v in self._pool.items()}
+        continue
+      key = self._pool['src_ids'][i].tobytes()
+      if key not in seen:
+        seen.add(key)
+        taken.append(i)
+      i += 1
+    pool = self._pool
+    batch = {k: v[taken] for k, v in pool.items()}
+    if i == size:  # nothing passed over: the rest of the pool is a view
+      self._pool = {k: v[i:] for k, v in pool.items()}
+    else:
+      keep = np.ones(len(pool['src_ids']), bool)  # [pool]
+      keep[taken] = False
+      self._pool = {k: v[keep] for k, v in pool.items()}
+    return batch, i - size

@@ -1,0 +1,369 @@
+"""Training input from a pretokenized cache (amber_jax.data.records): no TensorFlow,
+deterministic, and a position that saves and restores in O(1).
+
+Per part (mono, parallel) a Grain data source (`MixtureSource`: `__len__`, `__getitem__`,
+`__getitems__`) where an example is found from its position alone:
+  position p of process i            global position g = p * num_shards + i: the processes'
+                                     positions are disjoint and together cover the stream
+  -> (task, k)                       Grain's deterministic interleave at the mixture's rates
+                                     (exactly `grain.MapDataset.mix`, vectorised)
+  -> record of task's epoch k // n   a fresh permutation each epoch (seeded by seed, task, epoch)
+  -> ArrayRecord readers             BLOCK positions read at a time
+
+That is the stream Grain's own `MapDataset.shuffle().repeat()`, `mix` and `[i::n]` describe
+(`grain_dataset` builds it so, for the benchmark); done per block in numpy it reads ~5x more
+records a second on one core, because Grain's per-element index shuffle alone costs ~19 us.
+
+The parts then cut this process's positions into rows (`Rows`, `PackedRows`) and pair batches
+(`UniquePairs`) in order. What they carry from one batch to the next is positions: the next
+position to read, and for pairs the positions of the pairs deferred to a later batch (their English
+sentence was already in the batch). So a part's state is a few integers, and `set_state` puts it
+at step 1,000,000 as fast as at step 1 (`amber_jax.data.batching.TrainIterator` joins the parts;
+the training loop saves its state beside the model with Grain's orbax checkpoint handler).
+
+The positions depend on the number of processes: a state restores only onto as many processes as
+saved it (the loop says so plainly).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+
+import numpy as np
+
+from amber_jax import storage
+from amber_jax.data import batching, records
+from amber_jax.data.batches import frame_texts
+
+BLOCK = 1024  # positions read together
+_PART_SEED = {'mono': 0, 'parallel': 1}
+
+
+def open_cache(data_cfg) -> tuple[dict, str]:
+  """(manifest, this host's local folder of the cache) of config.data.cache_dir, checked against
+  config.data.vocab_path. A gs:// cache is mirrored to local disk (ArrayRecord reads local files)."""
+  manifest = records.read_manifest(data_cfg.cache_dir, data_cfg.vocab_path or None)
+  return manifest, str(storage.local(data_cfg.cache_dir))
+
+
+def int_rates(rates: list[float]) -> list[int]:
+  """Rates -> the integer proportions of `grain.MapDataset.mix` (the smallest scaled to 100)."""
+  scale = 100 / min(rates)
+  return [int(r * scale) for r in rates]
+
+
+def interleave(positions: np.ndarray, proportions: list[int]) -> tuple[np.ndarray, np.ndarray]:
+  """Grain's deterministic mixture interleave (`MapDataset.mix`), vectorised: position k of the
+  mixed stream -> (task, k-th example of that task). Exact for any position: the pattern repeats
+  every sum(proportions) positions, so the arithmetic runs on the remainder (no overflow)."""
+  total = sum(proportions)
+  cycle, k = np.divmod(np.asarray(positions, np.int64), total)
+  task = np.full(len(k), -1, np.int64)
+  key = np.zeros(len(k), np.int64)
+  curr_k, curr_k1, remaining = k.copy(), k + 1, total
+  for i, p in enumerate(proportions):
+    next_k = curr_k * (remaining - p) // remaining
+    next_k1 = curr_k1 * (remaining - p) // remaining
+    count = curr_k1 - next_k1
+    here = (task < 0) & ((curr_k - next_k) != count)
+    task[here], key[here] = i, count[here] - 1 + cycle[here] * p
+    remaining -= p
+    curr_k, curr_k1 = next_k, next_k1
+  return task, key
+
+
+def permute(index: np.ndarray, n: int, key: np.ndarray) -> np.ndarray:
+  """A seeded bijection of [0, n), applied to `index` (int64 [m]): a 4-round Feistel network on
+  the smallest even power of two >= n, cycle-walked back into [0, n). O(1) memory, unlike a
+  stored permutation; `key`: uint64 [4], one per round."""
+  half = max(1, (max(n - 1, 1).bit_length() + 1) // 2)
+  mask = np.uint64((1 << half) - 1)
+  x = np.asarray(index, np.uint64)
+  todo = np.ones(len(x), bool)
+  while todo.any():
+    left, right = x[todo] >> np.uint64(half), x[todo] & mask
+    for k in key:
+      h = (right ^ k) * np.uint64(0x9E3779B97F4A7C15)
+      h ^= h >> np.uint64(29)
+      h *= np.uint64(0xBF58476D1CE4E5B9)
+      left, right = right, (left ^ (h >> np.uint64(32))) & mask
+    x[todo] = (left << np.uint64(half)) | right
+    todo = x >= np.uint64(n)
+  return x.astype(np.int64)
+
+
+class TaskRecords:
+  """One task's ArrayRecord shards as one sequence of records, read in batches straight from the
+  C++ readers (`grain.sources.ArrayRecordDataSource` does the same through a thread pool: about
+  5x slower a record here)."""
+
+  def __init__(self, files: list[str]):
+    from array_record.python import array_record_module  # pylint: disable=import-outside-toplevel
+    options = 'readahead_buffer_size:0,max_parallelism:0'  # random access, in this thread
+    self._readers = [array_record_module.ArrayRecordReader(f, options) for f in files]
+    self._starts = np.cumsum([0] + [r.num_records() for r in self._readers])  # [files + 1]
+
+  def __len__(self) -> int:
+    return int(self._starts[-1])
+
+  def read(self, indices: np.ndarray) -> list[bytes]:
+    """The records at `indices` (int [m], each in [0, len)), in that order."""
+    file = np.searchsorted(self._starts, indices, side='right') - 1
+    out: list[bytes] = [b''] * len(indices)
+    for f in np.unique(file):
+      at = np.flatnonzero(file == f)
+      for i, data in zip(at, self._readers[f].read((indices[at] - self._starts[f]).tolist())):
+        out[i] = data
+    return out
+
+
+class MixtureSource:
+  """A part's endless mixture as a Grain data source (`__len__`, `__getitem__`, `__getitems__`):
+  position p of this process -> the record of the example at global position
+  p * num_shards + shard_index, vectorised over a block (`__getitems__`).
+
+  Global position g -> (task, k) by Grain's interleave at the mixture's rates (`interleave`) ->
+  epoch k // n_task, index `permute`d within the epoch with a key of (seed, task, epoch): every
+  epoch of a task is a fresh permutation. `grain.MapDataset.source(source)` makes it a Grain
+  MapDataset; the same stream built from Grain's own transformations is `grain_dataset` (the
+  benchmark times both).
+  """
+
+  def __init__(self, manifest: dict, root: str, part: str, *, seed: int, shard_index: int = 0,
+               num_shards: int = 1, split: str = 'train'):
+    mixture = manifest['mixtures'].get(part)
+    if not mixture:
+      raise ValueError(f'The cache has no {part} mixture; cache one (amber-jax data cache) or '
+                       f'set config.data.{part}_batch_size=0.')
+    self.names = sorted(n for n, rate in mixture['rates'].items() if rate > 0)
+    self._proportions = int_rates([mixture['rates'][n] for n in self.names])
+    self._sources, self._sizes = [], []
+    for name in self.names:
+      info = manifest['tasks'][name]['splits'].get(split)
+      if not info or not info['examples']:
+        raise ValueError(f'Task {name} has no {split} examples in the cache, but a rate of '
+                         f'{mixture["rates"][name]:.4g} in the {part} mixture: give it data or a '
+                         'rate of 0 (config.data.rates).')
+      self._sources.append(TaskRecords([f'{root}/{shard}' for shard in info['shards']]))
+      self._sizes.append(len(self._sources[-1]))
+    self._seed, self._part = seed, _PART_SEED[part]
+    self._shard_index, self._num_shards = shard_index, num_shards
+    self._keys: dict[tuple[int, int], np.ndarray] = {}
+
+  def __len__(self) -> int:
+    return sys.maxsize  # endless
+
+  def __getitem__(self, position: int) -> bytes:
+    return self.__getitems__([position])[0]
+
+  def locate(self, positions) -> tuple[np.ndarray, np.ndarray]:
+    """(task, record index within the task) of this process's `positions`."""
+    positions = np.asarray(positions, np.int64) * self._num_shards + self._shard_index
+    task, k = interleave(positions, self._proportions)
+    record = np.empty_like(k)
+    for t in np.unique(task):
+      at = task == t
+      epoch, index = np.divmod(k[at], self._sizes[t])
+      out = np.empty_like(index)
+      for e in np.unique(epoch):
+        here = epoch == e
+        out[here] = permute(index[here], self._sizes[t], self._key(int(t), int(e)))
+      record[at] = out
+    return task, record
+
+  def __getitems__(self, positions) -> list[bytes]:
+    task, record = self.locate(positions)
+    out: list[bytes] = [b''] * len(task)
+    for t in np.unique(task):
+      at = np.flatnonzero(task == t)
+      for i, data in zip(at, self._sources[t].read(record[at])):
+        out[i] = data
+    return out
+
+  def _key(self, task: int, epoch: int) -> np.ndarray:
+    key = self._keys.get((task, epoch))
+    if key is None:
+      if len(self._keys) > 4 * len(self._sizes):
+        self._keys.clear()
+      key = np.random.SeedSequence([self._seed, self._part, task, epoch]).generate_state(
+          4, np.uint64)
+      self._keys[(task, epoch)] = key
+    return key
+
+
+def grain_dataset(manifest: dict, root: str, part: str, *, seed: int, shard_index: int = 0,
+                  num_shards: int = 1, split: str = 'train'):
+  """The same kind of stream from Grain's own transformations: each task's records
+  `.shuffle(seed).repeat()`, `MapDataset.mix` at the rates, `[shard_index::num_shards]`. Same
+  interleave, Grain's own permutation; about 30 us a record on one core (its per-element index
+  shuffle alone takes ~19 us), which is why the input reads `MixtureSource` instead."""
+  import grain  # pylint: disable=import-outside-toplevel
+  mixture = manifest['mixtures'][part]
+  names = sorted(n for n, rate in mixture['rates'].items() if rate > 0)
+  datasets = []
+  for t, name in enumerate(names):
+    files = [f'{root}/{s}' for s in manifest['tasks'][name]['splits'][split]['shards']]
+    task_seed = int(np.random.SeedSequence([seed, t]).generate_state(1)[0])
+    datasets.append(grain.MapDataset.source(grain.sources.ArrayRecordDataSource(files))
+                    .shuffle(seed=task_seed).repeat())
+  mixed = grain.MapDataset.mix(datasets, [mixture['rates'][n] for n in names])
+  return mixed[shard_index::num_shards]
+
+
+class Positions:
+  """Decoded examples of a `MixtureSource` by position, BLOCK positions read at a time."""
+
+  def __init__(self, source: MixtureSource, features: int, block: int = BLOCK):
+    self._source, self._features, self._block = source, features, block
+    self._cached: dict[int, list] = {}  # the last blocks read (deferred pairs reach back)
+
+  def __getitem__(self, position: int) -> list[np.ndarray]:
+    block, offset = divmod(position, self._block)
+    examples = self._cached.get(block)
+    if examples is None:
+      start = block * self._block
+      raw = self._source.__getitems__(range(start, start + self._block))
+      examples = self._cached[block] = records.decode_many(raw, self._features)
+      if len(self._cached) > 2:
+        del self._cached[min(self._cached)]
+    return examples[offset]
+
+  def texts(self, start: int, feature: int = 0):
+    """Feature `feature` of the examples from position `start` on, endlessly."""
+    position = start
+    while True:
+      yield self[position][feature]
+      position += 1
+
+
+class Rows:
+  """Monolingual rows, one text each: the mono part without packing."""
+
+  def __init__(self, positions: Positions, length: int, batch_size: int, drop: bool):
+    self._positions, self._length, self._size, self._drop = positions, length, batch_size, drop
+    self.position = 0
+
+  def next(self) -> tuple[dict[str, np.ndarray], dict[str, int]]:
+    texts, dropped = [], 0
+    while len(texts) < self._size:
+      text = self._positions[self.position][0]
+      self.position += 1
+      if self._drop and len(text) > self._length - 2:
+        dropped += 1
+        continue
+      texts.append(text)
+    ids, cut = frame_texts(texts, self._length)
+    return ({'mono_ids': ids, 'mono_segments': np.zeros_like(ids)},
+            {'mono_rows': len(ids), 'mono_truncated': int(cut.sum()), 'mono_dropped': dropped})
+
+  def get_state(self) -> dict:
+    return {'position': self.position}
+
+  def set_state(self, state: dict) -> None:
+    self.position = int(state['position'])
+
+
+class PackedRows:
+  """Monolingual rows packed with several texts (`batching.Packer`), from positions: a text that
+  did not fit a batch's last row is read again for the next batch."""
+
+  def __init__(self, positions: Positions, length: int, batch_size: int, drop: bool):
+    self._positions, self._length, self._size, self._drop = positions, length, batch_size, drop
+    self.position = 0
+
+  def next(self) -> tuple[dict[str, np.ndarray], dict[str, int]]:
+    taken = 0
+
+    def texts():
+      nonlocal taken
+      for text in self._positions.texts(self.position):
+        taken += 1
+        yield text
+
+    packer = batching.Packer(texts(), self._length, self._size, self._drop)
+    out = packer.next()
+    self.position += taken - packer.holding
+    return out
+
+  get_state, set_state = Rows.get_state, Rows.set_state
+
+
+class UniquePairs:
+  """Batches of framed pairs whose English rows are all distinct: the `UniqueSourceBatcher` rule
+  (a pair whose English row is already in the batch waits, ahead of newer pairs, for the next
+  batch), on positions. Pairs with a side too long are dropped when `drop` (counted)."""
+
+  def __init__(self, positions: Positions, length: int, batch_size: int, drop: bool):
+    self._positions, self._length, self._size, self._drop = positions, length, batch_size, drop
+    self.position = 0
+    self.pool: list[int] = []  # positions of deferred pairs, oldest first
+    self.dropped = 0  # pairs dropped since TrainIterator last read this
+
+  def _candidates(self):
+    yield from self.pool
+    while True:
+      self.position += 1
+      yield self.position - 1
+
+  def next(self) -> tuple[dict[str, np.ndarray], int]:
+    size, limit = self._size, self._length - 2
+    taken, deferred, seen, examined = [], [], set(), 0
+    candidates = self._candidates()
+    pool_left = len(self.pool)
+    while len(taken) < size:
+      if examined >= batching.MAX_POOL_BATCHES * size:
+        raise ValueError(
+            f'Could not fill a parallel batch of {size} distinct English sentences: {examined} '
+            f'consecutive pairs hold only {len(seen)}. The corpus has too few distinct English '
+            'sentences for this batch; lower config.data.parallel_batch_size (or add data).')
+      q = next(candidates)
+      examined += 1
+      pool_left -= 1
+      src, tgt = self._positions[q]
+      if self._drop and (len(src) > limit or len(tgt) > limit):
+        self.dropped += 1
+        continue
+      key = src[:limit].tobytes()
+      if key in seen:
+        deferred.append(q)
+      else:
+        seen.add(key)
+        taken.append((src, tgt))
+    rest = self.pool[len(self.pool) - pool_left:] if pool_left > 0 else []
+    self.pool = deferred + rest if pool_left > 0 else deferred
+    src_ids, src_cut = frame_texts([s for s, _ in taken], self._length)
+    tgt_ids, tgt_cut = frame_texts([t for _, t in taken], self._length)
+    return ({'src_ids': src_ids, 'tgt_ids': tgt_ids, 'src_truncated': src_cut,
+             'tgt_truncated': tgt_cut}, len(deferred))
+
+  def get_state(self) -> dict:
+    return {'position': self.position, 'pool': list(self.pool)}
+
+  def set_state(self, state: dict) -> None:
+    self.position, self.pool = int(state['position']), [int(q) for q in state['pool']]
+
+
+def make_parts(data_cfg, *, seed: int, shard_index: int, num_shards: int):
+  """(mono part or None, parallel part or None, layout) of config.data read from its cache."""
+  manifest, root = open_cache(data_cfg)
+  layout = {'seed': seed, 'shard_index': shard_index, 'num_shards': num_shards,
+            'cache': hashlib.sha256(json.dumps(manifest, sort_keys=True).encode()).hexdigest()[:16]}
+  drop = data_cfg.too_long == 'drop'
+  mono = parallel = None
+
+  def positions(part):
+    source = MixtureSource(manifest, root, part, seed=seed, shard_index=shard_index,
+                           num_shards=num_shards)
+    return Positions(source, len(records.FEATURES[part]))
+
+  if data_cfg.mono_batch_size:
+    kind = PackedRows if data_cfg.packing else Rows
+    mono = kind(positions('mono'), data_cfg.mono_length, data_cfg.mono_batch_size, drop)
+    layout['mono'] = [kind.__name__, data_cfg.mono_length, data_cfg.mono_batch_size, drop]
+  if data_cfg.parallel_batch_size:
+    parallel = UniquePairs(positions('parallel'), data_cfg.sentence_length,
+                           data_cfg.parallel_batch_size, drop)
+    layout['parallel'] = [data_cfg.sentence_length, data_cfg.parallel_batch_size, drop]
+  return mono, parallel, layout
