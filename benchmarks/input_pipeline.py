@@ -5,8 +5,10 @@
 Builds what is missing (the corpus, its vocabulary), then prints:
   1. `amber-jax data cache` on Apache Beam's DirectRunner with 1 and 2 worker processes: seconds
      and tokens/s over every task of the tiny preset's mixtures (train and validation).
-  2. Reading the cache: records/s and tokens/s per core of the mixture source alone (ours, and
-     the same stream built from Grain's own MapDataset transformations), then whole batches in
+  2. Reading the cache: records/s and tokens/s per core of the mixture source alone (ours with
+     the small tasks held in memory, as training reads, and with every task read from disk, as a
+     corpus too large for memory is; and the same stream built from Grain's own MapDataset
+     transformations), then whole batches in
      two layouts (the tiny preset's, and a larger per-host one: 256 mono rows x 128, 128 pairs x
      64 a side), one text a row and packed, against the seqio pipeline tokenizing raw text.
   3. Resume set-up at step 1,000,000: the cache's saved position (set_state and the first batch),
@@ -126,14 +128,22 @@ def main():
   cached.cache_dir = cache
   manifest, root = grain_input.open_cache(cached)
   print(f'{"source":52s} {"records/s":>10s} {"tokens/s":>11s} {"tokens/s/core":>14s}')
+  held = grain_input.MEMORY_BYTES
   for part in ('mono', 'parallel'):
     count = len(records.FEATURES[part])
     ours = grain_input.MixtureSource(manifest, root, part, seed=0)
+    grain_input.MEMORY_BYTES = 0  # every task read from its files, record by record
+    from_disk = grain_input.MixtureSource(manifest, root, part, seed=0)
+    grain_input.MEMORY_BYTES = held
     theirs = grain_input.grain_dataset(manifest, root, part, seed=0)
     for name, read, n in (
-        (f'{part}: MixtureSource (vectorised, ArrayRecord readers)',
+        (f'{part}: MixtureSource (small tasks held in memory)',
          lambda s, k, src=ours, c=count: records.decode_many(src.__getitems__(range(s, s + k)), c),
          200 * 1024),
+        (f'{part}: MixtureSource (every task read from disk)',
+         lambda s, k, src=from_disk, c=count: records.decode_many(
+             src.__getitems__(range(s, s + k)), c),
+         100 * 1024),
         (f'{part}: Grain MapDataset shuffle/repeat/mix/slice',
          lambda s, k, ds=theirs, c=count: [records.decode(ds[i], c) for i in range(s, s + k)],
          20 * 1024)):

@@ -191,3 +191,15 @@ def test_the_mixture_source_is_a_grain_data_source(cache_dir, vocab_path):
   by_iteration = [next(iterator) for _ in range(6)]
   for got in (by_index, by_iteration):
     assert [[x.tolist() for x in ex] for ex in got] == [[x.tolist() for x in ex] for ex in want]
+
+
+def test_tasks_read_from_disk_give_the_records_held_in_memory(cache_dir, vocab_path,
+                                                              monkeypatch):
+  manifest, root = grain_input.open_cache(make_cfg('', vocab_path, cache_dir=str(cache_dir)))
+  held = grain_input.MixtureSource(manifest, root, 'mono', seed=3)  # small tasks: all in memory
+  monkeypatch.setattr(grain_input, 'MEMORY_BYTES', 0)
+  on_disk = grain_input.MixtureSource(manifest, root, 'mono', seed=3)
+  for start in (0, 5000):  # batched reads (> 64 records of a file) and one by one
+    for count in (2000, 9):
+      positions = range(start, start + count)
+      assert on_disk.__getitems__(positions) == held.__getitems__(positions)

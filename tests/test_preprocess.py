@@ -91,7 +91,8 @@ def test_two_beam_workers_write_seqios_tokens_of_the_django_corpus(django_corpus
 
 @pytest.mark.slow
 def test_long_man_page_paragraphs_become_several_rows_counted(tmp_path):
-  from amber_jax.corpora import debian, manpages, vocabulary  # pylint: disable=import-outside-toplevel
+  from amber_jax.corpora import debian, manpages  # pylint: disable=import-outside-toplevel
+  from amber_jax.corpora import vocabulary  # pylint: disable=import-outside-toplevel
   assert shutil.which('apt-get'), 'apt-get is needed to fetch the manpages packages (DATA.md §2)'
   root = debian.fetch_packages(tmp_path / 'debs', ['manpages', 'manpages-de'])
   man_root = root / manpages.MAN_SUBDIR
@@ -149,8 +150,8 @@ def test_the_manifest_counts_documents_cut_and_examples_skipped(corpus, vocab_pa
   dofn = preprocess.TokenizeShard(cfg.to_dict(), str(tmp_path))
   dofn.setup()
   counts = {'documents': 0, 'chunked': 0, 'skipped': {}}
-  out = list(dofn._rows({'src': np.array([5, 6]), 'tgt': np.array([], np.int32)},  # pylint: disable=protected-access
-                        ('src', 'tgt'), counts))
+  example = {'src': np.array([5, 6]), 'tgt': np.array([], np.int32)}
+  out = list(dofn._rows(example, ('src', 'tgt'), counts))  # pylint: disable=protected-access
   assert out == [] and counts['skipped'] == {'empty tgt': 1}
 
 

@@ -15,6 +15,7 @@ from typing import Iterator
 
 import numpy as np
 
+from amber_jax import errors
 from amber_jax.core.model import CLS_ID, PAD_ID, SEP_ID
 from amber_jax.data.batches import join_pair
 
@@ -140,9 +141,10 @@ class TrainIterator:
     next are those that iterator yielded after it."""
     saved = json.loads(state)
     if saved.get('layout') != self._layout:
-      raise ValueError(f'The saved input position was taken with {saved.get("layout")}; this '
-                       f'input is {self._layout}: a position is only valid for the same seed, '
-                       'processes, batch shapes and cache.')
+      raise errors.UserError(
+          f'The saved input position was taken with {saved.get("layout")}; this input is '
+          f'{self._layout}: a position is only valid for the same seed, processes, batch shapes '
+          'and cache: resume with the settings it was saved with.')
     for name, part in (('mono', self._mono), ('parallel', self._parallel)):
       if part is not None:
         part.set_state(saved[name])

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import sys
 
 import numpy as np
@@ -38,12 +39,14 @@ from amber_jax.data import batching, records
 from amber_jax.data.batches import frame_texts
 
 BLOCK = 1024  # positions read together
+MEMORY_BYTES = 256 << 20  # per part: small tasks' records held in memory (the rest read per use)
 _PART_SEED = {'mono': 0, 'parallel': 1}
 
 
 def open_cache(data_cfg) -> tuple[dict, str]:
   """(manifest, this host's local folder of the cache) of config.data.cache_dir, checked against
-  config.data.vocab_path. A gs:// cache is mirrored to local disk (ArrayRecord reads local files)."""
+  config.data.vocab_path. A gs:// cache is mirrored to local disk (ArrayRecord reads local
+  files)."""
   manifest = records.read_manifest(data_cfg.cache_dir, data_cfg.vocab_path or None)
   return manifest, str(storage.local(data_cfg.cache_dir))
 
@@ -74,47 +77,62 @@ def interleave(positions: np.ndarray, proportions: list[int]) -> tuple[np.ndarra
   return task, key
 
 
-def permute(index: np.ndarray, n: int, key: np.ndarray) -> np.ndarray:
-  """A seeded bijection of [0, n), applied to `index` (int64 [m]): a 4-round Feistel network on
+def permute(index: np.ndarray, n, key: np.ndarray) -> np.ndarray:
+  """Seeded bijections of [0, n), applied to `index` (int64 [m]): a 4-round Feistel network on
   the smallest even power of two >= n, cycle-walked back into [0, n). O(1) memory, unlike a
-  stored permutation; `key`: uint64 [4], one per round."""
-  half = max(1, (max(n - 1, 1).bit_length() + 1) // 2)
-  mask = np.uint64((1 << half) - 1)
+  stored permutation. `n`: an int, or int64 [m] (a domain per element); `key`: uint64 [4] (one
+  per round), or [m, 4] (a permutation per element)."""
   x = np.asarray(index, np.uint64)
-  todo = np.ones(len(x), bool)
-  while todo.any():
-    left, right = x[todo] >> np.uint64(half), x[todo] & mask
-    for k in key:
-      h = (right ^ k) * np.uint64(0x9E3779B97F4A7C15)
+  n = np.broadcast_to(np.asarray(n, np.uint64), x.shape)
+  key = np.broadcast_to(np.asarray(key, np.uint64), (len(x), 4))
+  half = np.maximum(1, (np.ceil(np.log2(np.maximum(n, 2).astype(np.float64))) + 1) // 2)
+  half = half.astype(np.uint64)  # [m]: bits of each half, 2 * half >= bits of n - 1
+  mask = (np.uint64(1) << half) - np.uint64(1)
+  todo = np.arange(len(x))
+  while len(todo):
+    left, right = x[todo] >> half[todo], x[todo] & mask[todo]
+    for r in range(4):
+      h = (right ^ key[todo, r]) * np.uint64(0x9E3779B97F4A7C15)
       h ^= h >> np.uint64(29)
       h *= np.uint64(0xBF58476D1CE4E5B9)
-      left, right = right, (left ^ (h >> np.uint64(32))) & mask
-    x[todo] = (left << np.uint64(half)) | right
-    todo = x >= np.uint64(n)
+      left, right = right, (left ^ (h >> np.uint64(32))) & mask[todo]
+    x[todo] = (left << half[todo]) | right
+    todo = todo[x[todo] >= n[todo]]
   return x.astype(np.int64)
 
 
 class TaskRecords:
-  """One task's ArrayRecord shards as one sequence of records, read in batches straight from the
-  C++ readers (`grain.sources.ArrayRecordDataSource` does the same through a thread pool: about
-  5x slower a record here)."""
+  """One task's ArrayRecord shards as one sequence of records, read straight from the C++ readers
+  (`grain.sources.ArrayRecordDataSource` reads through a thread pool, whose set-up costs ~100 us a
+  call: most calls here read a few records of one task)."""
 
   def __init__(self, files: list[str]):
     from array_record.python import array_record_module  # pylint: disable=import-outside-toplevel
     options = 'readahead_buffer_size:0,max_parallelism:0'  # random access, in this thread
     self._readers = [array_record_module.ArrayRecordReader(f, options) for f in files]
     self._starts = np.cumsum([0] + [r.num_records() for r in self._readers])  # [files + 1]
+    self.bytes = sum(os.path.getsize(f) for f in files)
+    self._memory: list[bytes] | None = None
+
+  def load(self) -> None:
+    """Reads every record into memory once (a small task: no file read per record after)."""
+    self._memory = [record for reader in self._readers for record in reader.read_all()]
 
   def __len__(self) -> int:
     return int(self._starts[-1])
 
   def read(self, indices: np.ndarray) -> list[bytes]:
     """The records at `indices` (int [m], each in [0, len)), in that order."""
+    if self._memory is not None:
+      return [self._memory[i] for i in indices.tolist()]
     file = np.searchsorted(self._starts, indices, side='right') - 1
     out: list[bytes] = [b''] * len(indices)
     for f in np.unique(file):
       at = np.flatnonzero(file == f)
-      for i, data in zip(at, self._readers[f].read((indices[at] - self._starts[f]).tolist())):
+      reader, wanted = self._readers[f], (indices[at] - self._starts[f]).tolist()
+      # One record at a time costs ~3 us; a batched read has ~100 us of set-up (its thread pool).
+      got = reader.read(wanted) if len(wanted) > 64 else [reader.read([i])[0] for i in wanted]
+      for i, data in zip(at.tolist(), got):
         out[i] = data
     return out
 
@@ -148,6 +166,13 @@ class MixtureSource:
                          'rate of 0 (config.data.rates).')
       self._sources.append(TaskRecords([f'{root}/{shard}' for shard in info['shards']]))
       self._sizes.append(len(self._sources[-1]))
+    self._sizes = np.array(self._sizes, np.int64)
+    budget = MEMORY_BYTES  # the smallest tasks are held in memory: ~3 us a record less
+    for source in sorted(self._sources, key=lambda s: s.bytes):
+      if source.bytes > budget:
+        break
+      source.load()
+      budget -= source.bytes
     self._seed, self._part = seed, _PART_SEED[part]
     self._shard_index, self._num_shards = shard_index, num_shards
     self._keys: dict[tuple[int, int], np.ndarray] = {}
@@ -162,16 +187,11 @@ class MixtureSource:
     """(task, record index within the task) of this process's `positions`."""
     positions = np.asarray(positions, np.int64) * self._num_shards + self._shard_index
     task, k = interleave(positions, self._proportions)
-    record = np.empty_like(k)
-    for t in np.unique(task):
-      at = task == t
-      epoch, index = np.divmod(k[at], self._sizes[t])
-      out = np.empty_like(index)
-      for e in np.unique(epoch):
-        here = epoch == e
-        out[here] = permute(index[here], self._sizes[t], self._key(int(t), int(e)))
-      record[at] = out
-    return task, record
+    sizes = self._sizes[task]
+    epoch, index = np.divmod(k, sizes)
+    pairs, which = np.unique(np.stack([task, epoch], axis=1), axis=0, return_inverse=True)
+    keys = np.stack([self._key(int(t), int(e)) for t, e in pairs])  # [pairs, 4]
+    return task, permute(index, sizes, keys[which.ravel()])
 
   def __getitems__(self, positions) -> list[bytes]:
     task, record = self.locate(positions)

@@ -1,4 +1,4 @@
-"""`amber-jax data cache`: the config's seqio tasks tokenized into ArrayRecord shards, on Apache Beam.
+"""`amber-jax data cache`: the config's seqio tasks tokenized into ArrayRecord shards, on Beam.
 
 One work item per input shard of each task and split (train, validation) of the mono and
 parallel mixtures; a worker reads its shard through the task's own seqio pipeline (seqio stays the

@@ -80,7 +80,7 @@ def restore_input(mgr: ocp.CheckpointManager, step: int, iterator: Any) -> bool:
   step has none (saved by an input that keeps no position: the caller replays).
 
   Raises:
-    ValueError: the position was saved by another number of processes (positions are per
+    UserError: the position was saved by another number of processes (positions are per
       process), or for another input (`set_state` says which).
   """
   folder = storage.path(mgr.directory) / str(step) / 'data'
@@ -89,7 +89,7 @@ def restore_input(mgr: ocp.CheckpointManager, step: int, iterator: Any) -> bool:
   want = f'process_{jax.process_index()}-of-{jax.process_count()}.json'
   saved = sorted(p.name for p in folder.iterdir() if p.name.startswith('process_'))
   if want not in saved:
-    raise ValueError(
+    raise errors.UserError(
         f'The input position of checkpoint step {step} in {mgr.directory} was saved by '
         f'{saved[0].split("-of-")[-1][:-5] if saved else "no"} processes ({", ".join(saved)}); '
         f'this run has {jax.process_count()}. Positions are per process: resume with as many '
