@@ -11,8 +11,9 @@ Per part (mono, parallel) a Grain data source (`MixtureSource`: `__len__`, `__ge
   -> ArrayRecord readers             BLOCK positions read at a time
 
 That is the stream Grain's own `MapDataset.shuffle().repeat()`, `mix` and `[i::n]` describe
-(`grain_dataset` builds it so, for the benchmark); done per block in numpy it reads ~5x more
-records a second on one core, because Grain's per-element index shuffle alone costs ~19 us.
+(`grain_dataset` builds it so, for the benchmark); done per block in numpy it reads 10-30x more
+records a second on one core (benchmarks/input_pipeline.py), because Grain's per-element index
+shuffle alone costs ~19 us.
 
 The parts then cut this process's positions into rows (`Rows`, `PackedRows`) and pair batches
 (`UniquePairs`) in order. What they carry from one batch to the next is positions: the next
