@@ -16,7 +16,6 @@ from amber_jax import paths
 from amber_jax.data import inputs, pipeline
 
 PARTS = ('mono', 'parallel')
-FEATURES = {'mono': ('tokens',), 'parallel': ('src', 'tgt')}
 
 
 def mixture_table(data_cfg) -> tuple[dict[str, str | None], dict[str, list[dict]]]:

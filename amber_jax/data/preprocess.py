@@ -93,7 +93,7 @@ def write_cache(data_cfg, cache_dir, *, runner: str = 'DirectRunner', num_worker
   mixes, items = work_items(data_cfg, examples_per_shard)
   root = str(cache_dir).rstrip('/')
   storage.makedirs(root)
-  _remove_previous(root)
+  _remove_previous(root, {item['task'] for item in items})
   options = [f'--runner={runner}', *beam_args]
   if runner == 'DirectRunner':
     options += (['--direct_num_workers', str(num_workers), '--direct_running_mode',
@@ -117,21 +117,18 @@ def write_cache(data_cfg, cache_dir, *, runner: str = 'DirectRunner', num_worker
   return manifest
 
 
-def _remove_previous(root: str) -> None:
-  """Removes the manifest first (readers never see an old manifest beside new shards), then
-  the shards and counts of an earlier cache."""
+def _remove_previous(root: str, tasks: set[str]) -> None:
+  """Removes the manifest first (readers never see an old manifest beside new shards), then every
+  shard, count file and unfinished temporary of the tasks about to be written and of those the old
+  manifest listed (an earlier run's files, maybe cut into another number of shards)."""
   folder = storage.path(root)
   manifest = folder / records.MANIFEST
-  if not manifest.exists():
-    return
-  old = json.loads(manifest.read_text(encoding='utf-8'))
-  manifest.unlink()
-  for task in old.get('tasks', {}).values():
-    for split in task['splits'].values():
-      for shard in split['shards']:
-        for name in (shard, shard + '.json'):
-          if (folder / name).exists():
-            (folder / name).unlink()
+  if manifest.exists():
+    tasks = tasks | set(json.loads(manifest.read_text(encoding='utf-8')).get('tasks', {}))
+    manifest.unlink()
+  for task in sorted(tasks):
+    for old in (folder / task).glob('*.array_record*'):
+      old.unlink()
 
 
 def _manifest(data_cfg, root: str, mixes: dict, items: list[dict]) -> dict:

@@ -10,12 +10,15 @@ Layout under a cache folder (local or gs://):
 A record holds one example: the int32 little-endian array [n_1, ..., n_k, ids_1..., ..., ids_k...]
 for the k features of its kind (FEATURES), ids without [CLS]/[SEP].
 
-manifest.json: {'version', 'vocab': {'path', 'sha256', 'size'}, 'mono_length' (the row length
-long documents were cut for), 'mixtures': {'mono'|'parallel': {'name', 'rates': {task: rate}}},
-'tasks': {task: {'kind', 'features', 'splits': {split: {'examples', 'tokens': {feature: n},
-'shards': [file names under <task>/], 'skipped': {reason: n}, 'documents', 'chunked'}}}}}.
+manifest.json: {'version', 'vocab': {'path', 'sha256', 'size' (bytes of the model file)},
+'mono_length' (the row length long documents were cut for), 'mixtures': {'mono'|'parallel':
+{'name', 'rates': {task: rate}}}, 'tasks': {task: {'kind', 'features', 'splits': {split:
+{'examples', 'tokens': {feature: n}, 'shards': [paths relative to the cache folder, in shard
+order, e.g. '<task>/train-00000-of-00004.array_record' (`shard_name`)], 'skipped': {reason: n},
+'documents', 'chunked'}}}}}.
 'documents' counts the source examples; 'chunked' the documents longer than a row that became
-several rows (so 'examples' = documents - skipped + extra rows).
+several rows (so 'examples' = documents - skipped + extra rows). Beside each shard, the writer
+leaves `<shard>.json`, its own counts, from which the manifest is summed.
 """
 
 from __future__ import annotations
