@@ -218,8 +218,9 @@ def grain_dataset(manifest: dict, root: str, part: str, *, seed: int, shard_inde
                   num_shards: int = 1, split: str = 'train'):
   """The same kind of stream from Grain's own transformations: each task's records
   `.shuffle(seed).repeat()`, `MapDataset.mix` at the rates, `[shard_index::num_shards]`. Same
-  interleave, Grain's own permutation; about 30 us a record on one core (its per-element index
-  shuffle alone takes ~19 us), which is why the input reads `MixtureSource` instead."""
+  interleave, Grain's own permutation; ~9-11k records/s on one core (benchmarks/
+  input_pipeline.py; its per-element index shuffle alone takes ~19 us), which is why the
+  input reads `MixtureSource` instead."""
   import grain  # pylint: disable=import-outside-toplevel
   mixture = manifest['mixtures'][part]
   names = sorted(n for n, rate in mixture['rates'].items() if rate > 0)
