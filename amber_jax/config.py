@@ -74,7 +74,7 @@ RANGES = {
 CHOICES = {
     'model.dtype': ('float32', 'bfloat16', 'float16'),
     'model.remat': ('none', 'dots', 'full'),
-    'model.attention': ('explicit', 'dot_product', 'auto'),
+    'model.attention': ('explicit', 'dot_product', 'auto', 'splash'),
     'model.attention_implementation': ('', 'xla', 'cudnn'),
     'objectives.wa_mask': ('paper', 'cross'),
     'data.too_long': ('truncate', 'drop'),

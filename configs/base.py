@@ -7,6 +7,12 @@ For accelerators the layers run as one scan with remat 'dots' (`model.scan_layer
 analysis gives 20 GiB of temporaries against 69 GiB unrolled without remat, and the step compiles
 twice as fast (docs/PERFORMANCE.md). Results equal the unrolled path's (tests/test_model_options.py).
 Set --config.model.scan_layers=False --config.model.remat=none for the reference path.
+
+Compute is bfloat16 with float32 master weights (`model.dtype`): parameters, optimizer state,
+attention scores and softmax, LayerNorm statistics, the MLM logits and the SA pooling and
+similarities stay float32 (amber_jax.core.model, amber_jax.core.losses); --config.model.dtype=float32
+for full precision. Translation pairs are packed several to a row (`data.pair_packing`, the
+default), so `parallel_batch_size` counts rows of 2 x 128 tokens.
 """
 
 from configs import default
@@ -20,4 +26,5 @@ def get_config():
   c.data.mono_length = 256
   c.model.scan_layers = True
   c.model.remat = 'dots'
+  c.model.dtype = 'bfloat16'
   return c

@@ -30,7 +30,7 @@ def get_config() -> ml_collections.ConfigDict:
       dtype='float32',  # compute dtype; 'bfloat16' on accelerators (params stay float32)
       # Performance options (amber_jax.core.model docstring); the defaults are the reference path.
       remat='none',          # 'none' | 'dots' | 'full': recompute each layer in the backward pass
-      attention='explicit',  # 'explicit' | 'dot_product' | 'auto' (jax.nn.dot_product_attention)
+      attention='explicit',  # 'explicit' | 'dot_product' | 'auto' (dot_product; splash on TPU) | 'splash'
       attention_implementation='',  # '' (JAX's default, XLA) | 'xla' | 'cudnn' (GPU flash)
       scan_layers=False,     # one lax.scan over the layers: compiles one layer body, not N
   ))
@@ -60,12 +60,13 @@ def get_config() -> ml_collections.ConfigDict:
       rates='',              # explicit rates 'task=w,task=w' (others keep their smoothed share)
       extra_tasks=[],        # your own sources, each a dict (see docs/DATA.md and tasks/corpus.py), mixed in too
       mono_batch_size=32,    # rows of monolingual text per step (0: no MLM)
-      parallel_batch_size=32,  # translation pairs per step (0: no TLM/SA/WA)
+      parallel_batch_size=32,  # pairs per step, or with pair_packing rows of 2 x sentence_length (0: no TLM/SA/WA)
       mono_length=64,        # tokens per monolingual row, [CLS] and [SEP] included
       sentence_length=64,    # tokens per sentence of a pair, [CLS] and [SEP] included
       shuffle_buffer=10_000,
       too_long='truncate',   # a text longer than its row: 'truncate' (counted) or 'drop' (counted)
       packing=False,         # several monolingual texts per row (segment-aware attention)
+      pair_packing=True,     # several translation pairs per row in TLM, SA and WA (exact; amber_jax.data.pairs)
       cache_dir='',          # pretokenized shards from `amber-jax data cache` ('' = tokenize live)
   ))
 

@@ -45,3 +45,37 @@ def batches(seed, **kwargs):
       k += 1
 
   return from_step
+
+
+def random_pairs(rng, *, vocab, count, sentence_length, short=False):
+  """`count` pairs (x, y) of random ids, lengths 1..sentence_length - 2 (1..5 when
+  `short`, so that several pairs share a packed row), each x distinct."""
+  top = 6 if short else sentence_length - 1
+  out, seen = [], set()
+  while len(out) < count:
+    x, y = (rng.integers(NUM_SPECIALS, vocab, size=int(rng.integers(1, top)), dtype=np.int32)
+            for _ in range(2))
+    if x.tobytes() not in seen:
+      seen.add(x.tobytes())
+      out.append((x, y))
+  return out
+
+
+def pair_layouts(pairs, *, rows, sentence_length):
+  """The same pairs in both layouts of amber_jax.data.pairs: (packed parallel part of `rows`
+  rows, placed first-fit in order; one pair per row). Every pair must fit (asserted)."""
+  from amber_jax.core.objectives import max_pairs_per_row  # pylint: disable=import-outside-toplevel
+  from amber_jax.data import pairs as pairs_lib  # pylint: disable=import-outside-toplevel
+  free = np.full(rows, 2 * sentence_length)
+  count = np.zeros(rows, int)
+  placed = []
+  for x, y in pairs:
+    fits = np.flatnonzero((free >= len(x) + len(y) + 4) & (count < max_pairs_per_row(2 * sentence_length)))
+    assert len(fits), 'the pairs do not fit the rows'
+    free[fits[0]] -= len(x) + len(y) + 4
+    count[fits[0]] += 1
+    placed.append(int(fits[0]))
+  none = np.zeros(len(pairs), np.int32)
+  selection = pairs_lib.Selection(list(pairs), placed, [], len(pairs), 0, none, none)
+  return (pairs_lib.packed_pair_rows(selection, rows, sentence_length),
+          pairs_lib.pair_rows(selection, sentence_length))

@@ -3,6 +3,7 @@
 import subprocess
 import sys
 
+import jax.numpy as jnp
 import pytest
 
 from amber_jax import config as config_lib
@@ -89,3 +90,11 @@ def test_integral_floats_are_read_as_ints():
                                       '--config.optimizer.learning_rate=1'])
   assert config.train.steps == 300 and isinstance(config.train.steps, int)
   assert config.optimizer.learning_rate == 1.0 and isinstance(config.optimizer.learning_rate, float)
+
+
+def test_the_accelerator_preset_computes_in_bfloat16_on_packed_pairs():
+  from configs import base, default  # pylint: disable=import-outside-toplevel
+  cfg = base.get_config()
+  assert cfg.model.dtype == 'bfloat16' and default.get_config().model.dtype == 'float32'
+  assert cfg.data.pair_packing and default.get_config().data.pair_packing
+  assert EncoderConfig.from_config(cfg.model).dtype == jnp.bfloat16

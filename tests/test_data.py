@@ -21,6 +21,7 @@ import seqio  # pylint: disable=g-import-not-at-top
 from amber_jax.data import pipeline  # pylint: disable=g-import-not-at-top
 from amber_jax.data import batches
 from amber_jax.data import batching
+from amber_jax.data import pairs
 from amber_jax.core.model import CLS_ID, PAD_ID, SEP_ID  # pylint: disable=g-import-not-at-top
 from configs import default  # pylint: disable=g-import-not-at-top
 from tasks import corpus as corpus_tasks  # pylint: disable=g-import-not-at-top
@@ -98,7 +99,7 @@ def make_cfg(corpus_dir, vocab_path, **overrides):
   cfg = default.get_config().data
   cfg.update(dict(task_prefix='t', corpus_dir=str(corpus_dir), vocab_path=vocab_path,
                   mono_batch_size=4, parallel_batch_size=8, mono_length=16, sentence_length=12,
-                  shuffle_buffer=64))
+                  shuffle_buffer=64, pair_packing=False))  # tests of packing set it
   cfg.update(overrides)
   return cfg
 
@@ -178,19 +179,62 @@ def test_no_english_sentence_twice_in_a_parallel_batch(first_batches):
   assert stats['deferred'] > 0  # the languages share English sentences: duplicates were met
 
 
-def test_unique_source_batcher_defers_duplicates_in_order():
-  src = np.array([[1], [2], [1], [3], [2], [4], [1], [5], [6]])  # [rows, 1]
-  chunks = iter([{'src_ids': src[i:i + 3], 'n': np.arange(i, i + 3)} for i in (0, 3, 6)])
-  batcher = batching.UniqueSourceBatcher(chunks, 3)
-  got = [batcher.next() for _ in range(2)]
-  assert list(got[0][0]['n']) == [0, 1, 3] and got[0][1] == 1  # row 2 (a second 1) waits
-  assert list(got[1][0]['n']) == [2, 4, 5] and got[1][1] == 0
+def units(row, seq):
+  """The tokens of each pair (or sentence) k = 1, 2, ... of a packed row, by `seq`."""
+  return [list(row[seq == k]) for k in range(1, seq.max() + 1)]
 
 
-def test_unique_source_batcher_fails_when_the_corpus_is_too_repetitive():
-  chunks = itertools.repeat({'src_ids': np.array([[1], [2], [1]])})
+def test_packed_pairs_hold_whole_pairs_alike_in_every_array(corpus, vocab_path):
+  cfg = make_cfg(corpus, vocab_path, pair_packing=True)
+  it = pipeline.make_train_iterator(cfg, seed=0)
+  spec = batches.batch_spec(cfg)
+  for _ in range(4):
+    batch = next(it)
+    assert {k: (v.shape, v.dtype) for k, v in batch.items()} == spec
+    english = []
+    for r in range(cfg.parallel_batch_size):
+      seq, sent_seq = batch['pair_seq'][r], batch['sent_seq'][r]
+      pairs_of_row = units(batch['pair_ids'][r], seq)
+      assert units(batch['sent_ids'][r], sent_seq) == [
+          side for u in pairs_of_row for side in (u[:u.index(SEP_ID) + 1], [CLS_ID] +
+                                                  u[u.index(SEP_ID) + 1:])]
+      for u, swap, segments in zip(pairs_of_row, units(batch['swap_ids'][r], seq),
+                                   units(batch['pair_segments'][r], seq)):
+        x, y = framed(np.array(u[:u.index(SEP_ID) + 1])), u[u.index(SEP_ID) + 1:-1]
+        assert swap == [CLS_ID] + y + [SEP_ID] + x + [SEP_ID]
+        assert segments == [0] * (len(x) + 2) + [1] * (len(y) + 1)
+        english.append(tuple(x))
+      assert (batch['pair_ids'][r][seq == 0] == PAD_ID).all()
+    assert len(set(english)) == len(english)  # no English sentence twice in the step
+  assert it.stats['pairs'] > 4 * cfg.parallel_batch_size  # several pairs a row
+
+
+def _candidates(sources):
+  """(handle n, x = [source], y = [n + 5]) for each English id in `sources`, in order."""
+  return iter([(n, np.array([x], np.int32), np.array([n + 5], np.int32))
+               for n, x in enumerate(sources)])
+
+
+def test_pairs_defer_duplicates_in_order():
+  stream = iter([(np.array([x], np.int32), np.array([n + 5], np.int32))
+                 for n, x in enumerate([1, 2, 1, 3, 2, 4, 1, 5, 6])])
+  part = batching.StreamPairs(stream, 3, sentence_length=4, packed=False, drop=False)
+  got = [part.next() for _ in range(2)]
+  tgt = lambda rows: [int(r[1]) - 5 for r in rows['tgt_ids']]  # which pair, by its y
+  assert tgt(got[0][0]) == [0, 1, 3] and got[0][1]['deferred'] == 1  # pair 2 (a second 1) waits
+  assert tgt(got[1][0]) == [2, 4, 5] and got[1][1]['deferred'] == 0
+  selection = pairs.select_pairs(_candidates([1, 2, 1, 3]), rows=3, sentence_length=4,
+                                 packed=False, drop=False)
+  assert selection.deferred == [2] and selection.examined == 4
+
+
+def test_pairs_fail_when_the_corpus_is_too_repetitive():
+  stream = itertools.cycle([(np.array([x], np.int32), np.array([7], np.int32))
+                            for x in (1, 2, 1)])
   with pytest.raises(ValueError, match='too few distinct English sentences'):
-    batching.UniqueSourceBatcher(chunks, 3).next()
+    batching.StreamPairs(stream, 3, sentence_length=4, packed=False, drop=False).next()
+  with pytest.raises(ValueError, match='too few distinct English sentences'):
+    batching.StreamPairs(stream, 3, sentence_length=4, packed=True, drop=False).next()
 
 
 def test_same_seed_gives_identical_batches_and_another_seed_does_not(cfg, first_batches):
@@ -280,12 +324,12 @@ def test_data_and_batch_spec_import_without_tensorflow():
   code = ('import sys; sys.modules["tensorflow"] = None; sys.modules["seqio"] = None\n'
           'import types, amber_jax.data.pipeline as d\n'
           'c = types.SimpleNamespace(mono_batch_size=2, parallel_batch_size=3, mono_length=8, '
-          'sentence_length=5, packing=True)\n'
+          'sentence_length=5, packing=True, pair_packing=True)\n'
           'print(sorted((k, v[0]) for k, v in d.batch_spec(c).items()))')
   out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, check=True,
                        env={**os.environ, 'JAX_PLATFORMS': 'cpu'})
   assert "('pair_ids', (3, 10))" in out.stdout and "('mono_ids', (2, 8))" in out.stdout
-  assert "('mono_seq', (2, 8))" in out.stdout
+  assert "('mono_seq', (2, 8))" in out.stdout and "('sent_seq', (3, 10))" in out.stdout
 
 
 def test_the_built_django_corpus_and_vocabulary_feed_the_pipeline(django_corpus, django_vocab):

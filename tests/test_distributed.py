@@ -154,9 +154,9 @@ WORKER = textwrap.dedent("""
     cluster = cluster.initialize()          # reads AMBER_* from the environment
     import jax, jax.numpy as jnp, numpy as np
     from jax.sharding import NamedSharding, PartitionSpec as P
-    # Runs with equal configs compile once (the second finds the first's executable on disk).
-    jax.config.update('jax_compilation_cache_dir', {scratch!r} + '/xla_cache')
-    jax.config.update('jax_persistent_cache_min_compile_time_secs', 0)
+    # No persistent compilation cache: jax writes it from process 0 only, so after a restart
+    # process 0 ran the cached step and process 1 a fresh compile of it, and with packed pairs
+    # the two disagreed on their first collective and hung (jax 0.10.2, CPU, gloo).
     import test_train
     from amber_jax import storage
     from amber_jax.core import model as model_lib

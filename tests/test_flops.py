@@ -40,15 +40,26 @@ def test_step_flops_is_the_sum_of_the_passes_counted_by_hand(tmp_path):
   assert flops.step_flops(cfg.model, cfg.objectives, _shapes(cfg)) == mlm + tlm
   assert flops.step_flops(cfg.model, cfg.objectives,
                           {k: v for k, v in _shapes(cfg).items() if 'mono' not in k}) == tlm
+  # Packed pairs: 4 rows of 24 in every parallel pass, SA's sentences included.
+  packed = {k: v for k, v in _shapes(cfg).items() if k not in ('src_ids', 'tgt_ids')}
+  packed.update({k: (4, 24) for k in ('pair_seq', 'sent_ids', 'sent_seq')})
+  with cfg.unlocked():
+    cfg.objectives.update(sa_weight=1.0, wa_weight=1.0)
+  assert flops.step_flops(cfg.model, cfg.objectives, packed) == mlm + tlm + encoder(4, 24) + wa
 
 
-def test_model_flops_match_xlas_count_of_the_unscanned_step(tmp_path):
+@pytest.mark.parametrize('pair_packing', [False, True])
+def test_model_flops_match_xlas_count_of_the_unscanned_step(tmp_path, pair_packing):
+  from amber_jax.data import batches  # pylint: disable=g-import-not-at-top
   from benchmarks import common  # pylint: disable=g-import-not-at-top
   cfg = small_config(tmp_path)
   with cfg.unlocked():
     cfg.model.update(dropout_rate=0.0, attention_dropout_rate=0.0)
+    cfg.data.pair_packing = pair_packing
   xla = common.JaxStep(cfg).flops()
-  ours = flops.step_flops(cfg.model, cfg.objectives, _shapes(cfg))
+  shapes = {k: shape for k, (shape, _) in batches.batch_spec(cfg.data).items()}
+  assert ('sent_ids' in shapes) == pair_packing
+  ours = flops.step_flops(cfg.model, cfg.objectives, shapes)
   # XLA also counts LayerNorm, softmax, GELU and the optimizer; it must not count far less.
   assert 0.9 < xla / ours < 1.2, (xla, ours)
 

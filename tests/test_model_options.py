@@ -16,9 +16,9 @@ import pytest
 
 from amber_jax.core import masking
 from amber_jax.core import model as model_lib
-from amber_jax.core import objectives
-from amber_jax.core.model import (CLS_ID, MASK_ID, NUM_SPECIALS, PAD_ID, SEP_ID, Encoder,
-                             EncoderConfig, init_params)
+from amber_jax.core import objectives, packing
+from amber_jax.core.model import (CLS_ID, Encoder, EncoderConfig, init_params, MASK_ID,
+                                  NUM_SPECIALS, PAD_ID, SEP_ID)
 
 TINY = EncoderConfig(vocab_size=64, hidden_size=32, num_layers=2, num_heads=4,
                      intermediate_size=48, max_position_embeddings=32, dropout_rate=0.0,
@@ -56,13 +56,17 @@ def test_packed_row_encodes_each_text_as_if_alone():
   length = 16
   packed = jnp.asarray([_pad(a + b, length)], jnp.int32)
   seq = jnp.asarray([_pad([1] * len(a) + [2] * len(b), length)], jnp.int32)
-  mask = objectives.packed_attention_mask(seq)
-  positions = objectives.packed_positions(seq)
+  mask = packing.packed_attention_mask(seq)
+  positions = packing.packed_positions(seq)
   np.testing.assert_array_equal(
       np.asarray(positions[0, :len(a) + len(b)]), list(range(len(a))) + list(range(len(b))))
   params = _params()
   model = Encoder(TINY)
   hp = model.apply({'params': params}, packed, None, mask, positions)['hidden'][0]
+  # `seq` builds that mask and those positions itself.
+  np.testing.assert_array_equal(
+      np.asarray(model.apply({'params': params}, packed, None, seq=seq)['hidden'][0]),
+      np.asarray(hp))
   ha = model.apply({'params': params}, jnp.asarray([_pad(a, length)]))['hidden'][0]
   hb = model.apply({'params': params}, jnp.asarray([_pad(b, length)]))['hidden'][0]
   np.testing.assert_allclose(np.asarray(hp[:len(a)]), np.asarray(ha[:len(a)]), atol=1e-5)
@@ -291,8 +295,7 @@ def test_bfloat16_loss_and_gradients_close_to_float32():
 def test_bfloat16_train_step_end_to_end(tmp_path):
   """The jitted train step with bf16 compute and the options: finite, close to fp32, params fp32."""
   from amber_jax.data import inputs
-  from amber_jax.training import train_state
-  from amber_jax.training import train_step
+  from amber_jax.training import train_state, train_step
   from configs import tiny  # pylint: disable=import-outside-toplevel
 
   def first_losses(**model):

@@ -102,16 +102,22 @@ def test_the_registry_names_every_weight_of_the_config():
   assert objectives.weights(default.get_config().objectives) == {f: 1.0 for f in sorted(fields)}
 
 
-def test_each_objective_reads_keys_of_one_part_of_the_batch_contract():
+@pytest.mark.parametrize('pair_packing', [False, True])
+def test_each_objective_reads_keys_of_one_part_of_the_batch_contract(pair_packing):
   data = tiny.get_config().data
   with data.unlocked():
     data.packing = True  # mono_seq too
+    data.pair_packing = pair_packing  # the packed pair keys, or src/tgt_ids
   spec = batches.batch_spec(data)
-  assert set(spec) == {k for keys in batches.PARTS.values() for k in keys}
+  layout = batches.SENTENCE_KEYS if pair_packing else batches.PACKED_PAIR_KEYS
+  assert set(spec) == {k for keys in batches.PARTS.values() for k in keys} - set(layout)
   for o in objectives.OBJECTIVES:
-    keys = set(o.batch_keys) | set(o.optional_keys)
+    keys = set(o.keys_of(spec)) | (set(o.optional_keys) & set(spec))
     assert keys <= set(spec), (o.name, keys - set(spec))
     assert any(keys <= set(part) for part in batches.PARTS.values()), o.name
+  shapes = {k: shape for k, (shape, _) in spec.items()}
+  assert all(o.keys_of(shapes) == (o.packed_keys if pair_packing and o.packed_keys else
+                                   o.batch_keys) for o in objectives.OBJECTIVES)
 
 
 def test_a_batch_missing_some_of_an_objectives_keys_is_named():

@@ -25,7 +25,8 @@ LAYERS = {
 # (tensorboardX imports torch whenever torch is installed; `tasks` modules register seqio tasks.)
 HEAVY = ('tensorflow', 'tensorflow_datasets', 'seqio', 'torch', 'transformers', 'matplotlib',
          'tensorboardX', 'apache_beam', 'tasks',
-         'grain', 'array_record')  # the cache's reader: not on the GPU machines
+         'grain', 'array_record',  # the cache's reader: not on the GPU machines
+         'jax.experimental.pallas')  # TPU kernels: their modules move between jax releases
 MAX_LINES = 450
 
 
@@ -148,7 +149,7 @@ def test_in_function_imports_only_keep_heavy_dependencies_off():
          f'{", ".join(HEAVY)} may wait)'
          for name, tree in MODULES.items()
          for target, line, inside, _ in _imports(tree)
-         if inside and target.split('.')[0] not in HEAVY]
+         if inside and not any(target == h or target.startswith(h + '.') for h in HEAVY)]
   assert not bad, '\n'.join(bad)
 
 

@@ -159,7 +159,7 @@ def test_vocab_train_at_the_largest_size_it_names_works(tmp_path, capsys):
 @pytest.mark.parametrize('override, message', [
     ('--config.model.attention=fast',
      r"config.model.attention='fast' is not one of its choices: 'explicit', 'dot_product', "
-     r"'auto'"),
+     r"'auto', 'splash'"),
     ('--config.model.remat=some', r"config.model.remat='some' is not one of its choices"),
     ('--config.model.dtype=bf16', r"config.model.dtype='bf16' is not one of its choices"),
     ('--config.data.too_long=cut', r"config.data.too_long='cut' is not one of its choices"),

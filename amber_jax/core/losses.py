@@ -62,8 +62,10 @@ def sentence_alignment_loss(c_x: Array, c_y: Array, valid: Array | None = None, 
   if valid is None:
     valid = jnp.ones(c_x.shape[0], jnp.float32)
   if cosine:
-    c_x = c_x / jnp.maximum(jnp.linalg.norm(c_x, axis=-1, keepdims=True), 1e-6)
-    c_y = c_y / jnp.maximum(jnp.linalg.norm(c_y, axis=-1, keepdims=True), 1e-6)
+    # max(|c|, 1e-6), written so that an all-zero row (an empty slot of a packed batch) has a
+    # zero gradient, not the NaN of d|c|/dc at 0.
+    norm = lambda c: jnp.sqrt(jnp.maximum((c * c).sum(axis=-1, keepdims=True), 1e-12))
+    c_x, c_y = c_x / norm(c_x), c_y / norm(c_y)
   scores = c_x @ c_y.T  # [batch (x), batch (y)]
   n = scores.shape[0]
   scores = (scores - margin * jnp.eye(n)) / temperature

@@ -13,11 +13,12 @@ equal to it in tests/test_model_options.py):
              scores, softmax, LayerNorm statistics and the MLM logits are computed in float32.
   remat      'none' | 'dots' (keep only the weight matmuls' outputs of each layer and recompute the
              rest in the backward pass) | 'full' (keep nothing but each layer's input).
-  attention  'explicit' (einsum + softmax) | 'dot_product' | 'auto': `jax.nn.dot_product_attention`
-             wherever the probabilities are not returned (all layers but the last layer of the WA
-             passes). It has no dropout on attention probabilities: 'auto' falls back to the
-             explicit path when attention dropout is active (training with
-             attention_dropout_rate > 0), 'dot_product' refuses that case.
+  attention  'explicit' (einsum + softmax) | 'dot_product' | 'splash' | 'auto': wherever the
+             probabilities are not returned (all layers but the last of the WA passes),
+             `jax.nn.dot_product_attention` or the TPU Pallas kernel (`amber_jax.core.splash`: where
+             the mask is "same text, not padding"; interpreted off TPU); 'auto': splash on TPU,
+             dot_product elsewhere. Neither has dropout on attention probabilities: 'auto' takes
+             the explicit path when attention dropout is active, the others refuse it.
   attention_implementation  '' (JAX picks: XLA in jax 0.10), 'xla' or 'cudnn' (flash attention on
              NVIDIA GPUs; bfloat16/float16 only).
   scan_layers  run the layers as one `jax.lax.scan` over their stacked parameters (XLA compiles
@@ -44,6 +45,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from amber_jax.core import splash
+from amber_jax.core.packing import packed_attention_mask, packed_positions
+
 Array = jax.Array
 
 # The fixed ids of the BERT specials in every vocabulary this project builds.
@@ -57,7 +61,7 @@ REMAT_POLICIES = {
     'dots': jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
     'full': jax.checkpoint_policies.nothing_saveable,
 }
-ATTENTION_KINDS = ('explicit', 'dot_product', 'auto')
+ATTENTION_KINDS = ('explicit', 'dot_product', 'auto', 'splash')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,7 +81,7 @@ class EncoderConfig:
   initializer_range: float = 0.02
   dtype: Any = jnp.float32  # compute dtype (bf16 on accelerators); params stay float32.
   remat: str = 'none'  # 'none' | 'dots' | 'full' (see the module docstring)
-  attention: str = 'explicit'  # 'explicit' | 'dot_product' | 'auto'
+  attention: str = 'explicit'  # 'explicit' | 'dot_product' | 'auto' | 'splash'
   attention_implementation: str = ''  # '' (JAX's default) | 'xla' | 'cudnn'
   scan_layers: bool = False  # one lax.scan over the layers (see the module docstring)
   # The embedding rows (and MLM logits) are padded to a multiple of this, so that 'vocab' shards
@@ -201,8 +205,9 @@ class SelfAttention(nn.Module):
   cfg: EncoderConfig
 
   @nn.compact
-  def __call__(self, x, mask, deterministic: bool, return_probs: bool):
-    """x: [batch, length, embed]; mask: bool [batch, 1 or heads, q_length, kv_length]."""
+  def __call__(self, x, mask, deterministic: bool, return_probs: bool, segment_ids=None):
+    """x: [batch, length, embed]; mask: bool [batch, 1 or heads, q_length, kv_length]; segment_ids:
+    int [batch, length] (i sees j iff equal) where they express the same mask, else None."""
     cfg = self.cfg
 
     def proj(name):
@@ -215,7 +220,12 @@ class SelfAttention(nn.Module):
     k = _constrain(k, ('act_batch', 'act_length', 'act_heads', 'act_kv'))
     v = _constrain(v, ('act_batch', 'act_length', 'act_heads', 'act_kv'))
     probs = None
-    if self._fused(deterministic, return_probs):
+    kind = splash.choose(
+        cfg.attention, dropout_rate=0.0 if deterministic else cfg.attention_dropout_rate,
+        return_probs=return_probs, segment_ids=segment_ids, length=x.shape[1])
+    if kind == 'splash':
+      ctx = splash.splash_attention(q, k, v, segment_ids)  # [batch, q, heads, kv]
+    elif kind == 'dot_product':
       ctx = jax.nn.dot_product_attention(
           q, k, v, mask=mask,
           implementation=cfg.attention_implementation or None)  # [batch, q, heads, kv]
@@ -234,30 +244,16 @@ class SelfAttention(nn.Module):
     out = _constrain(out, ('act_batch', 'act_length', 'act_embed'))
     return out, (probs if return_probs else None)
 
-  def _fused(self, deterministic: bool, return_probs: bool) -> bool:
-    """Whether this call uses jax.nn.dot_product_attention (see the module docstring)."""
-    cfg = self.cfg
-    if cfg.attention == 'explicit' or return_probs:
-      return False
-    if deterministic or cfg.attention_dropout_rate == 0:
-      return True
-    if cfg.attention == 'dot_product':
-      raise ValueError(
-          "attention='dot_product' has no dropout on attention probabilities, but this call "
-          f'trains with attention_dropout_rate={cfg.attention_dropout_rate}; set '
-          "attention_dropout_rate=0 or attention='auto' (explicit attention where dropout "
-          'applies).')
-    return False
-
 
 class Layer(nn.Module):
   cfg: EncoderConfig
 
   @nn.compact
-  def __call__(self, x, mask, deterministic: bool, return_probs: bool):
+  def __call__(self, x, mask, deterministic: bool, return_probs: bool, segment_ids=None):
     cfg = self.cfg
     init = _init(cfg.initializer_range)
-    attn, probs = SelfAttention(cfg, name='attention')(x, mask, deterministic, return_probs)
+    attn, probs = SelfAttention(cfg, name='attention')(x, mask, deterministic, return_probs,
+                                                       segment_ids)
     attn = nn.Dropout(cfg.dropout_rate)(attn, deterministic=deterministic)
     x = LayerNorm(cfg.layer_norm_eps, cfg.dtype, name='attention_layer_norm')(x + attn)
     h = nn.Dense(cfg.intermediate_size, dtype=cfg.dtype, param_dtype=jnp.float32,
@@ -308,7 +304,7 @@ class Encoder(nn.Module):
                                (cfg.padded_vocab_size,), jnp.float32)
 
   def __call__(self, ids, segments=None, attention_mask=None, positions=None, *,
-               deterministic: bool = True, return_last_probs: bool = False,
+               seq=None, deterministic: bool = True, return_last_probs: bool = False,
                return_all_hidden: bool = False):
     """Encodes token ids.
 
@@ -317,9 +313,12 @@ class Encoder(nn.Module):
       segments: int [batch, length] segment (token type) ids; zeros when None.
       attention_mask: bool [batch, length, length] (query, key) or None for "every query sees every
         real key". Keys that are padding are always masked.
-      positions: int [batch, length] position ids, or None for 0..length-1 in every row. Packed
-        rows (several texts per row) restart them at each text and pass a block-diagonal
-        `attention_mask`, so that each text is encoded as if it were alone.
+      positions: int [batch, length] position ids, or None for 0..length-1 in every row (or,
+        with `seq`, 0.. from the first token of each text).
+      seq: int [batch, length] or None. Packed rows (several texts per row): which text of the
+        row each token belongs to (1, 2, ...; 0 on padding). A token then attends only to the
+        tokens of its own text (on top of `attention_mask`), and positions restart at each text,
+        so each text is encoded exactly as it would be alone in its own row.
       deterministic: no dropout when True.
       return_last_probs: also return the last layer's attention probabilities.
       return_all_hidden: also return the embeddings' output and every layer's output.
@@ -331,20 +330,26 @@ class Encoder(nn.Module):
     if segments is None:
       segments = jnp.zeros_like(ids)
     mask = padding_mask(ids)
+    if seq is not None:
+      mask = jnp.logical_and(mask, packed_attention_mask(seq)[:, None, :, :])
+      positions = packed_positions(seq) if positions is None else positions
     if attention_mask is not None:
       mask = jnp.logical_and(mask, attention_mask[:, None, :, :])
+    # The same mask as segment ids (splash attention) when it is "same text, not padding".
+    segment_ids = (None if attention_mask is not None else
+                   jnp.where(ids != PAD_ID, 1 if seq is None else seq, -1).astype(jnp.int32))
     x = self.embeddings(ids, segments, deterministic, positions)
     all_hidden = [x]
     probs = None
     layers = list(enumerate(self.layers))
     if self.cfg.scan_layers and not self.is_initializing():
       scanned = len(layers) - 1 if return_last_probs else len(layers)
-      x, outputs = self._scan_layers(scanned, x, mask, deterministic)
+      x, outputs = self._scan_layers(scanned, x, mask, segment_ids, deterministic)
       all_hidden += outputs
       layers = layers[scanned:]
     for i, layer in layers:
       want = return_last_probs and i == len(self.layers) - 1
-      x, p = layer(x, mask, deterministic, want)
+      x, p = layer(x, mask, deterministic, want, segment_ids)
       if want:
         probs = p
       all_hidden.append(x)
@@ -355,7 +360,7 @@ class Encoder(nn.Module):
       out['all_hidden'] = tuple(all_hidden)
     return out
 
-  def _scan_layers(self, count: int, x, mask, deterministic: bool):
+  def _scan_layers(self, count: int, x, mask, segment_ids, deterministic: bool):
     """Layers 0..count-1 as one lax.scan over their stacked parameters: (output, [each output])."""
     if count == 0:
       return x, []
@@ -368,7 +373,7 @@ class Encoder(nn.Module):
     def body(h, xs):
       p, key = xs
       rngs = None if key is None else {'dropout': key}
-      h, _ = layer.apply({'params': p}, h, mask, deterministic, False, rngs=rngs)
+      h, _ = layer.apply({'params': p}, h, mask, deterministic, False, segment_ids, rngs=rngs)
       return h, h
 
     policy = REMAT_POLICIES[cfg.remat]

@@ -27,7 +27,23 @@ and restarts position ids at 0 at the first token of each text (`packed_position
 is encoded exactly as it would be alone in its own row. Masking still picks ~mask_rate of the
 row's real tokens, so the number of predictions per text can differ from the unpacked layout;
 the loss is the mean over every prediction of the batch either way. Without `mono_seq` a row is
-one text with positions 0..length-1 (today's behaviour).
+one text with positions 0..length-1.
+
+Packed translation pairs (config.data.pair_packing; the layout is in amber_jax.data.batches) run
+the same four losses on rows of several pairs, each pass given the row's `pair_seq` or `sent_seq`
+(`Encoder(..., seq=...)`: attention within a pair, or within a sentence for SA, and positions
+restarted there):
+  TLM  the masked pass over pair_ids with seq=pair_seq (masking as for packed mono rows).
+  SA   one pass over sent_ids with seq=sent_seq; each sentence is mean-pooled over its own tokens
+       into slot k of its row (`packed_sentence_embeddings`; P = max_pairs_per_row slots of
+       pairs per row), and the in-batch softmax runs over every (row, slot) of the global batch,
+       empty slots being neither queries nor negatives.
+  WA   the [x; y] and [y; x] passes with the WA mask cut to each pair; the [y; x] probabilities are
+       moved to [x; y] coordinates (`swap_index`) and each pair's agreement is summed over its own
+       block (`packed_word_alignment`).
+On the same pairs SA and WA equal the one-pair-per-row losses, and TLM does for the same masked
+tokens, with their gradients (tests/test_pair_packing.py, on one device and on a
+data x fsdp x tensor mesh).
 """
 
 from __future__ import annotations
@@ -41,6 +57,7 @@ import jax.numpy as jnp
 
 from amber_jax.core import losses, masking
 from amber_jax.core.model import Encoder, PAD_ID
+from amber_jax.core.packing import packed_attention_mask, packed_positions
 
 Array = jax.Array
 
@@ -50,38 +67,26 @@ def max_predictions(length: int, rate: float) -> int:
   return max(1, min(length, math.ceil(rate * length) + 1))
 
 
-def packed_positions(seq: Array) -> Array:
-  """Position ids that restart at 0 at the first token of each text of a packed row.
-
-  Args:
-    seq: int [batch, length], which text each token belongs to (1, 2, ...; 0 on padding).
-
-  Returns:
-    int32 [batch, length]: the token's offset from the start of its run of equal `seq` values.
-  """
-  length = seq.shape[1]
-  index = jnp.broadcast_to(jnp.arange(length, dtype=jnp.int32), seq.shape)
-  starts = jnp.concatenate([jnp.ones_like(seq[:, :1], bool), seq[:, 1:] != seq[:, :-1]], axis=1)
-  start_index = jax.lax.cummax(jnp.where(starts, index, 0), axis=1)  # [batch, length]
-  return index - start_index
-
-
-def packed_attention_mask(seq: Array) -> Array:
-  """bool [batch, length, length]: query i sees key j iff both belong to the same text."""
-  return seq[:, :, None] == seq[:, None, :]
+def max_pairs_per_row(row_length: int) -> int:
+  """The most pairs a packed row of `row_length` holds: one per 6 tokens (the SA unit
+  [CLS] x [SEP] [CLS] y [SEP] of a pair with one token a side). A static bound: the packed SA
+  and WA losses pool into this many slots per row (amber_jax.data.pairs packs within it)."""
+  return max(1, row_length // 6)
 
 
 def _masked_lm(model: Encoder, params, ids, segments, rng, ocfg, dropout_rng, deterministic,
                seq=None):
   """MLM loss of one masked pass; `seq` int [batch, length] marks the texts of packed rows."""
-  vocab = model.cfg.vocab_size
-  m = masking.mask_tokens(rng, ids, vocab_size=vocab,
+  m = masking.mask_tokens(rng, ids, vocab_size=model.cfg.vocab_size,
                           max_predictions=max_predictions(ids.shape[1], ocfg.mask_rate),
                           rate=ocfg.mask_rate)
-  mask = positions = None
-  if seq is not None:
-    mask, positions = packed_attention_mask(seq), packed_positions(seq)
-  out = model.apply({'params': params}, m.ids, segments, mask, positions,
+  return masked_lm_pass(model, params, m, segments, dropout_rng, deterministic, seq=seq)
+
+
+def masked_lm_pass(model: Encoder, params, m: masking.Masked, segments, dropout_rng,
+                   deterministic, seq=None):
+  """(loss, accuracy) of the encoder's predictions at the masked tokens `m` (MLM and TLM)."""
+  out = model.apply({'params': params}, m.ids, segments, seq=seq,
                     deterministic=deterministic, rngs={'dropout': dropout_rng})
   logits = model.apply({'params': params}, out['hidden'], m.positions,
                        method=Encoder.mlm_logits)  # [batch, k, vocab]
@@ -133,6 +138,81 @@ def sentence_embeddings(model: Encoder, params, ids, dropout_rng, deterministic)
   return losses.mean_pool(out['hidden'].astype(jnp.float32), ids != PAD_ID)
 
 
+def _slots(seq: Array, count: int) -> Array:
+  """float32 [rows, length, count]: 1 where a token belongs to text 1..count of its row."""
+  return (seq[..., None] == jnp.arange(1, count + 1)).astype(jnp.float32)
+
+
+def _per_slot(values: Array, slots: Array) -> Array:
+  """Sums of `values` [rows, length(, e)] over each slot's tokens: [rows, count(, e)], in fp32."""
+  equation = 'rl,rls->rs' if values.ndim == 2 else 'rle,rls->rse'
+  return jnp.einsum(equation, values.astype(jnp.float32), slots,
+                    precision=jax.lax.Precision.HIGHEST)
+
+
+def packed_sentence_embeddings(model: Encoder, params, ids, seq, dropout_rng, deterministic):
+  """Packed SA rows ([CLS] x1 [SEP] [CLS] y1 [SEP] ..., sentence k of a row marked k in `seq`):
+  each sentence encoded alone (block-diagonal attention, positions restarted) and mean-pooled over
+  its tokens, as `sentence_embeddings` pools a row. Returns (float32 [rows, 2 P, embed],
+  float32 [rows, 2 P] token counts; 0 for an empty slot), P = max_pairs_per_row(length)."""
+  out = model.apply({'params': params}, ids, None, seq=seq, deterministic=deterministic,
+                    rngs={'dropout': dropout_rng})
+  slots = _slots(seq, 2 * max_pairs_per_row(ids.shape[1]))  # [rows, length, 2P]
+  sizes = slots.sum(axis=1)  # [rows, 2P]
+  return _per_slot(out['hidden'], slots) / jnp.maximum(sizes, 1.0)[..., None], sizes
+
+
+def swap_index(seq: Array, segments: Array, ids: Array) -> Array:
+  """For packed pair rows, where each x and y token of a row sits in its swap row: int32
+  [rows, length] (specials and pads map to themselves). A pair's unit [CLS] x [SEP] y [SEP]
+  starting at s holds x_i at s + 1 + i and y_j at s + |x| + 2 + j; its swap unit
+  [CLS] y [SEP] x [SEP] holds them at s + |y| + 2 + i and s + 1 + j."""
+  index = jnp.broadcast_to(jnp.arange(ids.shape[1], dtype=jnp.int32), ids.shape)
+  offset = packed_positions(seq)  # [rows, length]
+  start = index - offset
+  same = packed_attention_mask(seq) & (ids != PAD_ID)[:, None, :]  # [rows, q, k]
+  size = same.sum(axis=-1)  # tokens of the unit: |x| + |y| + 3
+  first = (same & (segments == 0)[:, None, :]).sum(axis=-1)  # [CLS] x [SEP]: |x| + 2
+  n_x, n_y = first - 2, size - first - 1
+  real = ~masking.is_special(ids)
+  x_to = start + n_y + 1 + offset  # x_i: offset 1 + i -> s + |y| + 2 + i
+  y_to = start + offset - n_x - 1  # y_j: offset |x| + 2 + j -> s + 1 + j
+  return jnp.where(real & (segments == 0), x_to,
+                   jnp.where(real & (segments == 1), y_to, index)).astype(jnp.int32)
+
+
+def packed_word_alignment(model: Encoder, params, batch, ocfg, dropout_rng, deterministic):
+  """L_WA of packed pair rows: the [x; y] and [y; x] passes with the WA mask restricted to each
+  pair, then each pair's agreement from its own block of the last layer's probabilities. The
+  [y; x] probabilities are moved to the [x; y] row's coordinates (`swap_index`), so a pair's
+  sum_ij A_x2y[i, j] A_y2x[j, i] is a sum over its (x query, y key) entries. Returns (loss,
+  per-pair loss [rows, P], valid [rows, P])."""
+  ids, segments, seq = batch['pair_ids'], batch['pair_segments'], batch['pair_seq']
+  r1, r2 = jax.random.split(dropout_rng)
+
+  def last_probs(ids, segs, rng):
+    mask = masking.wa_attention_mask(ids, segs, ocfg.wa_mask)
+    out = model.apply({'params': params}, ids, segs, mask, seq=seq, deterministic=deterministic,
+                      return_last_probs=True, rngs={'dropout': rng})
+    return out['last_probs'].astype(jnp.float32)  # [rows, heads, L, L]
+
+  p_xy = last_probs(ids, segments, r1)
+  p_yx = last_probs(batch['swap_ids'], batch['swap_segments'], r2)
+  index = swap_index(seq, segments, ids)  # [rows, L]
+  p_yx = jnp.take_along_axis(p_yx, index[:, None, :, None], axis=2)  # queries, then keys, moved
+  p_yx = jnp.take_along_axis(p_yx, index[:, None, None, :], axis=3)
+  real = ~masking.is_special(ids)
+  is_x, is_y = real & (segments == 0), real & (segments == 1)  # [rows, L]
+  block = packed_attention_mask(seq) & is_x[:, :, None] & is_y[:, None, :]  # x query, y key
+  # p_yx[q, k]: x token q over y token k (A_x2y); p_xy[k, q]: y token k over x token q (A_y2x).
+  agree = (p_yx * jnp.swapaxes(p_xy, -1, -2) * block[:, None]).sum(-1).mean(1)  # [rows, L]
+  slots = _slots(seq, max_pairs_per_row(ids.shape[1]))  # [rows, L, P]
+  shorter = jnp.minimum(_per_slot(is_x, slots), _per_slot(is_y, slots))  # [rows, P]
+  per_pair = 1.0 - _per_slot(agree, slots) / jnp.maximum(shorter, 1.0)
+  valid = (shorter > 0).astype(jnp.float32)
+  return (per_pair * valid).sum() / jnp.maximum(valid.sum(), 1.0), per_pair, valid
+
+
 class Keys(NamedTuple):
   """The PRNG keys one objective gets in a step (see `objective_keys`)."""
 
@@ -158,6 +238,8 @@ class Objective:
     fn: a `LossFn`.
     masks: whether it draws a masking key (`Keys.mask`).
     optional_keys: batch arrays it reads when present (e.g. MLM's 'mono_seq').
+    packed_keys: the batch arrays of its packed-pairs layout (config.data.pair_packing), read
+      instead of `batch_keys` when they are all present.
     passes: batch shapes ({key: shape}) -> its encoder passes, each (rows, length, masked: whether
       the MLM head runs on its masked positions); what `amber_jax.training.flops` counts.
   """
@@ -169,6 +251,7 @@ class Objective:
   fn: LossFn
   masks: bool = False
   optional_keys: tuple[str, ...] = ()
+  packed_keys: tuple[str, ...] = ()
   passes: Callable[[Mapping[str, tuple[int, ...]]], tuple[tuple[int, int, bool], ...]] = (
       lambda shapes: ())
 
@@ -181,6 +264,13 @@ class Objective:
   def loss_key(self) -> str:
     return f'{self.name}_loss'
 
+  def keys_of(self, batch) -> tuple[str, ...]:
+    """The batch keys it reads from `batch` (a dict or {key: shape}): the packed layout's when
+    they are all there, else `batch_keys`."""
+    if self.packed_keys and all(k in batch for k in self.packed_keys):
+      return self.packed_keys
+    return self.batch_keys
+
 
 def _mlm(model, params, batch, keys, ocfg, deterministic):
   """MLM: one masked pass over the monolingual rows (packed rows when mono_seq is given)."""
@@ -190,26 +280,40 @@ def _mlm(model, params, batch, keys, ocfg, deterministic):
 
 
 def _tlm(model, params, batch, keys, ocfg, deterministic):
-  """TLM: one masked pass over the joined pairs [x; y]."""
+  """TLM: one masked pass over the joined pairs [x; y] (packed rows when pair_seq is given)."""
   loss, acc = _masked_lm(model, params, batch['pair_ids'], batch['pair_segments'], keys.mask,
-                         ocfg, keys.dropout, deterministic)
+                         ocfg, keys.dropout, deterministic, seq=batch.get('pair_seq'))
   return loss, {'tlm_loss': loss, 'tlm_accuracy': acc}
 
 
 def _sa(model, params, batch, keys, ocfg, deterministic):
-  """SA: one unmasked pass over x and y stacked, then the in-batch softmax of their embeddings."""
-  n = batch['src_ids'].shape[0]
-  both = jnp.concatenate([batch['src_ids'], batch['tgt_ids']], axis=0)  # one pass, [2n, L_s]
-  c = sentence_embeddings(model, params, both, keys.dropout, deterministic)  # [2n, embed]
+  """SA: one unmasked pass over the sentences x and y, then the in-batch softmax of their
+  embeddings: x and y stacked as rows, or packed rows (sent_ids) with the negatives drawn from
+  every sentence of every row."""
+  valid = None
+  if 'sent_ids' in batch:
+    emb, sizes = packed_sentence_embeddings(model, params, batch['sent_ids'], batch['sent_seq'],
+                                            keys.dropout, deterministic)  # [rows, 2P, embed]
+    c_x = emb[:, 0::2].reshape(-1, emb.shape[-1])  # [rows * P, embed]
+    c_y = emb[:, 1::2].reshape(-1, emb.shape[-1])
+    valid = (sizes[:, 0::2] > 0).reshape(-1).astype(jnp.float32)
+  else:
+    n = batch['src_ids'].shape[0]
+    both = jnp.concatenate([batch['src_ids'], batch['tgt_ids']], axis=0)  # one pass, [2n, L_s]
+    c = sentence_embeddings(model, params, both, keys.dropout, deterministic)  # [2n, embed]
+    c_x, c_y = c[:n], c[n:]
   loss = losses.sentence_alignment_loss(
-      c[:n], c[n:], cosine=ocfg.sa_cosine, temperature=ocfg.sa_temperature,
+      c_x, c_y, valid, cosine=ocfg.sa_cosine, temperature=ocfg.sa_temperature,
       margin=ocfg.sa_margin, bidirectional=ocfg.sa_bidirectional)
   return loss, {'sa_loss': loss}
 
 
 def _wa(model, params, batch, keys, ocfg, deterministic):
   """WA: the attention symmetry of the [x; y] and [y; x] passes' last layers."""
-  loss, _ = word_alignment(model, params, batch, ocfg, keys.dropout, deterministic)
+  if 'pair_seq' in batch:
+    loss, _, _ = packed_word_alignment(model, params, batch, ocfg, keys.dropout, deterministic)
+  else:
+    loss, _ = word_alignment(model, params, batch, ocfg, keys.dropout, deterministic)
   return loss, {'wa_loss': loss}
 
 
@@ -223,10 +327,13 @@ OBJECTIVES: tuple[Objective, ...] = (
               _mlm, masks=True, optional_keys=('mono_seq',),
               passes=lambda s: ((*s['mono_ids'], True),)),
     Objective('tlm', 'tlm_weight', _PAIR_KEYS, ('tlm_loss', 'tlm_accuracy'), _tlm, masks=True,
-              passes=lambda s: ((*s['pair_ids'], True),)),
+              optional_keys=('pair_seq',), passes=lambda s: ((*s['pair_ids'], True),)),
     Objective('sa', 'sa_weight', _SENTENCE_KEYS, ('sa_loss',), _sa,
-              passes=lambda s: ((2 * s['src_ids'][0], s['src_ids'][1], False),)),
+              packed_keys=('sent_ids', 'sent_seq'),
+              passes=lambda s: (((*s['sent_ids'], False),) if 'sent_ids' in s else
+                                ((2 * s['src_ids'][0], s['src_ids'][1], False),))),
     Objective('wa', 'wa_weight', _SENTENCE_KEYS + _PAIR_KEYS + _SWAP_KEYS, ('wa_loss',), _wa,
+              packed_keys=_PAIR_KEYS + _SWAP_KEYS + ('pair_seq',),
               passes=lambda s: ((*s['pair_ids'], False), (*s['swap_ids'], False))),
 )
 
@@ -254,12 +361,13 @@ def objective_keys(rng: Array, registry: tuple[Objective, ...]) -> dict[str, Key
 
 def _runs(o: Objective, batch: Mapping[str, Array], ocfg) -> bool:
   """Whether `o` runs on `batch`: its arrays are there and its weight is non-zero."""
-  present = [k in batch for k in o.batch_keys]
+  keys = o.keys_of(batch)
+  present = [k in batch for k in keys]
   if not any(present) or not getattr(ocfg, o.weight):
     return False
   if not all(present):
-    missing = [k for k, p in zip(o.batch_keys, present) if not p]
-    raise ValueError(f'Objective {o.name!r} reads {o.batch_keys}; the batch lacks {missing} '
+    missing = [k for k, p in zip(keys, present) if not p]
+    raise ValueError(f'Objective {o.name!r} reads {keys}; the batch lacks {missing} '
                      f'(it has {sorted(batch)}). Yield every key of a batch part '
                      f'(amber_jax.data.batches), or set config.objectives.{o.weight}=0.')
   return True

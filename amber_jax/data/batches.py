@@ -14,6 +14,20 @@ L_s = sentence_length, L_p = 2 * L_s; a part whose batch size is 0 has none of i
   swap_segments  [B_p, L_p]  0 on [CLS] y [SEP], 1 on x [SEP], 0 on pads
 x and y are the same token lists in every array of a row.
 
+With config.data.pair_packing (the default) the parallel part is R = parallel_batch_size rows of
+L_p = 2 L_s, each holding as many whole pairs as fit (amber_jax.data.pairs), every array
+[R, L_p]:
+  pair_ids       [CLS] x1 [SEP] y1 [SEP] [CLS] x2 [SEP] y2 [SEP] ... PAD
+  pair_segments  0 on [CLS] x [SEP], 1 on y [SEP] (per pair), 0 on pads
+  swap_ids       [CLS] y1 [SEP] x1 [SEP] [CLS] y2 [SEP] x2 [SEP] ... PAD
+  swap_segments  0 on [CLS] y [SEP], 1 on x [SEP] (per pair), 0 on pads
+  pair_seq       k on the tokens of the row's k-th pair (1, 2, ...), 0 on pads; the same in the
+                 pair and swap rows (a pair's unit has the same span in both)
+  sent_ids       [CLS] x1 [SEP] [CLS] y1 [SEP] [CLS] x2 [SEP] ... PAD: the SA pass's sentences
+  sent_seq       2k - 1 on x_k's [CLS] x_k [SEP], 2k on y_k's, 0 on pads
+A row holds at most `amber_jax.core.objectives.max_pairs_per_row(L_p)` pairs. x and y are cut to L_s - 2 tokens as in the
+one-pair layout, so the same pairs give the same tokens in both.
+
 The keys come in groups of one shape (MONO_KEYS, PACKED_KEYS, SENTENCE_KEYS, PAIR_KEYS) and two
 parts (PARTS: 'mono', 'parallel'), each present or absent as a whole. The losses that read them
 are declared in `amber_jax.core.objectives.OBJECTIVES` (each objective's batch keys are keys of
@@ -32,8 +46,10 @@ MONO_KEYS = ('mono_ids', 'mono_segments')  # [B_m, L_m]
 PACKED_KEYS = ('mono_seq',)  # [B_m, L_m], only with config.data.packing
 SENTENCE_KEYS = ('src_ids', 'tgt_ids')  # [B_p, L_s]
 PAIR_KEYS = ('pair_ids', 'pair_segments', 'swap_ids', 'swap_segments')  # [B_p, 2 L_s]
+PACKED_PAIR_KEYS = ('pair_seq', 'sent_ids', 'sent_seq')  # [R, 2 L_s], with config.data.pair_packing
 # The parts of a batch: part -> every key it may hold (its batch size 0: none of them).
-PARTS = {'mono': MONO_KEYS + PACKED_KEYS, 'parallel': SENTENCE_KEYS + PAIR_KEYS}
+PARTS = {'mono': MONO_KEYS + PACKED_KEYS,
+         'parallel': SENTENCE_KEYS + PAIR_KEYS + PACKED_PAIR_KEYS}
 
 
 def batch_spec(data_cfg) -> dict[str, tuple[tuple[int, int], np.dtype]]:
@@ -47,7 +63,9 @@ def batch_spec(data_cfg) -> dict[str, tuple[tuple[int, int], np.dtype]]:
     spec.update({name: ((bm, lm), int32) for name in MONO_KEYS})
     if data_cfg.packing:
       spec.update({name: ((bm, lm), int32) for name in PACKED_KEYS})
-  if bp:
+  if bp and data_cfg.pair_packing:
+    spec.update({name: ((bp, 2 * ls), int32) for name in PAIR_KEYS + PACKED_PAIR_KEYS})
+  elif bp:
     spec.update({name: ((bp, ls), int32) for name in SENTENCE_KEYS})
     spec.update({name: ((bp, 2 * ls), int32) for name in PAIR_KEYS})
   return spec

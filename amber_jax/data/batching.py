@@ -4,7 +4,7 @@ translation pairs with no English sentence twice in a batch. Numpy only: the seq
 
 A `TrainIterator` joins a mono part and a parallel part into the batch contract's dicts
 (amber_jax.data.batches). A part is any object with `next() -> (arrays, counts)` (see RowBatcher,
-Packer, UniqueSourceBatcher); when both parts also have `get_state()`/`set_state(dict)` the
+Packer, StreamPairs); when both parts also have `get_state()`/`set_state(dict)` the
 iterator's position can be saved and restored in O(1) (`TrainIterator.resumable`).
 """
 
@@ -17,12 +17,7 @@ import numpy as np
 
 from amber_jax import errors
 from amber_jax.core.model import CLS_ID, PAD_ID, SEP_ID
-from amber_jax.data.batches import join_pair
-
-assert PAD_ID == 0  # join_pair and the framing count real tokens with count_nonzero
-# A parallel batch that cannot be filled with distinct English sentences from this many
-# batches' worth of consecutive pairs means the corpus has too few of them for the batch size.
-MAX_POOL_BATCHES = 16
+from amber_jax.data import pairs
 
 
 class RowBatcher:
@@ -106,8 +101,8 @@ class TrainIterator:
   `stats` counts over the yielded batches: steps, mono_rows, mono_texts (packed texts),
   mono_truncated (texts cut to mono_length - 2 tokens), mono_dropped (too long, dropped), pairs,
   src_truncated, tgt_truncated, pairs_dropped (a side too long, dropped), deferred (pairs passed
-  over because their English sentence was already in the batch; one pair can count more than
-  once).
+  over for a later batch: their English sentence was already in the batch, or, packed, no row
+  had room; one pair can count more than once).
   """
 
   def __init__(self, mono, parallel, *, skip: int = 0, layout: dict | None = None):
@@ -170,63 +165,39 @@ class TrainIterator:
       for k, v in counts.items():
         self.stats[k] += v
     if self._parallel is not None:
-      rows, deferred = self._parallel.next()
-      src, tgt = rows['src_ids'], rows['tgt_ids']  # [B_p, L_s] each
-      pair, pair_segments = join_pair(src, tgt)  # [B_p, 2 L_s] each
-      swap, swap_segments = join_pair(tgt, src)
-      batch.update(src_ids=src, tgt_ids=tgt, pair_ids=pair, pair_segments=pair_segments,
-                   swap_ids=swap, swap_segments=swap_segments)
-      self.stats['pairs'] += len(src)
-      self.stats['src_truncated'] += int(rows['src_truncated'].sum())
-      self.stats['tgt_truncated'] += int(rows['tgt_truncated'].sum())
-      self.stats['pairs_dropped'] += self._parallel.dropped
-      self._parallel.dropped = 0
-      self.stats['deferred'] += deferred
+      rows, counts = self._parallel.next()
+      batch.update(rows)
+      for k, v in counts.items():
+        self.stats[k] += v
     self.stats['steps'] += 1
     return batch
 
 
-class UniqueSourceBatcher:
-  """Cuts chunks of framed pairs into batches whose `src_ids` rows are all distinct.
+class StreamPairs:
+  """The parallel part of the live (seqio) path: steps of pairs chosen by `pairs.select_pairs`
+  from a stream of (x ids, y ids), laid out one per row or packed. Pairs deferred to a later step
+  are held here, oldest first."""
 
-  A batch takes, in arrival order, each pair whose English row is not yet in it, until it has
-  `batch_size`; the pairs passed over stay in the pool, ahead of newer ones, for the next batch.
-  """
+  def __init__(self, stream: Iterator[tuple[np.ndarray, np.ndarray]], rows: int,
+               sentence_length: int, packed: bool, drop: bool):
+    self._stream, self._rows, self._length = stream, rows, sentence_length
+    self._packed, self._drop = packed, drop
+    self.pool: list[tuple[np.ndarray, np.ndarray]] = []
 
-  def __init__(self, chunks: Iterator[dict[str, np.ndarray]], batch_size: int):
-    self._chunks = chunks  # dicts of arrays with a leading [rows] axis, 'src_ids' among them
-    self._batch_size = batch_size
-    self._pool: dict[str, np.ndarray] | None = None
-    self.dropped = 0  # pairs that chunks reported dropped (too long), since last reset
+  def next(self) -> tuple[dict[str, np.ndarray], dict[str, int]]:
+    used = 0
 
-  def next(self) -> tuple[dict[str, np.ndarray], int]:
-    """Returns (the next batch's arrays, how many pooled pairs it passed over)."""
-    size = self._batch_size
-    taken, seen, i = [], set(), 0  # a walk through the pool in order: cost ~ batch, not pool
-    while len(taken) < size:
-      if self._pool is None or i == len(self._pool['src_ids']):
-        if i >= MAX_POOL_BATCHES * size:
-          raise ValueError(
-              f'Could not fill a parallel batch of {size} distinct English sentences: '
-              f'{i} consecutive pairs hold only {len(seen)}. The corpus has too few distinct '
-              'English sentences for this batch; lower config.data.parallel_batch_size (or add '
-              'data).')
-        chunk = dict(next(self._chunks))
-        self.dropped += chunk.pop('dropped', 0)
-        self._pool = chunk if self._pool is None else {
-            k: np.concatenate([v, chunk[k]]) for k, v in self._pool.items()}
-        continue
-      key = self._pool['src_ids'][i].tobytes()
-      if key not in seen:
-        seen.add(key)
-        taken.append(i)
-      i += 1
-    pool = self._pool
-    batch = {k: v[taken] for k, v in pool.items()}
-    if i == size:  # nothing passed over: the rest of the pool is a view
-      self._pool = {k: v[i:] for k, v in pool.items()}
-    else:
-      keep = np.ones(len(pool['src_ids']), bool)  # [pool]
-      keep[taken] = False
-      self._pool = {k: v[keep] for k, v in pool.items()}
-    return batch, i - size
+    def candidates():
+      nonlocal used
+      for pair in self.pool:
+        used += 1
+        yield (pair, *pair)
+      for src, tgt in self._stream:
+        pair = (np.asarray(src, np.int32), np.asarray(tgt, np.int32))
+        yield (pair, *pair)
+
+    selection = pairs.select_pairs(candidates(), rows=self._rows,
+                                   sentence_length=self._length, packed=self._packed,
+                                   drop=self._drop)
+    self.pool = selection.deferred + self.pool[used:]
+    return pairs.layout(selection, self._rows, self._length, self._packed), pairs.counts(selection)

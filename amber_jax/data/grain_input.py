@@ -36,7 +36,7 @@ import sys
 import numpy as np
 
 from amber_jax import storage
-from amber_jax.data import batching, records
+from amber_jax.data import batching, pairs, records
 from amber_jax.data.batches import frame_texts
 
 BLOCK = 1024  # positions read together
@@ -313,52 +313,34 @@ class PackedRows:
 
 
 class UniquePairs:
-  """Batches of framed pairs whose English rows are all distinct: the `UniqueSourceBatcher` rule
-  (a pair whose English row is already in the batch waits, ahead of newer pairs, for the next
-  batch), on positions. Pairs with a side too long are dropped when `drop` (counted)."""
+  """The parallel part from positions: each step's pairs chosen by `pairs.select_pairs` (no English
+  sentence twice; packed or one per row), the positions of the pairs it defers kept for the next
+  steps, oldest first."""
 
-  def __init__(self, positions: Positions, length: int, batch_size: int, drop: bool):
-    self._positions, self._length, self._size, self._drop = positions, length, batch_size, drop
+  def __init__(self, positions: Positions, sentence_length: int, rows: int, drop: bool,
+               packed: bool):
+    self._positions, self._length, self._rows = positions, sentence_length, rows
+    self._drop, self._packed = drop, packed
     self.position = 0
     self.pool: list[int] = []  # positions of deferred pairs, oldest first
-    self.dropped = 0  # pairs dropped since TrainIterator last read this
 
-  def _candidates(self):
-    yield from self.pool
-    while True:
-      self.position += 1
-      yield self.position - 1
+  def next(self) -> tuple[dict[str, np.ndarray], dict[str, int]]:
+    used = 0
 
-  def next(self) -> tuple[dict[str, np.ndarray], int]:
-    size, limit = self._size, self._length - 2
-    taken, deferred, seen, examined = [], [], set(), 0
-    candidates = self._candidates()
-    pool_left = len(self.pool)
-    while len(taken) < size:
-      if examined >= batching.MAX_POOL_BATCHES * size:
-        raise ValueError(
-            f'Could not fill a parallel batch of {size} distinct English sentences: {examined} '
-            f'consecutive pairs hold only {len(seen)}. The corpus has too few distinct English '
-            'sentences for this batch; lower config.data.parallel_batch_size (or add data).')
-      q = next(candidates)
-      examined += 1
-      pool_left -= 1
-      src, tgt = self._positions[q]
-      if self._drop and (len(src) > limit or len(tgt) > limit):
-        self.dropped += 1
-        continue
-      key = src[:limit].tobytes()
-      if key in seen:
-        deferred.append(q)
-      else:
-        seen.add(key)
-        taken.append((src, tgt))
-    rest = self.pool[len(self.pool) - pool_left:] if pool_left > 0 else []
-    self.pool = deferred + rest if pool_left > 0 else deferred
-    src_ids, src_cut = frame_texts([s for s, _ in taken], self._length)
-    tgt_ids, tgt_cut = frame_texts([t for _, t in taken], self._length)
-    return ({'src_ids': src_ids, 'tgt_ids': tgt_ids, 'src_truncated': src_cut,
-             'tgt_truncated': tgt_cut}, len(deferred))
+    def candidates():
+      nonlocal used
+      for q in self.pool:
+        used += 1
+        yield (q, *self._positions[q])
+      while True:
+        self.position += 1
+        yield (self.position - 1, *self._positions[self.position - 1])
+
+    selection = pairs.select_pairs(candidates(), rows=self._rows,
+                                   sentence_length=self._length, packed=self._packed,
+                                   drop=self._drop)
+    self.pool = selection.deferred + self.pool[used:]
+    return pairs.layout(selection, self._rows, self._length, self._packed), pairs.counts(selection)
 
   def get_state(self) -> dict:
     return {'position': self.position, 'pool': list(self.pool)}
@@ -386,6 +368,8 @@ def make_parts(data_cfg, *, seed: int, shard_index: int, num_shards: int):
     layout['mono'] = [kind.__name__, data_cfg.mono_length, data_cfg.mono_batch_size, drop]
   if data_cfg.parallel_batch_size:
     parallel = UniquePairs(positions('parallel'), data_cfg.sentence_length,
-                           data_cfg.parallel_batch_size, drop)
+                           data_cfg.parallel_batch_size, drop, data_cfg.pair_packing)
     layout['parallel'] = [data_cfg.sentence_length, data_cfg.parallel_batch_size, drop]
+    if data_cfg.pair_packing:
+      layout['parallel'].append('packed')
   return mono, parallel, layout

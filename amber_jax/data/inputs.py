@@ -7,6 +7,7 @@ no TensorFlow (benchmarks, TF-free machines).
 from __future__ import annotations
 
 import copy
+import itertools
 from typing import Callable, Iterator
 
 import jax
@@ -15,7 +16,7 @@ import numpy as np
 
 from amber_jax import storage
 from amber_jax.core.model import CLS_ID, NUM_SPECIALS, SEP_ID
-from amber_jax.data import batches, pipeline
+from amber_jax.data import batches, pairs, pipeline
 from amber_jax.text.tokenizer import check_vocabulary
 
 # The config.data paths that may be gs:// URLs: the pipeline reads this host's mirror of them.
@@ -69,32 +70,49 @@ def config_input(config) -> Callable[..., Iterator[dict]]:
   return batches
 
 
+# Synthetic sentences: lengths (pieces) log-normal around the Django catalogs' median of 15, so
+# that one pair per row carries the padding real pairs do.
+SYNTHETIC_MEDIAN, SYNTHETIC_SIGMA = 15, 0.6
+
+
 def synthetic_batches(config, start_step: int = 0) -> Iterator[dict]:
-  """Random token batches with the real batch layout (benchmarks, TF-free machines)."""
+  """Random token batches with the real batch layout (benchmarks, TF-free machines). Monolingual
+  rows are full (one text each); translation pairs have random lengths (`SYNTHETIC_MEDIAN`) and
+  are laid out as the real input lays them out (amber_jax.data.pairs: one per row, or packed)."""
   spec = batches.batch_spec(config.data)
   step = start_step
   while True:
     rng = np.random.default_rng([config.seed, step])
-    yield {name: _synthetic_array(name, shape, dtype, rng, config.model.vocab_size)
-           for name, (shape, dtype) in spec.items()}
+    batch = {name: _synthetic_array(name, shape, dtype, rng, config.model.vocab_size)
+             for name, (shape, dtype) in spec.items() if name in batches.PARTS['mono']}
+    if config.data.parallel_batch_size:
+      batch.update(_synthetic_pairs(config.data, rng, config.model.vocab_size))
+    yield batch
     step += 1
 
 
+def _synthetic_pairs(data_cfg, rng, vocab_size) -> dict[str, np.ndarray]:
+  """One step's parallel part from random pairs (`SYNTHETIC_MEDIAN`)."""
+
+  def candidates():
+    for i in itertools.count():
+      n = np.maximum(1, np.round(rng.lognormal(np.log(SYNTHETIC_MEDIAN), SYNTHETIC_SIGMA, 2)))
+      yield (i, *(rng.integers(NUM_SPECIALS, vocab_size, int(k), dtype=np.int32) for k in n))
+
+  rows, length = data_cfg.parallel_batch_size, data_cfg.sentence_length
+  selection = pairs.select_pairs(candidates(), rows=rows, sentence_length=length,
+                                 packed=data_cfg.pair_packing, drop=False)
+  return pairs.layout(selection, rows, length, data_cfg.pair_packing)
+
+
 def _synthetic_array(name, shape, dtype, rng, vocab_size):
-  """One array of a synthetic batch, by its group in the batch contract (`batches`): ids are
-  [CLS] random tokens [SEP] (a joined pair's with a [SEP] in its middle), a packed row holds one
-  text, mono segments are 0 and a joined pair's are 0 on its first half, 1 on its second."""
+  """One monolingual array of a synthetic batch: ids are [CLS] random tokens [SEP], a packed row
+  holds one text, segments are 0."""
   if name in batches.PACKED_KEYS:  # one text per row, as the ids below are framed
     return np.ones(shape, dtype)
   if name.endswith('_segments'):
-    if name not in batches.PAIR_KEYS:
-      return np.zeros(shape, dtype)
-    half = shape[1] // 2
-    return np.concatenate([np.zeros((shape[0], half)), np.ones((shape[0], shape[1] - half))],
-                          axis=1).astype(dtype)
+    return np.zeros(shape, dtype)
   ids = rng.integers(NUM_SPECIALS, vocab_size, size=shape).astype(dtype)
   ids[:, 0] = CLS_ID
-  if name in batches.PAIR_KEYS:
-    ids[:, shape[1] // 2 - 1] = SEP_ID
   ids[:, -1] = SEP_ID
   return ids

@@ -1,9 +1,10 @@
 """seqio mixtures -> one dict of fixed-shape int32 numpy arrays per training step, in the
 batch contract of `amber_jax.data.batches`.
 
-No two rows of a parallel batch share the same x (after truncation): a duplicate would be a false
-negative for the in-batch sentence-alignment softmax. A pair whose x is already in the batch waits
-in a carry-over pool and goes into the next batch it fits (order otherwise kept; deterministic).
+No two pairs of a parallel batch share the same x (after truncation): a duplicate would be a
+false negative for the in-batch sentence-alignment softmax. A pair whose x is already in the batch
+waits in a carry-over pool and goes into the next batch it fits (order otherwise kept;
+deterministic). With config.data.pair_packing several pairs share a row (amber_jax.data.pairs).
 
 Examples come from a pretokenized cache of the two mixtures (`data_cfg.cache_dir`, written by
 `amber-jax data cache`), read through Grain without TensorFlow (amber_jax.data.grain_input: its
@@ -62,9 +63,9 @@ def make_train_iterator(data_cfg, *, seed: int, start_step: int = 0, shard_index
     size, length = data_cfg.mono_batch_size, data_cfg.mono_length
     mono = (batching.Packer(source.mono_texts(), length, size, drop) if data_cfg.packing
             else batching.RowBatcher(source.mono_rows(), size, drop))
-  if 'src_ids' in spec:
-    parallel = batching.UniqueSourceBatcher(_drop_long_pairs(source.pair_rows(), drop),
-                                            data_cfg.parallel_batch_size)
+  if data_cfg.parallel_batch_size:
+    parallel = batching.StreamPairs(source.pair_texts(), data_cfg.parallel_batch_size,
+                                    data_cfg.sentence_length, data_cfg.pair_packing, drop)
   return batching.TrainIterator(mono, parallel, skip=start_step)
 
 
@@ -94,28 +95,12 @@ class _SeqioSource:
     ds = _examples(self._cfg, self._names, 'mono', ('tokens',), self._seed, self._shard)
     return self._numpy(ds.map(lambda ex: self._tf.cast(ex['tokens'], self._tf.int32)))
 
-  def pair_rows(self):
-    """Chunks {'src_ids', 'tgt_ids': int32 [B_p, L_s], 'src_truncated', 'tgt_truncated'}."""
-    length, tf = self._cfg.sentence_length, self._tf
-
-    def sides(ex):
-      (src, src_cut), (tgt, tgt_cut) = _frame(ex['src'], length), _frame(ex['tgt'], length)
-      return {'src_ids': src, 'tgt_ids': tgt, 'src_truncated': src_cut,
-              'tgt_truncated': tgt_cut}
-
+  def pair_texts(self):
+    """(x, y) int32 id arrays (no specials), one pair each."""
+    tf = self._tf
     ds = _examples(self._cfg, self._names, 'parallel', ('src', 'tgt'), self._seed, self._shard)
-    ds = ds.map(sides, num_parallel_calls=tf.data.AUTOTUNE)
-    return self._numpy(ds.batch(self._cfg.parallel_batch_size, drop_remainder=True))
-
-
-def _drop_long_pairs(chunks, drop: bool):
-  """Chunks of framed pairs, without the pairs with a cut side when `drop` (counted in 'dropped')."""
-  for chunk in chunks:
-    if drop:
-      cut = (chunk['src_truncated'] | chunk['tgt_truncated']).astype(bool)
-      chunk = {k: v[~cut] for k, v in chunk.items()}
-      chunk['dropped'] = int(cut.sum())
-    yield chunk
+    return self._numpy(ds.map(lambda ex: (tf.cast(ex['src'], tf.int32),
+                                          tf.cast(ex['tgt'], tf.int32))))
 
 
 @functools.cache

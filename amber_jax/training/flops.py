@@ -57,7 +57,7 @@ def step_flops(mcfg, ocfg, shapes: Mapping[str, tuple[int, ...]]) -> float:
   `amber_jax.data.batches.batch_spec`'s), over the objectives whose weight is not 0."""
   total = 0.0
   for o in objectives.OBJECTIVES:
-    if not getattr(ocfg, o.weight) or not all(k in shapes for k in o.batch_keys):
+    if not getattr(ocfg, o.weight) or not all(k in shapes for k in o.keys_of(shapes)):
       continue
     for rows, length, masked in o.passes(shapes):
       if rows:

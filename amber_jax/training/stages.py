@@ -11,7 +11,7 @@ import ml_collections
 # The data fields a stage may override: the shapes of a step and how rows are cut. Everything else
 # of config.data (corpus, vocabulary, mixture, cache) is fixed for the run.
 STAGE_DATA_FIELDS = ('mono_batch_size', 'parallel_batch_size', 'mono_length', 'sentence_length',
-                     'too_long', 'packing')
+                     'too_long', 'packing', 'pair_packing')
 
 
 @dataclasses.dataclass(frozen=True)
