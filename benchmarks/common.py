@@ -51,6 +51,8 @@ class JaxStep:
     self.step = train_step.make_train_step(self.setup)
     local = next(inputs.synthetic_batches(cfg))
     self.tokens = metrics.count_tokens(local)
+    self.positions = count_positions(local)
+    self.pairs = count_pairs(local)
     from amber_jax.parallel import partitioning  # pylint: disable=import-outside-toplevel
     self.batch = partitioning.to_global(local, self.setup.mesh)
     with partitioning.activation_rules(self.setup.mesh, self.setup.rules):
@@ -80,3 +82,36 @@ def synthetic_ids(rng: np.random.Generator, rows: int, length: int, vocab: int) 
   ids = rng.integers(NUM_SPECIALS, vocab, size=(rows, length)).astype(np.int32)
   ids[:, 0], ids[:, -1] = CLS_ID, SEP_ID
   return ids
+
+
+def count_positions(batch: dict) -> int:
+  """Token positions, pads included, of the rows `metrics.count_tokens` counts (mono_ids and
+  pair_ids): what the step's row shapes cost."""
+  return int(sum(np.size(batch[k]) for k in ('mono_ids', 'pair_ids') if k in batch))
+
+
+def count_pairs(batch: dict) -> int:
+  """Translation pairs in a batch: one per pair_ids row, or with pair packing the pairs numbered
+  in each row's pair_seq (1, 2, ... k)."""
+  if 'pair_seq' in batch:
+    return int(np.asarray(batch['pair_seq']).max(axis=1).sum())
+  return int(np.shape(batch['pair_ids'])[0]) if 'pair_ids' in batch else 0
+
+
+def unpack_pairs(batch: dict) -> list[tuple[np.ndarray, np.ndarray]]:
+  """The translation pairs (x, y) of a batch's pair rows, as token id arrays without specials,
+  row by row and in row order; packed rows (pair_seq) or one pair per row alike.
+
+  A pair's tokens in pair_ids are [CLS] x [SEP] y [SEP] with pair_segments 0 on [CLS] x [SEP] and
+  1 on y [SEP] (amber_jax.data.batches).
+  """
+  from amber_jax.core.model import PAD_ID  # pylint: disable=import-outside-toplevel
+  ids = np.asarray(batch['pair_ids'])
+  segments = np.asarray(batch['pair_segments'])
+  seq = np.asarray(batch['pair_seq']) if 'pair_seq' in batch else (ids != PAD_ID).astype(np.int32)
+  out = []
+  for r in range(ids.shape[0]):
+    for k in range(1, int(seq[r].max()) + 1):
+      unit, unit_segments = ids[r][seq[r] == k], segments[r][seq[r] == k]
+      out.append((unit[unit_segments == 0][1:-1], unit[unit_segments == 1][:-1]))
+  return out
