@@ -15,7 +15,7 @@ $py benchmarks/memory.py          # 8 fake CPU devices: per-device bytes of the 
 $py benchmarks/compile_time.py    # lower + compile seconds of the base step, default vs options
 $py benchmarks/checkpoint_storage.py  # base state: save/restore, local folder vs gs:// (emulator)
 if [ "$($py -c 'import jax; print(jax.default_backend())' 2>/dev/null)" = gpu ]; then
-  bash benchmarks/gpu_check.sh    # tokens/s and MFU of base on this GPU (bf16, seq 128 and 512)
+  PYTHON=$py bash benchmarks/gpu_check.sh  # tokens/s and MFU of base on this GPU (bf16, seq 128 and 512)
 else
   echo 'gpu_mfu.py skipped: no GPU (check the script on CPU: benchmarks/gpu_mfu.py --tiny --steps 2)'
 fi
