@@ -25,8 +25,8 @@ L_p = 2 L_s, each holding as many whole pairs as fit (amber_jax.data.pairs), eve
                  pair and swap rows (a pair's unit has the same span in both)
   sent_ids       [CLS] x1 [SEP] [CLS] y1 [SEP] [CLS] x2 [SEP] ... PAD: the SA pass's sentences
   sent_seq       2k - 1 on x_k's [CLS] x_k [SEP], 2k on y_k's, 0 on pads
-A row holds at most `amber_jax.core.objectives.max_pairs_per_row(L_p)` pairs. x and y are cut to L_s - 2 tokens as in the
-one-pair layout, so the same pairs give the same tokens in both.
+A row holds at most `amber_jax.core.objectives.max_pairs_per_row(L_p)` pairs. x and y are cut to
+L_s - 2 tokens as in the one-pair layout, so the same pairs give the same tokens in both.
 
 The keys come in groups of one shape (MONO_KEYS, PACKED_KEYS, SENTENCE_KEYS, PAIR_KEYS) and two
 parts (PARTS: 'mono', 'parallel'), each present or absent as a whole. The losses that read them

@@ -185,19 +185,13 @@ class StreamPairs:
     self.pool: list[tuple[np.ndarray, np.ndarray]] = []
 
   def next(self) -> tuple[dict[str, np.ndarray], dict[str, int]]:
-    used = 0
+    arrays, counts, self.pool = pairs.next_step(
+        self.pool, lambda pair: pair, self._fresh(), rows=self._rows,
+        sentence_length=self._length, packed=self._packed, drop=self._drop)
+    return arrays, counts
 
-    def candidates():
-      nonlocal used
-      for pair in self.pool:
-        used += 1
-        yield (pair, *pair)
-      for src, tgt in self._stream:
-        pair = (np.asarray(src, np.int32), np.asarray(tgt, np.int32))
-        yield (pair, *pair)
-
-    selection = pairs.select_pairs(candidates(), rows=self._rows,
-                                   sentence_length=self._length, packed=self._packed,
-                                   drop=self._drop)
-    self.pool = selection.deferred + self.pool[used:]
-    return pairs.layout(selection, self._rows, self._length, self._packed), pairs.counts(selection)
+  def _fresh(self):
+    """(pair, x, y) from the stream: a held pair is its own handle."""
+    for src, tgt in self._stream:
+      pair = (np.asarray(src, np.int32), np.asarray(tgt, np.int32))
+      yield (pair, *pair)

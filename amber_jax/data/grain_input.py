@@ -325,22 +325,16 @@ class UniquePairs:
     self.pool: list[int] = []  # positions of deferred pairs, oldest first
 
   def next(self) -> tuple[dict[str, np.ndarray], dict[str, int]]:
-    used = 0
+    arrays, counts, self.pool = pairs.next_step(
+        self.pool, self._positions.__getitem__, self._fresh(), rows=self._rows,
+        sentence_length=self._length, packed=self._packed, drop=self._drop)
+    return arrays, counts
 
-    def candidates():
-      nonlocal used
-      for q in self.pool:
-        used += 1
-        yield (q, *self._positions[q])
-      while True:
-        self.position += 1
-        yield (self.position - 1, *self._positions[self.position - 1])
-
-    selection = pairs.select_pairs(candidates(), rows=self._rows,
-                                   sentence_length=self._length, packed=self._packed,
-                                   drop=self._drop)
-    self.pool = selection.deferred + self.pool[used:]
-    return pairs.layout(selection, self._rows, self._length, self._packed), pairs.counts(selection)
+  def _fresh(self):
+    """(position, x, y) from the next position on; a position counts as read once yielded."""
+    while True:
+      self.position += 1
+      yield (self.position - 1, *self._positions[self.position - 1])
 
   def get_state(self) -> dict:
     return {'position': self.position, 'pool': list(self.pool)}

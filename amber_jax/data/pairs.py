@@ -174,6 +174,28 @@ def layout(selection: Selection, rows: int, sentence_length: int, packed: bool
   return pair_rows(selection, sentence_length)
 
 
+def next_step(pool: list, read, fresh: Iterator[tuple[Any, np.ndarray, np.ndarray]], *,
+              rows: int, sentence_length: int, packed: bool, drop: bool
+              ) -> tuple[dict[str, np.ndarray], dict[str, int], list]:
+  """One step of a parallel part: candidates are the deferred `pool` (handles, oldest first, read
+  with `read(handle) -> (x, y)`), then `fresh` (handle, x, y). Returns (the step's arrays
+  (`layout`), its `counts`, the new pool: this step's deferred handles, then the pool entries it
+  did not reach)."""
+  used = 0
+
+  def candidates():
+    nonlocal used
+    for handle in pool:
+      used += 1
+      yield (handle, *read(handle))
+    yield from fresh
+
+  selection = select_pairs(candidates(), rows=rows, sentence_length=sentence_length,
+                           packed=packed, drop=drop)
+  return (layout(selection, rows, sentence_length, packed), counts(selection),
+          selection.deferred + pool[used:])
+
+
 def counts(selection: Selection) -> dict[str, int]:
   """The step's pair counts for `TrainIterator.stats`."""
   return {'pairs': len(selection.pairs), 'src_truncated': int(selection.src_cut.sum()),
