@@ -133,12 +133,10 @@ def test_swap_index_moves_each_token_to_its_place_in_the_swap_row(setup):
 
 MESH_SCRIPT = """
 import json, sys
-import jax, jax.numpy as jnp, numpy as np
+import jax, numpy as np
 sys.path.insert(0, {tests!r})
 import synthetic, test_train
-from amber_jax.core import objectives
-from amber_jax.parallel import mesh as mesh_lib, partitioning
-from amber_jax.training import train_state
+from amber_jax.parallel import mesh as mesh_lib
 
 cfg = test_train.small_config({workdir!r})
 pairs = synthetic.random_pairs(np.random.default_rng(1), vocab=64, count=16, sentence_length=12,
@@ -156,18 +154,9 @@ for name, shape, devices, batch, tlm in (
     cfg.data.sentence_length = 12
     cfg.data.mono_batch_size = 0
     cfg.objectives.tlm_weight = tlm  # TLM's masks depend on the layout (tested above)
-  mesh = mesh_lib.build(shape, devices=devices)
-  s = train_state.setup(cfg, mesh)
-  if params0 is None:
-    params0 = jax.device_get(train_state.init_state(s, 0)['params'])
-  params = jax.device_put(params0, s.state_shardings['params'])
-  b = partitioning.to_global(batch, mesh)
-  loss = lambda p, b: objectives.amber_losses(s.model, p, b, jax.random.key(1), cfg.objectives,
-                                              deterministic=True)
-  with partitioning.activation_rules(mesh):
-    (total, metrics), grads = jax.jit(jax.value_and_grad(loss, has_aux=True))(params, b)
-  flat = np.concatenate([np.ravel(g) for g in jax.tree_util.tree_leaves(jax.device_get(grads))])
-  out[name] = dict(metrics={{k: float(v) for k, v in metrics.items()}}, grads=flat.tolist())
+  _, params0, metrics, grads = test_train.mesh_loss_and_grads(
+      cfg, mesh_lib.build(shape, devices=devices), batch, params0)
+  out[name] = dict(metrics=metrics, grads=grads)
 print('RESULT' + json.dumps(out))
 """
 

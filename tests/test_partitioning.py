@@ -55,11 +55,8 @@ SCRIPT = textwrap.dedent("""
     import jax, numpy as np
     sys.path.insert(0, {tests!r})
     import synthetic, test_train
-    from amber_jax.core import objectives
     from amber_jax.parallel import mesh as mesh_lib
-    from amber_jax.parallel import partitioning
     from amber_jax.training import loop
-    from amber_jax.training import train_state
 
     cfg = test_train.small_config({workdir!r})
     with cfg.unlocked():
@@ -77,20 +74,9 @@ SCRIPT = textwrap.dedent("""
     for name, (shape, devices, scan) in layouts.items():
       with cfg.unlocked():
         cfg.model.scan_layers = scan
-      mesh = mesh_lib.build(shape, devices=devices)
-      s = train_state.setup(cfg, mesh)
-      if params is None:
-        params = jax.device_get(train_state.init_state(s, 0)['params'])
-      p = jax.device_put(params, s.state_shardings['params'])
-      b = partitioning.to_global(batch, mesh)
-      def loss(p, b):
-        return objectives.amber_losses(s.model, p, b, jax.random.key(1), cfg.objectives,
-                                       deterministic=True)
-      with partitioning.activation_rules(mesh):
-        (total, metrics), grads = jax.jit(jax.value_and_grad(loss, has_aux=True))(p, b)
-      flat = np.concatenate([np.ravel(g) for g in jax.tree_util.tree_leaves(jax.device_get(grads))])
-      results[name] = dict(metrics={{k: float(v) for k, v in metrics.items()}},
-                           grads=flat.tolist(),
+      s, params, metrics, grads = test_train.mesh_loss_and_grads(
+          cfg, mesh_lib.build(shape, devices=devices), batch, params)
+      results[name] = dict(metrics=metrics, grads=grads,
                            embedding_shard=list(s.state_shardings['params']['embeddings']
                                                 ['word_embeddings'].shard_shape((64, 32))))
     print('RESULT' + json.dumps(results))

@@ -35,6 +35,27 @@ def small_config(workdir, steps=4):
   return cfg
 
 
+def mesh_loss_and_grads(cfg, mesh, batch, params=None):
+  """cfg's losses and their gradients on `batch` laid out on `mesh` (deterministic, key 1), for
+  comparing layouts: (setup, host params used (`params`, or initialised from cfg), {metric:
+  float}, every gradient flattened into one list)."""
+  from amber_jax.parallel import partitioning  # pylint: disable=import-outside-toplevel
+  s = train_state.setup(cfg, mesh)
+  if params is None:
+    params = jax.device_get(train_state.init_state(s, 0)['params'])
+  placed = jax.device_put(params, s.state_shardings['params'])
+
+  def loss(p, b):
+    return objectives.amber_losses(s.model, p, b, jax.random.key(1), cfg.objectives,
+                                   deterministic=True)
+
+  with partitioning.activation_rules(mesh):
+    (_, metrics), grads = jax.jit(jax.value_and_grad(loss, has_aux=True))(
+        placed, partitioning.to_global(batch, mesh))
+  flat = np.concatenate([np.ravel(g) for g in jax.tree_util.tree_leaves(jax.device_get(grads))])
+  return s, params, {k: float(v) for k, v in metrics.items()}, flat.tolist()
+
+
 def stream_of(rows):
   return synthetic.batches(0, vocab=VOCAB, mono_rows=rows, mono_length=16, pairs=rows,
                            sentence_length=12)
