@@ -66,10 +66,8 @@ def padding(batches: list[dict]) -> dict[str, float]:
     return 1 - sum(np.count_nonzero(b[k]) for b in batches for k in keys) / total
 
   sa = ('sent_ids',) if 'sent_ids' in batches[0] else ('src_ids', 'tgt_ids')
-  pairs = [int((b['pair_seq'].max(axis=1)).sum()) if 'pair_seq' in b else len(b['pair_ids'])
-           for b in batches]
   return {'tlm_wa': share(('pair_ids', 'swap_ids')), 'sa': share(sa),
-          'pairs': float(np.mean(pairs))}
+          'pairs': float(np.mean([common.count_pairs(b) for b in batches]))}
 
 
 def main(argv=None) -> None:
