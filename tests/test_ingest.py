@@ -85,7 +85,19 @@ def test_no_english_sentence_is_in_both_splits(django_corpus):
   assert english['train'] and english['validation']
   assert not english['train'] & english['validation']
   share = len(english['validation']) / (len(english['train']) + len(english['validation']))
-  assert 0.08 < share < 0.25  # validation_fraction 0.15 of ~400 sentences.
+  assert 0.15 < share < 0.3  # The held-out apps: ~95 of ~410 sentences.
+
+
+def test_real_validation_is_the_held_out_apps(django_corpus):
+  manifest = layout.load_manifest(django_corpus)
+  assert manifest['heldout_apps'] == sorted(django_po.HELDOUT_APPS)
+  assert manifest['validation_fraction'] is None
+  per_app = manifest['english_per_app']
+  assert {'conf', 'admin', 'auth', 'gis', 'admindocs'} <= set(per_app)
+  heldout = sum(per_app[app] for app in django_po.HELDOUT_APPS)
+  validation = {en for pairs in layout.read_pairs(django_corpus, 'validation').values()
+                for en, _ in pairs}
+  assert 0.9 * heldout <= len(validation) <= heldout  # Shared with a training app: in train.
 
 
 def test_layout_matches_the_manifest(django_corpus):
@@ -155,6 +167,27 @@ def test_translations_of_one_english_sentence_share_its_split(tmp_path):
   for split in SPLITS:
     pairs = layout.read_pairs(tmp_path / 'out', split)
     assert [en for en, _ in pairs['de']] == [en for en, _ in pairs['fr']]
+
+
+def test_held_out_apps_make_validation_and_shared_sentences_stay_in_train(tmp_path):
+  shared = 'This sentence is in both apps.'
+  core = [f'Core sentence number {i} here.' for i in range(5)] + [shared]
+  gis = [f'Map sentence number {i} here.' for i in range(4)] + [shared]
+  for app, english in (('core', core), ('gis', gis)):
+    for lang in ('de', 'fr'):
+      _write_po(tmp_path / app / 'locale', lang, [_entry(en, f'{lang} {en}') for en in english])
+  roots = [tmp_path / 'core' / 'locale', tmp_path / 'gis' / 'locale']
+  manifest = django_po.build_django_corpus(tmp_path / 'out', locale_roots=roots,
+                                           heldout_apps=['gis'])
+  assert manifest['english_per_app'] == {'core': 6, 'gis': 5}
+  for lang in ('de', 'fr'):
+    assert manifest['pairs'][f'en-{lang}'] == {'train': 6, 'validation': 4}
+  validation = layout.read_pairs(tmp_path / 'out', 'validation')
+  assert [en for en, _ in validation['de']] == gis[:4]
+  assert shared in layout.read_mono(tmp_path / 'out', 'train')['en']
+  with pytest.raises(ValueError, match=r"held-out apps \['maps'\] have no catalog; the apps are "
+                     r"\['core', 'gis'\]"):
+    django_po.build_django_corpus(tmp_path / 'out2', locale_roots=roots, heldout_apps=['maps'])
 
 
 def test_locale_dir_names_become_bcp47_like_codes(tmp_path):

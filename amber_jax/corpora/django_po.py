@@ -19,8 +19,13 @@ they installed; nothing is downloaded and no corpus text lives in git. Rules (DA
 - Locale folders are normalised to lowercase BCP-47-like codes (`pt_BR` -> `pt-br`, `zh_Hans` ->
   `zh-hans`) and checked against `django.conf.locale.LANG_INFO`; the `en` catalogs (and the
   English variants `en-au`, `en-gb`) are the source language and are skipped whole.
-- Train/validation: by a sha1 hash of the English sentence, so an English sentence and all of its
-  translations fall in the same split.
+- Train/validation: by whole app, so validation measures text from catalogs never trained on. The
+  installed Django's validation split is the apps in `HELDOUT_APPS` (admindocs, gis, postgres and
+  the small ones: ~95 distinct English sentences against ~315 in conf/locale, admin and auth); an
+  English sentence that is also in a training app stays in train. An app is the folder above a
+  locale root (`contrib/gis/locale` -> `gis`, `conf/locale` -> `conf`). With `heldout_apps=()`
+  (and by default for other locale roots) the split is by a sha1 hash of the English sentence
+  instead; either way an English sentence and all of its translations fall in the same split.
 
 Every entry read is either kept or counted in the manifest under a reason, with up to
 `MAX_EXAMPLES` examples per reason naming the file and line; whole files can be skipped too
@@ -50,6 +55,10 @@ from amber_jax.corpora.layout import collapse_whitespace, SOURCE_LANGUAGE, SPLIT
 CORPUS_NAME = 'django'
 CATALOG_NAME = 'django.po'  # The file read in every <root>/<lang>/LC_MESSAGES/ folder.
 
+# The validation split of the installed catalogs: whole apps, never trained on.
+HELDOUT_APPS = ('admindocs', 'contenttypes', 'flatpages', 'gis', 'humanize', 'postgres',
+                'redirects', 'sites')
+
 # Reasons that count whole files; every other reason counts entries.
 FILE_REASONS = ('source_language', 'unknown_language', 'parse_error', 'empty_catalog')
 
@@ -65,8 +74,13 @@ def default_locale_roots() -> list[pathlib.Path]:
   return [package / 'conf' / 'locale'] + sorted((package / 'contrib').glob('*/locale'))
 
 
-def _catalog_files(roots: Sequence[pathlib.Path]) -> list[tuple[str, pathlib.Path]]:
-  """(locale folder name, catalog path) for every `<root>/<lang>/LC_MESSAGES/django.po`."""
+def app_name(root: pathlib.Path) -> str:
+  """The app a locale root belongs to: the folder above it (`contrib/gis/locale` -> `gis`)."""
+  return root.parent.name
+
+
+def _catalog_files(roots: Sequence[pathlib.Path]) -> list[tuple[str, str, pathlib.Path]]:
+  """(app, locale folder name, catalog path) for every `<root>/<lang>/LC_MESSAGES/django.po`."""
   found = []
   for root in roots:
     if not root.is_dir():
@@ -74,7 +88,7 @@ def _catalog_files(roots: Sequence[pathlib.Path]) -> list[tuple[str, pathlib.Pat
           f'locale root {root} is not a folder; expected <root>/<lang>/LC_MESSAGES/{CATALOG_NAME} '
           'folders (pass existing roots, or None for the installed Django catalogs)')
     for path in sorted(root.glob(f'*/LC_MESSAGES/{CATALOG_NAME}')):
-      found.append((path.parent.parent.name, path))
+      found.append((app_name(root), path.parent.parent.name, path))
   return found
 
 
@@ -89,11 +103,13 @@ def _display_path(path: pathlib.Path, base: pathlib.Path | None) -> str:
 
 
 def _collect(catalogs, known_languages, min_words, display, tally):
-  """Reads every catalog; returns ({lang: [(en, xx)]} in read order, entries read, files used)."""
+  """Reads every catalog; returns ({lang: [(en, xx)]} in read order, {en: apps it is kept in},
+  entries read, files used)."""
   pairs = collections.defaultdict(list)  # lang -> [(english, translation)]
+  english_apps = collections.defaultdict(set)
   seen = collections.defaultdict(set)
   entries_read = files_used = 0
-  for dir_name, path in catalogs:
+  for app, dir_name, path in catalogs:
     file = display(path)
     lang = normalize_language(dir_name)
     if lang == SOURCE_LANGUAGE or lang.startswith(f'{SOURCE_LANGUAGE}-'):
@@ -122,6 +138,7 @@ def _collect(catalogs, known_languages, min_words, display, tally):
       reason = po.entry_skip_reason(entry, min_words)
       if reason is None:
         pair = (collapse_whitespace(entry.msgid), collapse_whitespace(po.entry_translation(entry)))
+        english_apps[pair[0]].add(app)
         if pair in seen[lang]:
           reason = 'duplicate'
         else:
@@ -134,21 +151,25 @@ def _collect(catalogs, known_languages, min_words, display, tally):
       files_used += 1
     else:
       tally.skip('empty_catalog', file, None, f'{len(catalog)} entries, none usable')
-  return pairs, entries_read, files_used
+  return pairs, english_apps, entries_read, files_used
 
 
 def build_django_corpus(out_dir: str | pathlib.Path, *, validation_fraction: float = 0.15,
                         min_words: int = 3,
-                        locale_roots: Sequence[str | pathlib.Path] | None = None) -> dict:
+                        locale_roots: Sequence[str | pathlib.Path] | None = None,
+                        heldout_apps: Sequence[str] | None = None) -> dict:
   """Builds the Django catalog corpus into `out_dir`, replacing any corpus there atomically.
 
   Args:
     out_dir: corpus folder to create (usually `paths.corpus_dir('django')`).
     validation_fraction: share of distinct English sentences (with all of their translations)
-      that go to the validation split.
+      that go to the validation split, when it is not by app.
     min_words: fewest English words, placeholders not counted, for an entry to be kept.
     locale_roots: folders laid out like Django's (`<root>/<lang>/LC_MESSAGES/django.po`); None
       reads the installed Django package.
+    heldout_apps: apps (`app_name`) whose sentences make the validation split, unless a training
+      app has them too; () splits by hash instead. None: `HELDOUT_APPS` for the installed
+      Django, () for other roots.
 
   Returns:
     The manifest, as also written to `out_dir/manifest.json`.
@@ -163,13 +184,20 @@ def build_django_corpus(out_dir: str | pathlib.Path, *, validation_fraction: flo
     roots, base = [pathlib.Path(root) for root in locale_roots], None
     source = 'po files under ' + ', '.join(str(root) for root in roots)
   catalogs = _catalog_files(roots)
+  if heldout_apps is None:
+    heldout_apps = HELDOUT_APPS if locale_roots is None else ()
+  heldout = set(heldout_apps)
+  apps = sorted({app for app, _, _ in catalogs})
+  if heldout - set(apps):
+    raise ValueError(f'held-out apps {sorted(heldout - set(apps))} have no catalog; the apps '
+                     f'are {apps}')
   if not catalogs:
     raise FileNotFoundError(
         f'no {CATALOG_NAME} found under {[str(r) for r in roots]}; expected '
         f'<root>/<lang>/LC_MESSAGES/{CATALOG_NAME} (is Django installed? `pip install django`)')
 
   tally = layout.Tally(FILE_REASONS)
-  pairs, entries_read, files_used = _collect(
+  pairs, english_apps, entries_read, files_used = _collect(
       catalogs, set(LANG_INFO), min_words, lambda p: _display_path(p, base), tally)
   entries_kept = sum(len(v) for v in pairs.values())
   if entries_read != entries_kept + tally.entries_skipped():
@@ -181,7 +209,8 @@ def build_django_corpus(out_dir: str | pathlib.Path, *, validation_fraction: flo
         f'bookkeeping error: {len(catalogs)} catalogs but {files_used} used and '
         f'{tally.files_skipped()} skipped; this is a bug in {__name__}')
 
-  by_split, mono = layout.split_corpus(pairs, validation_fraction)
+  held_out = (lambda english: english_apps[english] <= heldout) if heldout else None
+  by_split, mono = layout.split_corpus(pairs, validation_fraction, held_out)
   manifest = {
       'name': CORPUS_NAME,
       'source': source,
@@ -196,7 +225,9 @@ def build_django_corpus(out_dir: str | pathlib.Path, *, validation_fraction: flo
       'totals': {'files_read': len(catalogs), 'files_used': files_used,
                  'files_skipped': tally.files_skipped(), 'entries_read': entries_read,
                  'entries_kept': entries_kept, 'entries_skipped': tally.entries_skipped()},
-      'validation_fraction': validation_fraction,
+      'validation_fraction': None if heldout else validation_fraction,
+      'heldout_apps': sorted(heldout),
+      'english_per_app': {app: sum(app in a for a in english_apps.values()) for app in apps},
       'min_words': min_words,
   }
   layout.write_corpus(pathlib.Path(out_dir), by_split, mono, manifest)

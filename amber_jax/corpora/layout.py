@@ -7,14 +7,15 @@
 The manifest has at least `languages` (non-English codes with pairs), `pairs` ({'en-xx': {split:
 n}}), `mono` ({lang: {split: n}}), `skipped` ({reason: n}) and `skipped_examples` (up to
 `MAX_EXAMPLES` per reason, each naming file and line). Builders split by a hash of the English
-sentence (`is_validation`), so a sentence and all of its translations fall in one split, and write
-atomically (`write_corpus`): a crash never leaves half a corpus.
+sentence (`is_validation`) or by whole source (Django apps), so a sentence and all of its
+translations fall in one split, and write atomically (`write_corpus`): a crash never leaves half
+a corpus.
 """
 
 from __future__ import annotations
 
 import collections
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 import hashlib
 import json
 import pathlib
@@ -60,12 +61,19 @@ class Tally:
     return sum(n for reason, n in self.counts.items() if reason in self.file_reasons)
 
 
-def split_corpus(pairs: dict[str, list[tuple[str, str]]], validation_fraction: float):
-  """Splits pairs by English sentence; returns ({lang: {split: pairs}}, {lang: {split: mono}})."""
+def split_corpus(pairs: dict[str, list[tuple[str, str]]], validation_fraction: float,
+                 held_out: Callable[[str], bool] | None = None):
+  """Splits pairs by English sentence; returns ({lang: {split: pairs}}, {lang: {split: mono}}).
+
+  An English sentence is validation when `held_out(english)` says so, or (without `held_out`) by
+  its hash (`is_validation` at `validation_fraction`).
+  """
+  if held_out is None:
+    held_out = lambda english: is_validation(english, validation_fraction)
   by_split = {lang: {split: [] for split in SPLITS} for lang in sorted(pairs)}
   for lang, lang_pairs in pairs.items():
     for english, translation in lang_pairs:
-      split = 'validation' if is_validation(english, validation_fraction) else 'train'
+      split = 'validation' if held_out(english) else 'train'
       by_split[lang][split].append((english, translation))
   # Distinct sentences in first-seen order.
   mono = {SOURCE_LANGUAGE: {
