@@ -45,6 +45,42 @@ def test_retrieval_by_layer_scores_every_layer_and_marks_the_best():
   assert retrieval.retrieval(table, pairs, layer=1)['fr'] == (1.0, 1.0)
 
 
+def _char_ngram_cosine(a: str, b: str, n: int) -> float:
+  """The baseline written the obvious way: dicts of counts and their cosine."""
+  def counts(s):
+    s = f' {s.lower()} '
+    out = {}
+    for j in range(len(s) - n + 1):
+      out[s[j:j + n]] = out.get(s[j:j + n], 0) + 1
+    return out
+  x, y = counts(a), counts(b)
+  dot = sum(v * y.get(k, 0) for k, v in x.items())
+  return dot / (sum(v * v for v in x.values()) * sum(v * v for v in y.values())) ** 0.5
+
+
+def test_char_ngrams_equal_the_cosine_written_as_loops():
+  texts = ['Enter a valid URL.', 'Entrez une URL valide.', 'Geben Sie eine gültige URL ein.',
+           'aaa aaa', 'Ü', '']
+  grams = retrieval.char_ngrams(texts, 3)
+  sim = (grams @ grams.T).toarray()
+  for i, a in enumerate(texts[:-1]):
+    for j, b in enumerate(texts[:-1]):
+      assert sim[i, j] == pytest.approx(_char_ngram_cosine(a, b, 3), rel=1e-6)
+  assert sim[-1, -1] == pytest.approx(1.0)  # '' still has its one gram '  '
+
+
+def test_char_ngram_hits_known_answer():
+  pairs = {'fr': [('The user name', 'Le nom de user'), ('Delete the group', 'Supprimer le group'),
+                  ('Save', 'Enregistrer')]}
+  hits = retrieval.char_ngram_hits(pairs, 3)
+  assert hits['fr'].shape == (1, 2, 3)
+  # Every hit is what the loops' cosines say; the two pairs that share 'user'/'group' are found.
+  sim = np.array([[_char_ngram_cosine(s, t, 3) for _, t in pairs['fr']] for s, _ in pairs['fr']])
+  np.testing.assert_array_equal(hits['fr'][0, 0], sim.argmax(1) == np.arange(3))
+  np.testing.assert_array_equal(hits['fr'][0, 1], sim.argmax(0) == np.arange(3))
+  assert hits['fr'][0, :, :2].all()
+
+
 def test_unique_pairs_drops_repeated_sources_and_targets():
   pairs = [('a', '1'), ('a', '2'), ('b', '1'), ('c', '3')]
   assert retrieval.unique_pairs(pairs) == [('a', '1'), ('c', '3')]
@@ -117,6 +153,15 @@ def test_cli_eval_retrieval_and_mining_on_a_tsv(hf_dir, tmp_path, capsys):
   assert [line.split()[:2] for line in out.splitlines() if line.startswith(('de ', 'fr '))] == \
       [['de', '4'], ['fr', '2']]
   assert (tmp_path / 'layers.png').stat().st_size > 5_000
+  accuracy = []  # The baseline's line, from the cosines written as loops.
+  for lang in ('de', 'fr'):
+    src, tgt = zip(*[(s, t) for code, s, t in rows if code == lang])
+    sim = np.array([[_char_ngram_cosine(a, b, 3) for b in tgt] for a in src])
+    accuracy.append([(sim.argmax(1) == np.arange(len(src))).mean(),
+                     (sim.argmax(0) == np.arange(len(src))).mean()])
+  fwd, bwd = np.mean(accuracy, 0)
+  assert (f'char 3-gram cosine on the same pairs (the lexical-overlap baseline): src->tgt '
+          f'{fwd:.3f}, tgt->src {bwd:.3f}') in out
   cli.main(['eval', 'mining', str(hf_dir), '--pairs', str(tsv), '--k', '2'])
   out = capsys.readouterr().out
   assert out.splitlines()[0].split()[:4] == ['lang', 'src', 'tgt', 'gold']

@@ -175,6 +175,37 @@ def retrieval_hits(embed: Embedder, pairs: Pairs) -> dict[str, np.ndarray]:
           for lang in sorted(pairs)}
 
 
+def char_ngrams(sentences: Sequence[str], n: int = 3):
+  """Counts of character n-grams (lowercased, a space added at each end), rows L2-normalised:
+  scipy.sparse float [len(sentences), distinct n-grams]."""
+  from scipy import sparse  # pylint: disable=import-outside-toplevel
+  vocab, rows, cols = {}, [], []
+  for i, sentence in enumerate(sentences):
+    text = f' {sentence.lower()} '
+    for j in range(max(len(text) - n + 1, 1)):
+      rows.append(i)
+      cols.append(vocab.setdefault(text[j:j + n], len(vocab)))
+  counts = sparse.csr_matrix((np.ones(len(rows), np.float32), (rows, cols)),
+                             shape=(len(sentences), len(vocab)))  # duplicates are summed
+  norms = np.sqrt(np.asarray(counts.multiply(counts).sum(1))).ravel()
+  return sparse.diags(1 / np.maximum(norms, 1e-9)) @ counts
+
+
+def char_ngram_hits(pairs: Pairs, n: int = 3) -> dict[str, np.ndarray]:
+  """The lexical-overlap baseline in `retrieval_hits`' shape: cosine of character n-gram counts,
+  {lang: bool [1, 2 (src->tgt, tgt->src), n_pairs]}. Strong where translations share strings
+  (names, numbers, placeholders); no model can be judged without it."""
+  result = {}
+  for lang, lang_pairs in sorted(pairs.items()):
+    lang_pairs = unique_pairs(lang_pairs)
+    grams = char_ngrams([s for s, _ in lang_pairs] + [t for _, t in lang_pairs], n)
+    src, tgt = grams[:len(lang_pairs)], grams[len(lang_pairs):]
+    sim = (src @ tgt.T).toarray()
+    gold = np.arange(len(lang_pairs))
+    result[lang] = np.stack([sim.argmax(-1) == gold, sim.argmax(-2) == gold])[None]
+  return result
+
+
 def retrieval_by_layer(embed: Embedder, pairs: Pairs) -> dict[str, np.ndarray]:
   """Per language, (src->tgt, tgt->src) accuracy at every layer: {lang: float [layers + 1, 2]}
   (the means of `retrieval_hits`)."""
