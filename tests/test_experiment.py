@@ -119,3 +119,29 @@ def test_ablation_end_to_end_on_a_tiny_corpus(django_corpus, django_vocab, tmp_p
   cli.main(argv)
   again = json.loads((out.parent / 'results' / 'results_ablation.json').read_text())
   assert again['per_run'] == raw['per_run']
+
+
+def test_demo_sample_marks_each_nearest_translation_and_counts_the_right_ones():
+  from amber_jax.experiments import demo  # pylint: disable=g-import-not-at-top
+  pairs = {'de': [(f'en {i}', f'de {i}') for i in range(6)],
+           'fr': [(f'en {i}', f'fr {i}') for i in range(4)]}
+  chosen = demo.sample_queries(pairs, 20)
+  assert chosen == demo.sample_queries(pairs, 20)  # Fixed by the seed.
+  assert {lang for lang, _ in chosen} == {'de', 'fr'}
+  assert all(0 <= i < len(pairs[lang]) for lang, i in chosen)
+  # An embedder that finds 'xx i' for 'en i' when i is even, and 'xx 0' when i is odd.
+  def embed(sentences):
+    rows = []
+    for s in sentences:
+      i = int(s.split()[-1])
+      row = np.zeros(8)
+      row[i if (s.startswith('en') and i % 2 == 0) or not s.startswith('en') else 0] = 1
+      rows.append(row)
+    return np.stack(rows)[None]
+  lines = []
+  result = demo.print_nearest(embed, pairs, lines.append, count=20)
+  expected = sum(i % 2 == 0 for _, i in chosen)
+  assert result == {'right': expected, 'count': 20}
+  text = '\n'.join(lines)
+  assert text.count('    right: ') == expected and text.count('    WRONG: ') == 20 - expected
+  assert f'{expected} of 20 right (2 languages, 5 candidates each on average).' in text

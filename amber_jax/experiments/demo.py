@@ -93,23 +93,38 @@ def run(config, hf_out: str = 'amber-demo-hf', print_fn=print, min_pairs: int = 
   hf_after = retrieval.retrieval(hf_embed, pairs)
 
   summary = {
+      'validation': _validation_source(config.data.corpus_dir),
       'steps': config.train.steps,
       'train_minutes': round(train_minutes, 2),
       'losses': loss_table(history),
       'retrieval_before': retrieval.mean_accuracy(before),
       'retrieval_after': retrieval.mean_accuracy(after),
       'retrieval_after_hf_export': retrieval.mean_accuracy(hf_after),
+      'retrieval_char_3gram': char_3gram_accuracy(pairs),
       'languages': len(pairs),
       'tokens_per_s': float(np.median([h['tokens_per_s'] for h in history[1:]] or [0])),
       'hf_export': str(out.absolute()),
   }
   _print_table(summary, print_fn)
-  _print_nearest(hf_embed, pairs, print_fn)
+  summary['sample'] = print_nearest(hf_embed, pairs, print_fn)
   summary['total_minutes'] = round((time.time() - t0) / 60, 2)
   (pathlib.Path(config.workdir) / 'demo_summary.json').write_text(json.dumps(summary, indent=2))
   print_fn(f'Done in {summary["total_minutes"]} min. Summary: '
            f'{pathlib.Path(config.workdir) / "demo_summary.json"}')
   return summary
+
+
+def _validation_source(corpus_dir) -> str:
+  manifest = layout.load_manifest(corpus_dir)
+  if manifest.get('heldout_apps'):
+    return 'held-out apps ' + ', '.join(manifest['heldout_apps'])
+  return 'validation split'
+
+
+def char_3gram_accuracy(pairs) -> tuple[float, float]:
+  """The lexical-overlap baseline on the same pairs: mean (en->xx, xx->en) over languages."""
+  hits = retrieval.char_ngram_hits(pairs, 3)
+  return retrieval.mean_accuracy({lang: tuple(h[0].mean(-1)) for lang, h in hits.items()})
 
 
 def loss_table(history: list[dict]) -> dict[str, tuple[float, float]]:
@@ -123,22 +138,42 @@ def _print_table(summary, print_fn):
   print_fn(f'{"":36s}{"start":>10s}{"end":>10s}')
   for name, (start, end) in summary['losses'].items():
     print_fn(f'{name:36s}{start:10.4f}{end:10.4f}')
-  b, a, h = (summary['retrieval_before'], summary['retrieval_after'],
-             summary['retrieval_after_hf_export'])
-  print_fn(f'{"":36s}{"before":>10s}{"after":>10s}{"HF export":>11s}')
-  print_fn(f'{"retrieval en->xx (" + str(summary["languages"]) + " languages)":36s}'
-           f'{b[0]:10.3f}{a[0]:10.3f}{h[0]:11.3f}')
-  print_fn(f'{"retrieval xx->en":36s}{b[1]:10.3f}{a[1]:10.3f}{h[1]:11.3f}')
+  b, a, h, c = (summary['retrieval_before'], summary['retrieval_after'],
+                summary['retrieval_after_hf_export'], summary['retrieval_char_3gram'])
+  print_fn(f'Retrieval on {summary["validation"]} (never trained on), {summary["languages"]} '
+           'languages:')
+  print_fn(f'{"":36s}{"before":>10s}{"after":>10s}{"HF export":>11s}{"char 3-gram":>13s}')
+  for i, name in enumerate(('retrieval en->xx', 'retrieval xx->en')):
+    print_fn(f'{name:36s}{b[i]:10.3f}{a[i]:10.3f}{h[i]:11.3f}{c[i]:13.3f}')
   print_fn(f'trained {summary["steps"]} steps in {summary["train_minutes"]} min, '
            f'~{summary["tokens_per_s"]:.0f} non-pad tokens/s; HF model: {summary["hf_export"]}')
 
 
-def _print_nearest(embed, pairs, print_fn, languages=('de', 'fr', 'ru', 'ja', 'ar', 'hi')):
+def sample_queries(pairs, count: int, seed: int = 0) -> list[tuple[str, int]]:
+  """`count` (language, pair index) drawn evenly over the languages, fixed by `seed`."""
+  rng = np.random.default_rng(seed)
+  langs = sorted(pairs)
+  chosen = rng.choice(len(langs), size=count, replace=count > len(langs))
+  return [(langs[i], int(rng.integers(len(pairs[langs[i]])))) for i in chosen]
+
+
+def print_nearest(embed, pairs, print_fn, count: int = 20) -> dict:
+  """Prints `count` validation sentences with the nearest translation the exported model finds
+  among their language's validation sentences, each marked right or wrong; returns the count."""
   print_fn('')
-  print_fn('Nearest translation found by the exported model (transformers), validation sentences:')
-  for lang in [l for l in languages if l in pairs][:5]:
-    english = [en for en, _ in pairs[lang]]
-    candidates = [xx for _, xx in pairs[lang]]
-    (query, found, cos), = retrieval.nearest_translations(embed, english[:1], candidates)
-    mark = 'correct' if found == candidates[0] else f'expected: {candidates[0]}'
-    print_fn(f'  [{lang}] {query}\n        -> {found}  (cos {cos:.2f}, {mark})')
+  print_fn(f'Nearest translation of {count} validation sentences, found by the exported model '
+           '(transformers) among all of their language\'s validation sentences:')
+  right = 0
+  for lang, index in sample_queries(pairs, count):
+    lang_pairs = retrieval.unique_pairs(pairs[lang])
+    index %= len(lang_pairs)
+    candidates = [xx for _, xx in lang_pairs]
+    (query, found, cos), = retrieval.nearest_translations(
+        embed, [lang_pairs[index][0]], candidates)
+    ok = found == candidates[index]
+    right += ok
+    print_fn(f'  [{lang}] {query}\n    {"right" if ok else "WRONG"}: {found}  (cos {cos:.2f}'
+             + (')' if ok else f'; the translation: {candidates[index]})'))
+  print_fn(f'{right} of {count} right ({len(pairs)} languages, '
+           f'{np.mean([len(p) for p in pairs.values()]):.0f} candidates each on average).')
+  return {'right': right, 'count': count}
