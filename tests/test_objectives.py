@@ -139,3 +139,40 @@ def test_an_entry_and_its_function_must_agree_on_the_metrics(monkeypatch):
   model, params, batch = _model_params_batch()
   with pytest.raises(ValueError, match=r"returned metrics \['toy_loss'\]"):
     objectives.amber_losses(model, params, batch, jax.random.key(0), tiny.get_config().objectives)
+
+
+@pytest.mark.parametrize('wa_mask', ['paper', 'cross'])
+def test_wa_gradient_reaches_the_attention_and_is_the_true_derivative(wa_mask):
+  """WA trains the last layer's attention (its query and key), the layers below, and not the MLM
+  head; along a random direction of the last query kernel the gradient equals a central finite
+  difference of the loss, so what the optimizer sees is the derivative of L_WA."""
+  model, params, batch = _model_params_batch()
+  ocfg = tiny.get_config().objectives
+  with ocfg.unlocked():
+    ocfg.wa_mask = wa_mask
+
+  def loss_fn(p):
+    return objectives.word_alignment(model, p, batch, ocfg, jax.random.key(1), True)[0]
+
+  grads = jax.grad(loss_fn)(params)
+  norm = lambda tree: float(sum(jnp.abs(x).sum() for x in jax.tree_util.tree_leaves(tree)))
+  for name in ('query', 'key'):
+    assert norm(grads['layer_1']['attention'][name]['kernel']) > 1e-4
+  assert norm(grads['layer_0']) > 1e-4 and norm(grads['embeddings']) > 1e-4
+  assert norm(grads['layer_1']['intermediate']) == 0.0  # after the last probabilities
+  assert norm({k: grads[k] for k in ('mlm_bias', 'mlm_transform', 'mlm_layer_norm')}) == 0.0
+  query = params['layer_1']['attention']['query']['kernel']
+  direction = jax.random.normal(jax.random.key(2), query.shape)
+  direction = direction / jnp.linalg.norm(direction)
+
+  def moved(eps):
+    p = jax.tree_util.tree_map(lambda x: x, params)
+    p['layer_1']['attention']['query']['kernel'] = query + eps * direction
+    return float(loss_fn(p))
+
+  # float32 losses: a step large enough for their rounding, small enough for the curvature.
+  eps = 3e-2
+  numeric = (moved(eps) - moved(-eps)) / (2 * eps)
+  analytic = float((grads['layer_1']['attention']['query']['kernel'] * direction).sum())
+  assert abs(analytic) > 1e-4
+  assert analytic == pytest.approx(numeric, rel=2e-2)
