@@ -93,7 +93,8 @@ def test_real_validation_is_the_held_out_apps(django_corpus):
   assert manifest['heldout_apps'] == sorted(django_po.HELDOUT_APPS)
   assert manifest['validation_fraction'] is None
   per_app = manifest['english_per_app']
-  assert {'conf', 'admin', 'auth', 'gis', 'admindocs'} <= set(per_app)
+  assert {'django.conf', 'django.contrib.admin', 'django.contrib.auth', 'django.contrib.gis',
+          'django.contrib.admindocs'} <= set(per_app)
   heldout = sum(per_app[app] for app in django_po.HELDOUT_APPS)
   validation = {en for pairs in layout.read_pairs(django_corpus, 'validation').values()
                 for en, _ in pairs}
@@ -167,6 +168,16 @@ def test_translations_of_one_english_sentence_share_its_split(tmp_path):
   for split in SPLITS:
     pairs = layout.read_pairs(tmp_path / 'out', split)
     assert [en for en, _ in pairs['de']] == [en for en, _ in pairs['fr']]
+
+
+def test_installed_packages_give_their_locale_roots_named_by_app():
+  roots = django_po.package_locale_roots(('django',))
+  apps = [app for app, _ in roots]
+  assert apps[0] == 'django.conf' and 'django.contrib.gis' in apps
+  assert set(django_po.HELDOUT_APPS) < set(apps)
+  assert all(root.name == 'locale' and root.is_dir() for _, root in roots)
+  with pytest.raises(FileNotFoundError, match=r"'no_such_app_pkg' is not installed \(pip install"):
+    django_po.package_locale_roots(('no_such_app_pkg',))
 
 
 def test_held_out_apps_make_validation_and_shared_sentences_stay_in_train(tmp_path):

@@ -22,8 +22,9 @@ they installed; nothing is downloaded and no corpus text lives in git. Rules (DA
 - Train/validation: by whole app, so validation measures text from catalogs never trained on. The
   installed Django's validation split is the apps in `HELDOUT_APPS` (admindocs, gis, postgres and
   the small ones: ~95 distinct English sentences against ~315 in conf/locale, admin and auth); an
-  English sentence that is also in a training app stays in train. An app is the folder above a
-  locale root (`contrib/gis/locale` -> `gis`, `conf/locale` -> `conf`). With `heldout_apps=()`
+  English sentence that is also in a training app stays in train. An installed app is named by
+  its dotted path (`django/contrib/gis/locale` -> `django.contrib.gis`), a locale root given by
+  path by the folder above it (`gis/locale` -> `gis`). With `heldout_apps=()`
   (and by default for other locale roots) the split is by a sha1 hash of the English sentence
   instead; either way an English sentence and all of its translations fall in the same split.
 
@@ -42,6 +43,8 @@ from __future__ import annotations
 
 import collections
 from collections.abc import Sequence
+import importlib.metadata
+import importlib.util
 import pathlib
 import re
 
@@ -56,8 +59,11 @@ CORPUS_NAME = 'django'
 CATALOG_NAME = 'django.po'  # The file read in every <root>/<lang>/LC_MESSAGES/ folder.
 
 # The validation split of the installed catalogs: whole apps, never trained on.
-HELDOUT_APPS = ('admindocs', 'contenttypes', 'flatpages', 'gis', 'humanize', 'postgres',
-                'redirects', 'sites')
+HELDOUT_APPS = tuple(f'django.contrib.{app}' for app in (
+    'admindocs', 'contenttypes', 'flatpages', 'gis', 'humanize', 'postgres', 'redirects', 'sites'))
+PACKAGES = ('django',)  # Whose catalogs are read by default.
+DISTRIBUTIONS = {'rest_framework': 'djangorestframework', 'django_filters': 'django-filter',
+                 'taggit': 'django-taggit', 'treebeard': 'django-treebeard'}  # pip names
 
 # Reasons that count whole files; every other reason counts entries.
 FILE_REASONS = ('source_language', 'unknown_language', 'parse_error', 'empty_catalog')
@@ -68,27 +74,39 @@ def normalize_language(locale_dir_name: str) -> str:
   return locale_dir_name.replace('_', '-').replace('@', '-').lower()
 
 
-def default_locale_roots() -> list[pathlib.Path]:
-  """Django's own locale folders: conf/locale and every contrib app's locale."""
-  package = pathlib.Path(django.__file__).parent
-  return [package / 'conf' / 'locale'] + sorted((package / 'contrib').glob('*/locale'))
+def package_locale_roots(packages: Sequence[str] = PACKAGES) -> list[tuple[str, pathlib.Path]]:
+  """(app, locale folder) of every installed package's catalogs, found without importing it:
+  each `locale` folder under the package holding `<lang>/LC_MESSAGES/django.po`, named by its
+  app's dotted path (`django/contrib/gis/locale` -> `django.contrib.gis`)."""
+  found = []
+  for package in packages:
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+      raise FileNotFoundError(f'the package {package!r} is not installed (pip install {package}); '
+                              'its translation catalogs are read from where pip put it.')
+    folder = pathlib.Path(next(iter(spec.submodule_search_locations)))
+    for root in sorted(folder.glob('**/locale')):
+      if any(root.glob(f'*/LC_MESSAGES/{CATALOG_NAME}')):
+        found.append(('.'.join(root.parent.relative_to(folder.parent).parts), root))
+  return found
 
 
 def app_name(root: pathlib.Path) -> str:
-  """The app a locale root belongs to: the folder above it (`contrib/gis/locale` -> `gis`)."""
+  """The app of a locale root given by path: the folder above it (`gis/locale` -> `gis`)."""
   return root.parent.name
 
 
-def _catalog_files(roots: Sequence[pathlib.Path]) -> list[tuple[str, str, pathlib.Path]]:
+def _catalog_files(roots: Sequence[tuple[str, pathlib.Path]]
+                   ) -> list[tuple[str, str, pathlib.Path]]:
   """(app, locale folder name, catalog path) for every `<root>/<lang>/LC_MESSAGES/django.po`."""
   found = []
-  for root in roots:
+  for app, root in roots:
     if not root.is_dir():
       raise FileNotFoundError(
           f'locale root {root} is not a folder; expected <root>/<lang>/LC_MESSAGES/{CATALOG_NAME} '
           'folders (pass existing roots, or None for the installed Django catalogs)')
     for path in sorted(root.glob(f'*/LC_MESSAGES/{CATALOG_NAME}')):
-      found.append((app_name(root), path.parent.parent.name, path))
+      found.append((app, path.parent.parent.name, path))
   return found
 
 
@@ -157,7 +175,8 @@ def _collect(catalogs, known_languages, min_words, display, tally):
 def build_django_corpus(out_dir: str | pathlib.Path, *, validation_fraction: float = 0.15,
                         min_words: int = 3,
                         locale_roots: Sequence[str | pathlib.Path] | None = None,
-                        heldout_apps: Sequence[str] | None = None) -> dict:
+                        heldout_apps: Sequence[str] | None = None,
+                        packages: Sequence[str] = PACKAGES) -> dict:
   """Builds the Django catalog corpus into `out_dir`, replacing any corpus there atomically.
 
   Args:
@@ -166,10 +185,12 @@ def build_django_corpus(out_dir: str | pathlib.Path, *, validation_fraction: flo
       that go to the validation split, when it is not by app.
     min_words: fewest English words, placeholders not counted, for an entry to be kept.
     locale_roots: folders laid out like Django's (`<root>/<lang>/LC_MESSAGES/django.po`); None
-      reads the installed Django package.
+      reads the installed `packages`.
     heldout_apps: apps (`app_name`) whose sentences make the validation split, unless a training
       app has them too; () splits by hash instead. None: `HELDOUT_APPS` for the installed
       Django, () for other roots.
+    packages: the installed packages (import names) whose catalogs are read when `locale_roots`
+      is None: Django's own, and Django apps such as `wagtail` that ship theirs the same way.
 
   Returns:
     The manifest, as also written to `out_dir/manifest.json`.
@@ -178,11 +199,13 @@ def build_django_corpus(out_dir: str | pathlib.Path, *, validation_fraction: flo
     raise ValueError(f'validation_fraction must be in [0, 1), got {validation_fraction}')
 
   if locale_roots is None:
-    roots, base = default_locale_roots(), pathlib.Path(django.__file__).parent.parent
-    source = f'django=={django.__version__}'
+    roots, base = package_locale_roots(packages), pathlib.Path(django.__file__).parent.parent
+    source = ', '.join(f'{p}=={importlib.metadata.version(DISTRIBUTIONS.get(p, p))}'
+                       for p in packages)
   else:
-    roots, base = [pathlib.Path(root) for root in locale_roots], None
-    source = 'po files under ' + ', '.join(str(root) for root in roots)
+    roots = [(app_name(pathlib.Path(root)), pathlib.Path(root)) for root in locale_roots]
+    base = None
+    source = 'po files under ' + ', '.join(str(root) for _, root in roots)
   catalogs = _catalog_files(roots)
   if heldout_apps is None:
     heldout_apps = HELDOUT_APPS if locale_roots is None else ()
