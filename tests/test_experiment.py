@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from amber_jax import cli
-from amber_jax.experiments import ablation, statistics
+from amber_jax.experiments import ablation, results_page, statistics
 
 LANGS = ['de', 'fr']
 SECTIONS = ('## Results', '| MLM+TLM+WA+SA |', '![ablation](results/results_ablation.png)',
@@ -75,6 +75,12 @@ def test_page_and_plot_have_every_section(tmp_path):
   assert (tmp_path / 'results' / 'results_ablation.png').stat().st_size > 10_000
   ablation.render(path, tmp_path / 'RESULTS.md', notes='')
   assert 'hand-written' not in (tmp_path / 'RESULTS.md').read_text()
+  kept = f'{results_page.KEEP_BELOW}\n\n# Another study\n\nIts figures.\n'
+  (tmp_path / 'RESULTS.md').write_text(page + '\n' + kept)
+  ablation.render(path, tmp_path / 'RESULTS.md')
+  again = (tmp_path / 'RESULTS.md').read_text()
+  assert again.endswith(kept) and again.count('# Another study') == 1
+  assert again.startswith(page[:200])
 
 
 def test_preset_configs_take_the_budget_and_overrides():
@@ -145,3 +151,18 @@ def test_demo_sample_marks_each_nearest_translation_and_counts_the_right_ones():
   text = '\n'.join(lines)
   assert text.count('    right: ') == expected and text.count('    WRONG: ') == 20 - expected
   assert f'{expected} of 20 right (2 languages, 5 candidates each on average).' in text
+
+
+def test_demo_minutes_become_steps_in_their_own_workdir(capsys):
+  from amber_jax.experiments import demo  # pylint: disable=g-import-not-at-top
+  from configs import tiny  # pylint: disable=g-import-not-at-top
+  per_minute, overhead = demo.STEPS_PER_MINUTE, demo.OVERHEAD_MINUTES
+  assert demo.steps_for_minutes(60) == (60 - overhead) * per_minute // 10 * 10
+  config = demo.with_minutes(tiny.get_config(), 60)
+  assert config.train.steps == demo.steps_for_minutes(60)
+  assert config.train.checkpoint_every == config.train.steps // 4
+  assert config.workdir.endswith('runs/demo-60min')
+  with pytest.raises(SystemExit):
+    cli.main(['demo', '--minutes', '3'])
+  assert 'demo: error: --minutes 3 leaves no time to train: give at least 4 minutes.' in \
+      capsys.readouterr().err

@@ -17,10 +17,20 @@ def cmd_demo(argv: list[str]) -> None:
       'corpus -> SentencePiece -> train the preset -> retrieval eval -> HF export; prints a '
       'final table and writes demo_summary.json.', allow_abbrev=True)
   p.add_argument('--out', default='', help='where the HF export goes (default: ./amber-demo-hf)')
+  p.add_argument('--minutes', type=float, default=0,
+                 help='train for as many steps as fill this many minutes on 2 CPU cores '
+                      f'({demo.STEPS_PER_MINUTE} steps a minute, {demo.OVERHEAD_MINUTES:g} '
+                      'minutes for the rest; a faster machine ends sooner), in its own workdir '
+                      '(runs/demo-<N>min); 0: the preset\'s steps')
   args, rest = parsing.parse_known(p, argv)
   config, rest = config_lib.load_config(rest)
   if rest:
     p.error(f'unrecognized arguments: {" ".join(rest)}')
+  if args.minutes:
+    try:
+      config = demo.with_minutes(config, args.minutes)
+    except ValueError as error:
+      p.error(str(error))
   demo.run(config, hf_out=args.out or 'amber-demo-hf')
 
 

@@ -28,6 +28,35 @@ from amber_jax.text import tokenizer
 from amber_jax.training import loop, metrics, train_state
 
 
+# The tiny preset's pace with all four objectives on the 2-core reference machine (200 steps in
+# 6.2-6.5 min, docs/RESULTS.md), and what the demo spends outside training (corpus, vocabulary,
+# evaluation, export): what `--minutes` turns into steps.
+STEPS_PER_MINUTE = 31
+OVERHEAD_MINUTES = 2.0
+
+
+def steps_for_minutes(minutes: float) -> int:
+  """Training steps that fill a demo of `minutes` on the reference machine (install excluded)."""
+  steps = int((minutes - OVERHEAD_MINUTES) * STEPS_PER_MINUTE) // 10 * 10
+  if steps < 50:
+    raise ValueError(f'--minutes {minutes:g} leaves no time to train: give at least '
+                     f'{OVERHEAD_MINUTES + 50 / STEPS_PER_MINUTE:.0f} minutes.')
+  return steps
+
+
+def with_minutes(config, minutes: float):
+  """The config trained for `steps_for_minutes(minutes)`, in its own workdir (`demo-<N>min`), its
+  checkpoints every quarter of the run."""
+  steps = steps_for_minutes(minutes)
+  with config.unlocked():
+    config.train.steps = steps
+    config.train.checkpoint_every = max(steps // 4, 1)
+    config.train.log_every = max(steps // 20, 1)
+    if not config.workdir:
+      config.workdir = str(paths.cache_dir() / 'runs' / f'demo-{minutes:g}min')
+  return config
+
+
 def _prepare_data(config, print_fn):
   corpus = pathlib.Path(config.data.corpus_dir)
   if not (corpus / 'manifest.json').exists():
@@ -117,8 +146,9 @@ def run(config, hf_out: str = 'amber-demo-hf', print_fn=print, min_pairs: int = 
 def _validation_source(corpus_dir) -> str:
   manifest = layout.load_manifest(corpus_dir)
   if manifest.get('heldout_apps'):
-    return 'held-out apps ' + ', '.join(manifest['heldout_apps'])
-  return 'validation split'
+    names = [app.removeprefix('django.contrib.') for app in manifest['heldout_apps']]
+    return 'the held-out apps (' + ', '.join(names) + ')'
+  return 'the validation split'
 
 
 def char_3gram_accuracy(pairs) -> tuple[float, float]:
@@ -140,7 +170,7 @@ def _print_table(summary, print_fn):
     print_fn(f'{name:36s}{start:10.4f}{end:10.4f}')
   b, a, h, c = (summary['retrieval_before'], summary['retrieval_after'],
                 summary['retrieval_after_hf_export'], summary['retrieval_char_3gram'])
-  print_fn(f'Retrieval on {summary["validation"]} (never trained on), {summary["languages"]} '
+  print_fn(f'Retrieval on {summary["validation"]}, never trained on, {summary["languages"]} '
            'languages:')
   print_fn(f'{"":36s}{"before":>10s}{"after":>10s}{"HF export":>11s}{"char 3-gram":>13s}')
   for i, name in enumerate(('retrieval en->xx', 'retrieval xx->en')):

@@ -14,8 +14,13 @@ LABELS = {'mlm': 'MLM', 'mlm_tlm': 'MLM+TLM', 'mlm_tlm_wa': 'MLM+TLM+WA',
           'mlm_tlm_wa_sa': 'MLM+TLM+WA+SA'}
 
 
+# What follows this line on the page is written by hand; a re-render keeps it.
+KEEP_BELOW = '<!-- Written by hand below this line; `amber-jax experiment ablation` keeps it. -->'
+
+
 def write_page(summary: dict, meta: dict, out_md: pathlib.Path, png: pathlib.Path) -> None:
-  """docs/RESULTS.md: the table, the plot, the differences, the verdict, how to re-run."""
+  """docs/RESULTS.md: the table, the plot, the differences, the verdict, how to re-run; what the
+  page holds below `KEEP_BELOW` stays."""
   p = summary['presets']
   langs = summary['languages']
   label = lambda k: LABELS.get(k, k)
@@ -103,6 +108,9 @@ def write_page(summary: dict, meta: dict, out_md: pathlib.Path, png: pathlib.Pat
   lines += ['', 'Stage 1 seconds are those of the shared stage-1 run of that seed. Hashes are of '
             'the full config JSON (sorted keys) of each run; they differ across seeds only in '
             '`seed`.', '']
+  old = out_md.read_text(encoding='utf-8') if out_md.exists() else ''
+  if KEEP_BELOW in old:
+    lines.append(old[old.index(KEEP_BELOW):])
   out_md.parent.mkdir(parents=True, exist_ok=True)
   out_md.write_text('\n'.join(lines), encoding='utf-8')
 
