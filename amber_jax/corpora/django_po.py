@@ -61,7 +61,7 @@ CATALOG_NAME = 'django.po'  # The file read in every <root>/<lang>/LC_MESSAGES/ 
 # The validation split of the installed catalogs: whole apps, never trained on.
 HELDOUT_APPS = tuple(f'django.contrib.{app}' for app in (
     'admindocs', 'contenttypes', 'flatpages', 'gis', 'humanize', 'postgres', 'redirects', 'sites'))
-PACKAGES = ('django',)  # Whose catalogs are read by default.
+PACKAGES = ('django', 'wagtail')  # Whose catalogs are read by default: Django's and its apps'.
 DISTRIBUTIONS = {'rest_framework': 'djangorestframework', 'django_filters': 'django-filter',
                  'taggit': 'django-taggit', 'treebeard': 'django-treebeard'}  # pip names
 
@@ -72,6 +72,19 @@ FILE_REASONS = ('source_language', 'unknown_language', 'parse_error', 'empty_cat
 def normalize_language(locale_dir_name: str) -> str:
   """Django locale folder name -> lowercase BCP-47-like code: `pt_BR` -> `pt-br`."""
   return locale_dir_name.replace('_', '-').replace('@', '-').lower()
+
+
+def installed_source(packages: Sequence[str] = PACKAGES) -> str:
+  """What the manifest's `source` says of the installed packages: `django==5.2.19, ...`."""
+  return ', '.join(f'{p}=={importlib.metadata.version(DISTRIBUTIONS.get(p, p))}'
+                   for p in packages)
+
+
+def is_current(manifest: dict) -> bool:
+  """Whether a built corpus is what `build_django_corpus()` would build now from the installed
+  packages (the same catalogs and held-out apps)."""
+  return (manifest.get('source') == installed_source()
+          and manifest.get('heldout_apps') == sorted(HELDOUT_APPS))
 
 
 def package_locale_roots(packages: Sequence[str] = PACKAGES) -> list[tuple[str, pathlib.Path]]:
@@ -200,8 +213,7 @@ def build_django_corpus(out_dir: str | pathlib.Path, *, validation_fraction: flo
 
   if locale_roots is None:
     roots, base = package_locale_roots(packages), pathlib.Path(django.__file__).parent.parent
-    source = ', '.join(f'{p}=={importlib.metadata.version(DISTRIBUTIONS.get(p, p))}'
-                       for p in packages)
+    source = installed_source(packages)
   else:
     roots = [(app_name(pathlib.Path(root)), pathlib.Path(root)) for root in locale_roots]
     base = None
