@@ -162,6 +162,11 @@ def test_demo_minutes_become_steps_in_their_own_workdir(capsys):
   assert config.train.steps == demo.steps_for_minutes(60)
   assert config.train.checkpoint_every == config.train.steps // 4
   assert config.workdir.endswith('runs/demo-60min')
+  from configs import demo as recipe  # pylint: disable=g-import-not-at-top
+  config = demo.with_minutes(recipe.get_config(), 60)
+  steps = [stage['steps'] for stage in config.train.stages]
+  assert sum(steps) == config.train.steps and steps[0] == int(config.train.steps * 0.7)
+  assert [stage['name'] for stage in config.train.stages] == ['mlm_sa', 'amber']
   with pytest.raises(SystemExit):
     cli.main(['demo', '--minutes', '3'])
   assert 'demo: error: --minutes 3 leaves no time to train: give at least 4 minutes.' in \

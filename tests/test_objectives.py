@@ -90,6 +90,9 @@ def test_the_model_card_plots_and_demo_table_read_the_registry(toy, tmp_path):
   history = [{'mlm_loss': 9.0, 'toy_loss': 0.5, 'other_loss': 1.0, 'loss': 10.0},
              {'mlm_loss': 7.0, 'toy_loss': 0.25, 'other_loss': 0.5, 'loss': 8.0}]
   assert demo.loss_table(history) == {'mlm_loss': (9.0, 7.0), 'toy_loss': (0.5, 0.25)}
+  staged = [{'mlm_loss': 9.0, 'loss': 9.0}, {'mlm_loss': 8.0, 'toy_loss': 0.5, 'loss': 9.0},
+            {'mlm_loss': 7.0, 'toy_loss': 0.25, 'loss': 8.0}]  # toy trains from the 2nd stage
+  assert demo.loss_table(staged) == {'mlm_loss': (9.0, 7.0), 'toy_loss': (0.5, 0.25)}
 
 
 def test_the_registry_names_every_weight_of_the_config():

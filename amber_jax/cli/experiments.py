@@ -15,7 +15,7 @@ def cmd_demo(argv: list[str]) -> None:
       'amber-jax demo',
       'The whole pipeline on this machine\'s CPU from what pip installed: Django catalogs -> '
       'corpus -> SentencePiece -> train the preset -> retrieval eval -> HF export; prints a '
-      'final table and writes demo_summary.json.', allow_abbrev=True)
+      'final table and writes demo_summary.json.', default=demo.PRESET, allow_abbrev=True)
   p.add_argument('--out', default='', help='where the HF export goes (default: ./amber-demo-hf)')
   p.add_argument('--minutes', type=float, default=0,
                  help='train for as many steps as fill this many minutes on 2 CPU cores '
@@ -23,7 +23,7 @@ def cmd_demo(argv: list[str]) -> None:
                       'minutes for the rest; a faster machine ends sooner), in its own workdir '
                       '(runs/demo-<N>min); 0: the preset\'s steps')
   args, rest = parsing.parse_known(p, argv)
-  config, rest = config_lib.load_config(rest)
+  config, rest = config_lib.load_config(rest, default=demo.PRESET)
   if rest:
     p.error(f'unrecognized arguments: {" ".join(rest)}')
   if args.minutes:

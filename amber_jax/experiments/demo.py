@@ -1,7 +1,9 @@
-"""The demo: Django catalogs -> corpus -> SentencePiece -> AMBER `tiny` -> retrieval -> HF export.
+"""The demo: Django-app catalogs -> corpus -> SentencePiece -> AMBER (configs/demo.py) ->
+retrieval on held-out apps against char 3-grams -> HF export -> 20 translations found.
 
-Everything runs on this machine's CPU from data that pip installed (Django's translation
-catalogs); nothing is fetched from a hub. Prints a final table and writes demo_summary.json.
+Everything runs on this machine's CPU from data that pip installed (the translation catalogs of
+Django and Wagtail); nothing is fetched from a hub. Prints a final table and writes
+demo_summary.json.
 
 The demo's run is a run like any other: a rerun resumes it (after a preemption, which stops the
 demo before it evaluates anything), and a finished one is evaluated again without training;
@@ -11,6 +13,7 @@ demo before it evaluates anything), and a finished one is evaluated again withou
 from __future__ import annotations
 
 import json
+import math
 import pathlib
 import time
 
@@ -28,10 +31,12 @@ from amber_jax.text import tokenizer
 from amber_jax.training import loop, metrics, train_state
 
 
-# The tiny preset's pace with all four objectives on the 2-core reference machine (200 steps in
-# 6.2-6.5 min, docs/RESULTS.md), and what the demo spends outside training (corpus, vocabulary,
+PRESET = 'demo'  # configs/demo.py: the recipe the demo trains
+
+# The demo recipe's pace on the 2-core reference machine (400 steps, 70% of them MLM + SA, in 8.1
+# min; docs/RESULTS.md), and what the demo spends outside training (corpus, vocabulary,
 # evaluation, export): what `--minutes` turns into steps.
-STEPS_PER_MINUTE = 31
+STEPS_PER_MINUTE = 48
 OVERHEAD_MINUTES = 2.0
 
 
@@ -39,8 +44,9 @@ def steps_for_minutes(minutes: float) -> int:
   """Training steps that fill a demo of `minutes` on the reference machine (install excluded)."""
   steps = int((minutes - OVERHEAD_MINUTES) * STEPS_PER_MINUTE) // 10 * 10
   if steps < 50:
-    raise ValueError(f'--minutes {minutes:g} leaves no time to train: give at least '
-                     f'{OVERHEAD_MINUTES + 50 / STEPS_PER_MINUTE:.0f} minutes.')
+    least = math.ceil(OVERHEAD_MINUTES + 50 / STEPS_PER_MINUTE)
+    raise ValueError(f'--minutes {minutes:g} leaves no time to train: give at least {least} '
+                     'minutes.')
   return steps
 
 
@@ -49,6 +55,11 @@ def with_minutes(config, minutes: float):
   checkpoints every quarter of the run."""
   steps = steps_for_minutes(minutes)
   with config.unlocked():
+    if config.train.stages:  # each stage keeps its share of the steps
+      shares = [stage['steps'] / config.train.steps for stage in config.train.stages]
+      counts = [int(steps * share) for share in shares[:-1]]
+      config.train.stages = [dict(stage, steps=n) for stage, n in
+                             zip(config.train.stages, counts + [steps - sum(counts)])]
     config.train.steps = steps
     config.train.checkpoint_every = max(steps // 4, 1)
     config.train.log_every = max(steps // 20, 1)
@@ -58,10 +69,20 @@ def with_minutes(config, minutes: float):
 
 
 def _prepare_data(config, print_fn):
+  """Builds the corpus and vocabulary the demo reads unless they are there and current (a corpus
+  from other catalogs or another split is rebuilt, and its vocabulary and run start anew);
+  returns the validation pairs."""
   corpus = pathlib.Path(config.data.corpus_dir)
-  if not (corpus / 'manifest.json').exists():
-    print_fn(f'Building the Django catalog corpus into {corpus} ...')
+  manifest = layout.load_manifest(corpus) if (corpus / 'manifest.json').exists() else None
+  if manifest is None or not django_po.is_current(manifest):
+    stale = manifest is not None
+    print_fn(f'{"Rebuilding the out-of-date" if stale else "Building the"} Django-app catalog '
+             f'corpus ({", ".join(django_po.PACKAGES)}) into {corpus} ...')
     django_po.build_django_corpus(corpus)
+    if stale:
+      pathlib.Path(config.data.vocab_path).unlink(missing_ok=True)
+      with config.unlocked():
+        config.train.fresh_start = True  # a run on the old corpus moves to discarded-<time>/
   manifest = layout.load_manifest(corpus)
   n_train = sum(v['train'] for v in manifest['pairs'].values())
   n_val = sum(v['validation'] for v in manifest['pairs'].values())
@@ -158,9 +179,14 @@ def char_3gram_accuracy(pairs) -> tuple[float, float]:
 
 
 def loss_table(history: list[dict]) -> dict[str, tuple[float, float]]:
-  """{loss key: (first logged value, last)} of each registered objective the run logged."""
-  names = [o.loss_key for o in objectives.OBJECTIVES if o.loss_key in history[0]]
-  return {k: (history[0][k], history[-1][k]) for k in names}
+  """{loss key: (first logged value, last)} of each registered objective the run logged; with
+  stages, an objective's first value is that of the first step that trained it."""
+  table = {}
+  for o in objectives.OBJECTIVES:
+    values = [h[o.loss_key] for h in history if o.loss_key in h]
+    if values:
+      table[o.loss_key] = (values[0], values[-1])
+  return table
 
 
 def _print_table(summary, print_fn):
