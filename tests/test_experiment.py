@@ -171,3 +171,39 @@ def test_demo_minutes_become_steps_in_their_own_workdir(capsys):
     cli.main(['demo', '--minutes', '3'])
   assert 'demo: error: --minutes 3 leaves no time to train: give at least 4 minutes.' in \
       capsys.readouterr().err
+
+
+def test_demo_rebuilds_an_out_of_date_corpus_and_starts_its_run_anew(tmp_path, monkeypatch,
+                                                                      django_corpus):
+  import shutil  # pylint: disable=g-import-not-at-top
+  from amber_jax.corpora import django_po, vocabulary  # pylint: disable=g-import-not-at-top
+  from amber_jax.experiments import demo  # pylint: disable=g-import-not-at-top
+  from configs import tiny  # pylint: disable=g-import-not-at-top
+  corpus, vocab = tmp_path / 'corpus', tmp_path / 'vocab.model'
+  shutil.copytree(django_corpus, corpus)
+  manifest = json.loads((corpus / 'manifest.json').read_text())
+  (corpus / 'manifest.json').write_text(json.dumps(dict(manifest, heldout_apps=[])))  # hash split
+  built, trained = [], []
+  monkeypatch.setattr(django_po, 'build_django_corpus', lambda out: (
+      built.append(out), shutil.copy(django_corpus / 'manifest.json', out / 'manifest.json')))
+  monkeypatch.setattr(vocabulary, 'train_corpus_vocabulary', lambda *a, **k: trained.append(a))
+
+  def prepare():
+    config = tiny.get_config()
+    with config.unlocked():
+      config.data.update(corpus_dir=str(corpus), vocab_path=str(vocab))
+    lines = []
+    pairs = demo._prepare_data(config, lines.append)  # pylint: disable=protected-access
+    return config, lines, pairs
+
+  vocab.write_text('the old corpus\'s vocabulary')
+  config, lines, pairs = prepare()
+  assert built == [corpus] and len(trained) == 1 and not vocab.exists()
+  assert config.train.fresh_start
+  assert lines[0].startswith('Rebuilding the out-of-date Django-app catalog corpus (django, '
+                             'wagtail) into')
+  assert len(pairs) == len(manifest['languages'])
+  vocab.write_text('a current vocabulary')
+  config, lines, _ = prepare()  # Current: kept as it is.
+  assert built == [corpus] and len(trained) == 1 and vocab.exists()
+  assert not config.train.fresh_start and lines[0].startswith('Corpus: 95 languages')
