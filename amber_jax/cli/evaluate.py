@@ -80,8 +80,7 @@ def cmd_eval(argv: list[str]) -> None:
     names = ('src->tgt', 'tgt->src') if args.pairs else ('en->xx', 'xx->en')
     counts = {k: len(retrieval.unique_pairs(v)) for k, v in pairs.items()}
     print(retrieval.format_layer_table(by_layer, counts, names))
-    baseline = retrieval.mean_by_layer(
-        {k: h.mean(-1) for k, h in retrieval.char_ngram_hits(pairs, 3).items()})[0]
+    baseline = retrieval.char_ngram_accuracy(pairs, 3)
     print(f'char 3-gram cosine on the same pairs (the lexical-overlap baseline): '
           f'{names[0]} {baseline[0]:.3f}, {names[1]} {baseline[1]:.3f}')
     if args.plot:

@@ -206,6 +206,12 @@ def char_ngram_hits(pairs: Pairs, n: int = 3) -> dict[str, np.ndarray]:
   return result
 
 
+def char_ngram_accuracy(pairs: Pairs, n: int = 3) -> tuple[float, float]:
+  """The baseline's (src->tgt, tgt->src) accuracy, mean over languages."""
+  return mean_accuracy({lang: tuple(hits[0].mean(-1))
+                        for lang, hits in char_ngram_hits(pairs, n).items()})
+
+
 def retrieval_by_layer(embed: Embedder, pairs: Pairs) -> dict[str, np.ndarray]:
   """Per language, (src->tgt, tgt->src) accuracy at every layer: {lang: float [layers + 1, 2]}
   (the means of `retrieval_hits`)."""

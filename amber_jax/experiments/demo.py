@@ -150,7 +150,7 @@ def run(config, hf_out: str = 'amber-demo-hf', print_fn=print, min_pairs: int = 
       'retrieval_before': retrieval.mean_accuracy(before),
       'retrieval_after': retrieval.mean_accuracy(after),
       'retrieval_after_hf_export': retrieval.mean_accuracy(hf_after),
-      'retrieval_char_3gram': char_3gram_accuracy(pairs),
+      'retrieval_char_3gram': retrieval.char_ngram_accuracy(pairs, 3),
       'languages': len(pairs),
       'tokens_per_s': float(np.median([h['tokens_per_s'] for h in history[1:]] or [0])),
       'hf_export': str(out.absolute()),
@@ -170,12 +170,6 @@ def _validation_source(corpus_dir) -> str:
     names = [app.removeprefix('django.contrib.') for app in manifest['heldout_apps']]
     return 'the held-out apps (' + ', '.join(names) + ')'
   return 'the validation split'
-
-
-def char_3gram_accuracy(pairs) -> tuple[float, float]:
-  """The lexical-overlap baseline on the same pairs: mean (en->xx, xx->en) over languages."""
-  hits = retrieval.char_ngram_hits(pairs, 3)
-  return retrieval.mean_accuracy({lang: tuple(h[0].mean(-1)) for lang, h in hits.items()})
 
 
 def loss_table(history: list[dict]) -> dict[str, tuple[float, float]]:
