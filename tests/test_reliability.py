@@ -265,7 +265,7 @@ def test_preemption_stops_a_command_that_trains_with_exit_75(monkeypatch, capsys
   monkeypatch.setenv('AMBER_JAX_CACHE', str(tmp_path / 'cache'))
   out = tmp_path / 'hf'
   with pytest.raises(SystemExit) as info:
-    cli.main(['demo', '--out', str(out), '--config.train.steps=200'])
+    cli.main(['demo', '--out', str(out)])
   assert info.value.code == errors.EXIT_PREEMPTED == 75
   err = capsys.readouterr().err
   assert 'step 100 of 200' in err and 'Traceback' not in err

@@ -16,6 +16,7 @@ from typing import Any, Callable, Mapping, Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
+from scipy import sparse
 
 from amber_jax import errors, storage
 from amber_jax.core import losses
@@ -178,7 +179,6 @@ def retrieval_hits(embed: Embedder, pairs: Pairs) -> dict[str, np.ndarray]:
 def char_ngrams(sentences: Sequence[str], n: int = 3):
   """Counts of character n-grams (lowercased, a space added at each end), rows L2-normalised:
   scipy.sparse float [len(sentences), distinct n-grams]."""
-  from scipy import sparse  # pylint: disable=import-outside-toplevel
   vocab, rows, cols = {}, [], []
   for i, sentence in enumerate(sentences):
     text = f' {sentence.lower()} '
