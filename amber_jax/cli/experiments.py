@@ -13,9 +13,10 @@ def cmd_demo(argv: list[str]) -> None:
   """`demo [--out DIR] [--config=PRESET] [--config.a.b=V ...]`."""
   p = parsing.config_parser(
       'amber-jax demo',
-      'The whole pipeline on this machine\'s CPU from what pip installed: Django catalogs -> '
-      'corpus -> SentencePiece -> train the preset -> retrieval eval -> HF export; prints a '
-      'final table and writes demo_summary.json.', default=demo.PRESET, allow_abbrev=True)
+      'The whole pipeline on this machine\'s CPU from what pip installed: Django and Wagtail '
+      'catalogs -> corpus -> SentencePiece -> train the preset -> retrieval on held-out apps '
+      'beside char 3-grams -> HF export -> 20 translations found; prints a final table and '
+      'writes demo_summary.json.', default=demo.PRESET, allow_abbrev=True)
   p.add_argument('--out', default='', help='where the HF export goes (default: ./amber-demo-hf)')
   p.add_argument('--minutes', type=float, default=0,
                  help='train for as many steps as fill this many minutes on 2 CPU cores '
