@@ -1,6 +1,7 @@
 """`amber-jax experiment ablation`: statistics, the results page, and an end-to-end smoke run."""
 
 import json
+import math
 
 import numpy as np
 import pytest
@@ -168,8 +169,9 @@ def test_demo_minutes_become_steps_in_their_own_workdir(capsys):
   assert sum(steps) == config.train.steps and steps[0] == int(config.train.steps * 0.7)
   assert [stage['name'] for stage in config.train.stages] == ['mlm_sa', 'amber']
   with pytest.raises(SystemExit):
-    cli.main(['demo', '--minutes', '3'])
-  assert 'demo: error: --minutes 3 leaves no time to train: give at least 4 minutes.' in \
+    cli.main(['demo', '--minutes', '2.5'])
+  least = math.ceil(overhead + 50 / per_minute)
+  assert f'demo: error: --minutes 2.5 leaves no time to train: give at least {least} minutes.' in \
       capsys.readouterr().err
 
 

@@ -33,10 +33,10 @@ from amber_jax.training import loop, metrics, train_state
 
 PRESET = 'demo'  # configs/demo.py: the recipe the demo trains
 
-# The demo recipe's pace on the 2-core reference machine (400 steps, 70% of them MLM + SA, in 8.1
-# min; docs/RESULTS.md), and what the demo spends outside training (corpus, vocabulary,
+# The demo recipe's pace on the 2-core reference machine (its 500 steps in 8.9 min, in the
+# newcomer check of 2026-12-04), and what the demo spends outside training (corpus, vocabulary,
 # evaluation, export): what `--minutes` turns into steps.
-STEPS_PER_MINUTE = 48
+STEPS_PER_MINUTE = 56
 OVERHEAD_MINUTES = 2.0
 
 
