@@ -12,7 +12,7 @@ PACKAGE = ROOT / 'amber_jax'
 # Lower layers never import higher ones: cli -> experiments -> training / eval / export ->
 # data / corpora -> parallel / text -> core -> config. Same-layer imports are allowed, cycles not.
 LAYERS = {
-    'config': 0, 'paths': 0, 'errors': 0, 'storage': 0,
+    'config': 0, 'paths': 0, 'errors': 0, 'storage': 0, 'quiet': 0,
     'core': 1,
     'parallel': 2, 'text': 2,
     'data': 3, 'corpora': 3,

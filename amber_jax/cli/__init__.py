@@ -35,10 +35,10 @@ from __future__ import annotations
 import os
 import sys
 
-from amber_jax import errors
+from amber_jax import errors, quiet
 from amber_jax.cli import data, evaluate, experiments, model, train
 
-os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+quiet.install()  # before any command imports TensorFlow
 
 USAGE = __doc__[__doc__.index('usage:'):__doc__.index('\nModules:')].rstrip()
 

@@ -30,7 +30,6 @@ from amber_jax.export import runs
 from amber_jax.text import tokenizer
 from amber_jax.training import loop, metrics, train_state
 
-
 PRESET = 'demo'  # configs/demo.py: the recipe the demo trains
 
 # The demo recipe's pace on the 2-core reference machine (its 500 steps in 8.9 min, in the
