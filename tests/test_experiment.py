@@ -210,3 +210,18 @@ def test_demo_rebuilds_an_out_of_date_corpus_and_starts_its_run_anew(tmp_path, m
   config, lines, _ = prepare()  # Current: kept as it is.
   assert built == [corpus] and len(trained) == 1 and vocab.exists()
   assert not config.train.fresh_start and lines[0].startswith('Corpus: 95 languages')
+
+
+def test_demo_steps_override_scales_the_recipe_stages(monkeypatch):
+  from amber_jax.experiments import demo  # pylint: disable=g-import-not-at-top
+  from configs import demo as recipe  # pylint: disable=g-import-not-at-top
+  seen = []
+  monkeypatch.setattr(demo, 'run', lambda config, hf_out: seen.append(config))
+  cli.main(['demo', '--config.train.steps=100'])
+  stages = seen[-1].train.stages
+  assert seen[-1].train.steps == 100 and [s['steps'] for s in stages] == [
+      int(100 * recipe.MLM_SA_SHARE), 100 - int(100 * recipe.MLM_SA_SHARE)]
+  assert [s['name'] for s in stages] == ['mlm_sa', 'amber']
+  cli.main(['demo'])  # the preset as it is
+  assert [s['steps'] for s in seen[-1].train.stages] == [
+      s['steps'] for s in recipe.get_config().train.stages]

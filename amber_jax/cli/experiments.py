@@ -32,6 +32,8 @@ def cmd_demo(argv: list[str]) -> None:
       config = demo.with_minutes(config, args.minutes)
     except ValueError as error:
       p.error(str(error))
+  elif config.train.stages and config.train.steps > 0:  # --config.train.steps=N: stages follow
+    config = demo.with_steps(config, config.train.steps)
   demo.run(config, hf_out=args.out or 'amber-demo-hf')
 
 

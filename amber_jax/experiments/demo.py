@@ -53,17 +53,25 @@ def with_minutes(config, minutes: float):
   """The config trained for `steps_for_minutes(minutes)`, in its own workdir (`demo-<N>min`), its
   checkpoints every quarter of the run."""
   steps = steps_for_minutes(minutes)
+  config = with_steps(config, steps)
   with config.unlocked():
-    if config.train.stages:  # each stage keeps its share of the steps
-      shares = [stage['steps'] / config.train.steps for stage in config.train.stages]
-      counts = [int(steps * share) for share in shares[:-1]]
-      config.train.stages = [dict(stage, steps=n) for stage, n in
-                             zip(config.train.stages, counts + [steps - sum(counts)])]
-    config.train.steps = steps
     config.train.checkpoint_every = max(steps // 4, 1)
     config.train.log_every = max(steps // 20, 1)
     if not config.workdir:
       config.workdir = str(paths.cache_dir() / 'runs' / f'demo-{minutes:g}min')
+  return config
+
+
+def with_steps(config, steps: int):
+  """The config trained for `steps`, each of its stages keeping its share of the stages' steps
+  (`--config.train.steps=N` or `--minutes` on a staged preset)."""
+  with config.unlocked():
+    if config.train.stages:
+      total = sum(stage['steps'] for stage in config.train.stages)
+      counts = [int(steps * stage['steps'] / total) for stage in config.train.stages[:-1]]
+      config.train.stages = [dict(stage, steps=n) for stage, n in
+                             zip(config.train.stages, counts + [steps - sum(counts)])]
+    config.train.steps = steps
   return config
 
 
