@@ -1,5 +1,6 @@
 """amber_jax.export.hf: the name table read both ways, and parity with transformers' BERT."""
 
+import json
 import os
 
 os.environ['HF_HUB_OFFLINE'] = '1'
@@ -11,10 +12,12 @@ import numpy as np
 import pytest
 import torch
 import transformers
+import yaml
 
 import xla_env
 from amber_jax.export import hf
 from amber_jax.export import hf_import
+from amber_jax.export import model_card
 from amber_jax.core.model import Encoder, EncoderConfig, init_params
 
 CFG = EncoderConfig(vocab_size=500, hidden_size=64, num_layers=2, num_heads=4,
@@ -374,4 +377,44 @@ def test_export_of_a_sharded_run_at_any_step(sharded_run, tmp_path, capsys):
 def test_model_card_reports_the_run_batch(sharded_run, tmp_path):
   from amber_jax.export import runs  # pylint: disable=g-import-not-at-top
   runs.export_run(sharded_run[0], tmp_path)
-  assert '- batch: 4 monolingual rows + 0 pairs per step' in (tmp_path / 'README.md').read_text()
+  text = (tmp_path / 'README.md').read_text()
+  assert '- batch: 4 monolingual rows + 0 pairs per step' in text
+  # A BERT run's card opens with the Hub's metadata too; sentence-transformers files beside it.
+  meta = yaml.safe_load(text.split('---\n')[1])
+  assert meta['pipeline_tag'] == 'fill-mask' and meta['library_name'] == 'transformers'
+  assert 'bert' in meta['tags'] and 'base_model' not in meta
+  pooling = json.loads((tmp_path / '1_Pooling' / 'config.json').read_text())
+  assert pooling['pooling_mode_mean_tokens'] and not pooling['pooling_mode_cls_token']
+
+
+def test_model_card_front_matter_parses_with_the_hub_keys():
+  text = model_card.front_matter(languages=['en', 'pt-br', 'pt', 'sr-latn', 'zh-hans'],
+                                 head='mlm', datasets=['django'])
+  assert text.startswith('---\n') and text.endswith('---\n')
+  meta = yaml.safe_load(text.strip('-\n'))
+  assert meta == {'language': ['multilingual', 'en', 'pt', 'sr', 'zh'], 'license': 'apache-2.0',
+                  'library_name': 'transformers', 'pipeline_tag': 'fill-mask',
+                  'tags': ['sentence-transformers', 'amber'], 'datasets': ['django']}
+  base = yaml.safe_load(model_card.front_matter(languages=[], head='base', base_model='a/b',
+                                                license_id='mit').strip('-\n'))
+  assert base['language'] == ['multilingual'] and base['pipeline_tag'] == 'feature-extraction'
+  assert base['base_model'] == 'a/b' and base['license'] == 'mit' and 'datasets' not in base
+
+
+def test_bert_params_exported_as_xlmr_match_transformers(tmp_path):
+  """--arch xlm-roberta of a BERT run: positions re-laid after padding_idx (our PAD_ID 0) + 1."""
+  hf.export(PARAMS, CFG, tmp_path, head='mlm', arch='xlm-roberta')
+  model, info = transformers.AutoModelForMaskedLM.from_pretrained(
+      tmp_path, dtype=torch.float32, output_loading_info=True)
+  _assert_clean_load(info)
+  assert isinstance(model, transformers.XLMRobertaForMaskedLM)
+  assert (model.config.pad_token_id, model.config.max_position_embeddings) == (0, 65)
+  ids, segs = _batch()
+  hidden, logits = _ours(PARAMS, ids, segs)
+  out = _theirs(model.eval(), ids, segs)
+  real = ids != 0
+  hidden_diff = np.abs(out.hidden_states[-1].numpy() - hidden)[real].max()
+  logits_diff = np.abs(out.logits.numpy() - logits)[real].max()
+  print(f'as xlm-roberta: max |hidden diff| {hidden_diff:.2e}, max |logits diff| '
+        f'{logits_diff:.2e}')
+  assert hidden_diff <= TOL and logits_diff <= TOL

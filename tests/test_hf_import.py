@@ -162,6 +162,9 @@ def test_missing_file_raises_naming_it(tmp_path, remove, message):
     ({'model_type': 'roberta', 'architectures': ['RobertaForMaskedLM']},
      r"found model_type='roberta', architectures=\['RobertaForMaskedLM'\]"),
     ({'architectures': ['GPT2LMHeadModel']}, r"architectures=\['GPT2LMHeadModel'\]"),
+    ({'model_type': 'xlm-roberta', 'architectures': ['XLMRobertaForTokenClassification']},
+     r"'xlm-roberta' with \['XLMRobertaForMaskedLM', 'XLMRobertaModel'\]\); found "
+     r"model_type='xlm-roberta', architectures=\['XLMRobertaForTokenClassification'\]"),
     ({'vocab_size': 200}, 'config.json says vocab_size=200 but the word embeddings have 120 rows'),
 ])
 def test_unsupported_or_inconsistent_config_raises(tmp_path, change, message):

@@ -74,7 +74,8 @@ class EncoderConfig:
   num_heads: int = 12
   intermediate_size: int = 3072
   max_position_embeddings: int = 512
-  type_vocab_size: int = 2
+  type_vocab_size: int = 2  # segment ids past the table use its last row (XLM-R has 1)
+  position_offset: int = 0  # table rows before position 0 (XLM-R: padding_idx + 1 = 2)
   dropout_rate: float = 0.1
   attention_dropout_rate: float = 0.1
   layer_norm_eps: float = 1e-12
@@ -163,7 +164,8 @@ class Embeddings(nn.Module):
                       (cfg.padded_vocab_size, cfg.hidden_size), jnp.float32)
     pos = self.param('position_embeddings',
                      nn.with_logical_partitioning(init, (None, 'embed')),
-                     (cfg.max_position_embeddings, cfg.hidden_size), jnp.float32)
+                     (cfg.max_position_embeddings + cfg.position_offset, cfg.hidden_size),
+                     jnp.float32)
     seg = self.param('token_type_embeddings',
                      nn.with_logical_partitioning(init, (None, 'embed')),
                      (cfg.type_vocab_size, cfg.hidden_size), jnp.float32)
@@ -171,12 +173,12 @@ class Embeddings(nn.Module):
     if length > cfg.max_position_embeddings:
       raise ValueError(f'Sequence length {length} exceeds max_position_embeddings='
                        f'{cfg.max_position_embeddings}; truncate inputs or enlarge the model.')
-    if positions is None:
-      pos_emb = pos[None, :length]  # [1, length, embed]
+    if positions is None:  # our position p is row p + position_offset of the table
+      pos_emb = pos[None, cfg.position_offset:cfg.position_offset + length]  # [1, length, embed]
     else:
-      pos_emb = jnp.take(pos, positions, axis=0)  # [batch, length, embed]
-    x = (jnp.take(word, ids, axis=0) + pos_emb +
-         jnp.take(seg, segments, axis=0))  # [batch, length, embed]
+      pos_emb = jnp.take(pos, positions + cfg.position_offset, axis=0)  # [batch, length, embed]
+    x = (jnp.take(word, ids, axis=0) + pos_emb + jnp.take(  # [batch, length, embed]
+        seg, jnp.minimum(segments, cfg.type_vocab_size - 1), axis=0))
     x = _constrain(x.astype(cfg.dtype), ('act_batch', 'act_length', 'act_embed'))
     x = LayerNorm(cfg.layer_norm_eps, cfg.dtype, name='layer_norm')(x)
     return nn.Dropout(cfg.dropout_rate)(x, deterministic=deterministic)

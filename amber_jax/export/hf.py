@@ -4,17 +4,17 @@ Our encoder is shaped exactly like `BertForMaskedLM` (see `amber_jax.core.model`
 renaming plus a few reshapes. `ENCODER_TABLE` and `MLM_HEAD_TABLE` hold one row per parameter:
 (our path, HF name, transform), with `{i}` standing for the layer index. Export reads a row left to
 right (`transform.to_hf`), import right to left (`transform.from_hf`); nothing else knows a name.
+XLM-RoBERTa has the same encoder under `roberta.` and its own head names (`XLMR_MLM_HEAD_TABLE`;
+`ARCH_SPECS` holds both architectures); its positions start at padding_idx + 1, which our
+EncoderConfig holds as `position_offset` (rows of the table before position 0; `shift_positions`).
 
 Two heads:
-  'mlm'  -> `BertForMaskedLM`: encoder names under `bert.`, plus the `cls.predictions.*` head. The
-            decoder is tied to the word embeddings and its bias to `cls.predictions.bias`, so (as
-            `save_pretrained` does in transformers 5.x) `cls.predictions.decoder.*` is not written;
-            loading re-ties it.
-  'base' -> `BertModel` without a pooler (we never train one). Load it with
-            `AutoModel.from_pretrained(path, add_pooling_layer=False)`: that loads with no missing
-            or unexpected keys. A plain `AutoModel.from_pretrained(path)` works too but reports
-            `pooler.dense.*` as newly initialised (random), which is what HF's own
-            `BertModel(add_pooling_layer=False).save_pretrained` gives as well.
+  'mlm'  -> `BertForMaskedLM` (`XLMRobertaForMaskedLM`): encoder names under `bert.` (`roberta.`)
+            plus the head. The decoder is tied to the word embeddings and its bias to the head's
+            bias, so (as `save_pretrained` does in transformers 5.x) it is not written.
+  'base' -> `BertModel` (`XLMRobertaModel`) without a pooler (we never train one). Load it with
+            `AutoModel.from_pretrained(path, add_pooling_layer=False)` (no missing or unexpected
+            keys); a plain `from_pretrained(path)` reports `pooler.dense.*` as newly initialised.
 
 Any name that the table does not account for, either way, raises a ValueError listing the missing
 and the unexpected names: there is no silent partial conversion. Names one knowingly drops on
@@ -25,12 +25,12 @@ Token-indexed rows (`VOCAB_ROWS`: the word embeddings and the MLM bias) can be r
 `amber_jax.text.hf_tokenizer`), and `export(..., hf_to_ours=...)` writes the rows back in HF's order.
 Reading a HF folder (files, config.json, tokenizer) into a run is `amber_jax.export.hf_import`.
 
-transformers and torch are imported inside the functions that need them, so that importing this
-module costs neither.
+transformers and torch are imported only inside the functions that need them.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import pathlib
 import re
@@ -134,8 +134,36 @@ MLM_TIED = {
     'cls.predictions.decoder.weight': 'bert.embeddings.word_embeddings.weight',
     'cls.predictions.decoder.bias': 'cls.predictions.bias',
 }
-_MLM_PREFIX = 'bert.'
-# Our parameters whose first axis is the token id.
+# XLM-RoBERTa's MLM head (`XLMRobertaForMaskedLM`: lm_head.*), its ties and its droppable names.
+XLMR_MLM_HEAD_TABLE = (
+    ('mlm_transform/kernel', 'lm_head.dense.weight', TRANSPOSE),
+    ('mlm_transform/bias', 'lm_head.dense.bias', IDENTITY),
+    ('mlm_layer_norm/ln/scale', 'lm_head.layer_norm.weight', IDENTITY),
+    ('mlm_layer_norm/ln/bias', 'lm_head.layer_norm.bias', IDENTITY),
+    ('mlm_bias', 'lm_head.bias', IDENTITY),
+)
+XLMR_TIED = {'lm_head.decoder.weight': 'roberta.embeddings.word_embeddings.weight',
+             'lm_head.decoder.bias': 'lm_head.bias'}
+XLMR_EXTRAS = (r'(roberta\.)?pooler\..*', r'(roberta\.)?embeddings\.(position|token_type)_ids')
+
+
+class Arch(NamedTuple):
+  """An HF architecture's names: encoder prefix (MLM), head rows, ties, extras, class per head."""
+
+  prefix: str
+  head_table: tuple
+  tied: Mapping[str, str]
+  extras: tuple
+  classes: Mapping[str, str]
+
+
+ARCH_SPECS = {
+    'bert': Arch('bert.', MLM_HEAD_TABLE, MLM_TIED, HF_EXTRAS,
+                 {'mlm': 'BertForMaskedLM', 'base': 'BertModel'}),
+    'xlm-roberta': Arch('roberta.', XLMR_MLM_HEAD_TABLE, XLMR_TIED, XLMR_EXTRAS,
+                        {'mlm': 'XLMRobertaForMaskedLM', 'base': 'XLMRobertaModel'}),
+}
+ARCHS = tuple(ARCH_SPECS)
 VOCAB_ROWS = model_lib.VOCAB_ROWS  # the params indexed by vocabulary id
 
 
@@ -145,17 +173,32 @@ def _check_head(head: str) -> None:
                      "('mlm' -> BertForMaskedLM, 'base' -> BertModel).")
 
 
-def name_table(cfg: EncoderConfig, head: str = 'mlm') -> list[tuple[str, str, Transform]]:
-  """The table expanded for `cfg` and `head`: (our path, full HF name, transform) per parameter."""
+def arch_spec(arch: str) -> Arch:
+  """The Arch of 'bert' or 'xlm-roberta'; ValueError naming the supported ones otherwise."""
+  if arch not in ARCH_SPECS:
+    raise ValueError(f'arch={arch!r} is not supported; use one of {ARCHS}.')
+  return ARCH_SPECS[arch]
+
+
+def arch_of(cfg: EncoderConfig) -> str:
+  """The architecture a model of `cfg` began as: 'xlm-roberta' when its positions start at an
+  offset (only an imported XLM-R has one), else 'bert'."""
+  return 'xlm-roberta' if cfg.position_offset else 'bert'
+
+
+def name_table(cfg: EncoderConfig, head: str = 'mlm',
+               arch: str = 'bert') -> list[tuple[str, str, Transform]]:
+  """The table expanded for `cfg`, `head` and `arch`: (our path, full HF name, transform) rows."""
   _check_head(head)
-  prefix = _MLM_PREFIX if head == 'mlm' else ''
+  spec = arch_spec(arch)
+  prefix = spec.prefix if head == 'mlm' else ''
   rows = []
   for ours, theirs, transform in ENCODER_TABLE:
     layers = range(cfg.num_layers) if '{i}' in ours else [None]
     for i in layers:
       rows.append((ours.format(i=i), prefix + theirs.format(i=i), transform))
   if head == 'mlm':
-    rows.extend(MLM_HEAD_TABLE)
+    rows.extend(spec.head_table)
   return rows
 
 
@@ -187,8 +230,8 @@ def _to_numpy(path: str, x) -> np.ndarray:
   return np.asarray(jax.device_get(x))
 
 
-def to_hf_state_dict(params: Mapping[str, Any], cfg: EncoderConfig,
-                     head: str = 'mlm') -> dict[str, np.ndarray]:
+def to_hf_state_dict(params: Mapping[str, Any], cfg: EncoderConfig, head: str = 'mlm',
+                     arch: str = 'bert') -> dict[str, np.ndarray]:
   """Our params -> a HF state dict of contiguous float32 numpy arrays.
 
   Args:
@@ -196,16 +239,17 @@ def to_hf_state_dict(params: Mapping[str, Any], cfg: EncoderConfig,
       head='base' the MLM-head params may be present and are dropped.
     cfg: the EncoderConfig the params were built with.
     head: 'mlm' (BertForMaskedLM names) or 'base' (BertModel names, no pooler).
+    arch: 'bert' or 'xlm-roberta' (XLMRobertaForMaskedLM / XLMRobertaModel names).
 
   Returns:
-    {HF name: float32 array}, without the tied `cls.predictions.decoder.*` entries.
+    {HF name: float32 array}, without the tied decoder entries.
 
   Raises:
     ValueError: a parameter the table does not know, one the table needs but `params` lacks, or
       a shape that does not fit `cfg`.
   """
   params, cfg = strip_vocab_padding(params, cfg)  # HF's rows: one per id of the vocabulary
-  rows = name_table(cfg, head)
+  rows = name_table(cfg, head, arch)
   flat = traverse_util.flatten_dict(nn.meta.unbox(dict(params)), sep='/')
   expected = {ours for ours, _, _ in rows}
   allowed = expected | ({ours for ours, _, _ in MLM_HEAD_TABLE} if head == 'base' else set())
@@ -225,7 +269,7 @@ def to_hf_state_dict(params: Mapping[str, Any], cfg: EncoderConfig,
 
 
 def from_hf_state_dict(state_dict: Mapping[str, Any], cfg: EncoderConfig, head: str = 'mlm', *,
-                       ignore: Iterable[str] = ()) -> dict[str, Any]:
+                       ignore: Iterable[str] = (), arch: str = 'bert') -> dict[str, Any]:
   """A HF state dict -> our params (an unboxed nested dict of float32 numpy arrays).
 
   Args:
@@ -234,6 +278,7 @@ def from_hf_state_dict(state_dict: Mapping[str, Any], cfg: EncoderConfig, head: 
     head: 'mlm' (BertForMaskedLM names; returns every parameter) or 'base' (BertModel names;
       returns the encoder without the `mlm_*` head parameters).
     ignore: regular expressions (full match) of HF names to drop knowingly, e.g. `HF_EXTRAS`.
+    arch: 'bert' or 'xlm-roberta', whose names `state_dict` has.
 
   Returns:
     The params tree shaped like `nn.unbox(init_params(cfg, rng))` (less the MLM head for 'base').
@@ -242,17 +287,19 @@ def from_hf_state_dict(state_dict: Mapping[str, Any], cfg: EncoderConfig, head: 
     ValueError: an HF name neither in the table nor ignored, a name the table needs that is
       missing, a shape that does not fit `cfg`, or a tied decoder that differs from its source.
   """
-  rows = name_table(cfg, head)
+  rows = name_table(cfg, head, arch)
   patterns = [re.compile(p) for p in ignore]
   given = {k: v for k, v in state_dict.items() if not any(p.fullmatch(k) for p in patterns)}
-  tied = MLM_TIED if head == 'mlm' else {}
+  spec = arch_spec(arch)
+  tied = spec.tied if head == 'mlm' else {}
   expected = {theirs for _, theirs, _ in rows}
   missing, unexpected = expected - set(given), set(given) - expected - set(tied)
   if missing or unexpected:
     raise _mismatch_error(
         'HF names', missing, unexpected,
-        f"Check head={head!r} ('mlm' wants bert.* and cls.predictions.*, 'base' wants unprefixed "
-        'BertModel names), or pass ignore= patterns for names to drop (see HF_EXTRAS).')
+        f"Check head={head!r} ('mlm' wants {spec.prefix}* and the MLM head, 'base' wants "
+        f'unprefixed {spec.classes["base"]} names), or pass ignore= patterns for names to drop '
+        '(see HF_EXTRAS).')
   arrays = {k: weight_to_numpy(k, v) for k, v in given.items()}
   for name, source in tied.items():
     if name in arrays and not np.array_equal(arrays[name], arrays[source]):
@@ -304,10 +351,26 @@ def weight_to_numpy(name: str, x) -> np.ndarray:
   return np.asarray(x)
 
 
-def hf_config(cfg: EncoderConfig, **extra):
-  """The `transformers.BertConfig` of `cfg`; `extra` sets or overrides fields (e.g. architectures).
+def shift_positions(params: Mapping[str, Any], cfg: EncoderConfig, offset: int):
+  """(params, cfg) with `offset` position rows before position 0 (zeros where new): what a BERT
+  (0) or an XLM-R (padding_idx + 1) config reads; the rows of positions 0.. are kept as they are."""
+  if offset == cfg.position_offset:
+    return params, cfg
+  flat = traverse_util.flatten_dict(nn.meta.unbox(dict(params)), sep='/')
+  path = 'embeddings/position_embeddings'
+  rows = _to_numpy(path, flat[path])[cfg.position_offset:]  # the rows of positions 0..
+  flat[path] = np.pad(rows, [(offset, 0), (0, 0)])  # zeros before
+  cfg = dataclasses.replace(cfg, position_offset=offset)
+  return traverse_util.unflatten_dict(flat, sep='/'), cfg
 
-  Activation 'gelu' is HF's exact (erf) GELU, as ours; pad_token_id is our PAD_ID.
+
+def hf_config(cfg: EncoderConfig, arch: str = 'bert', **extra):
+  """The `transformers.BertConfig` (or XLMRobertaConfig) of `cfg`; `extra` sets or overrides
+  fields (e.g. architectures, the XLM-R bos/eos ids).
+
+  Activation 'gelu' is HF's exact (erf) GELU, as ours; pad_token_id is our PAD_ID unless given.
+  XLM-R's positions start at padding_idx (= pad_token_id) + 1: 'xlm-roberta' needs
+  `cfg.position_offset == pad_token_id + 1`, 'bert' 0 (see `shift_positions`).
   """
   import transformers  # pylint: disable=g-import-not-at-top
   fields = dict(
@@ -316,7 +379,7 @@ def hf_config(cfg: EncoderConfig, **extra):
       num_hidden_layers=cfg.num_layers,
       num_attention_heads=cfg.num_heads,
       intermediate_size=cfg.intermediate_size,
-      max_position_embeddings=cfg.max_position_embeddings,
+      max_position_embeddings=cfg.max_position_embeddings + cfg.position_offset,
       type_vocab_size=cfg.type_vocab_size,
       hidden_act='gelu',
       layer_norm_eps=cfg.layer_norm_eps,
@@ -325,16 +388,22 @@ def hf_config(cfg: EncoderConfig, **extra):
       initializer_range=cfg.initializer_range,
       pad_token_id=PAD_ID,
       tie_word_embeddings=True,
-      architectures=['BertForMaskedLM'],
+      architectures=[arch_spec(arch).classes['mlm']],
   )
   fields.update(extra)
+  want = fields['pad_token_id'] + 1 if arch == 'xlm-roberta' else 0
+  if cfg.position_offset != want:
+    raise ValueError(f'position_offset={cfg.position_offset} but {arch} reads position 0 at row '
+                     f'{want}; lay the table out with shift_positions(params, cfg, {want}).')
+  if arch == 'xlm-roberta':
+    return transformers.XLMRobertaConfig(**fields)
   return transformers.BertConfig(**fields)
 
 
 def export(params: Mapping[str, Any], cfg: EncoderConfig, out_dir: str | os.PathLike, *,
            head: str = 'mlm', dtype: str = 'float32',
            tokenizer_fn: Callable[[pathlib.Path], Any] | None = None,
-           model_card: str | None = None, hf_to_ours=None) -> pathlib.Path:
+           model_card: str | None = None, hf_to_ours=None, arch: str = 'bert') -> pathlib.Path:
   """Writes a directory that `transformers` loads with `from_pretrained`.
 
   Args:
@@ -348,6 +417,8 @@ def export(params: Mapping[str, Any], cfg: EncoderConfig, out_dir: str | os.Path
     model_card: text of README.md, written when given.
     hf_to_ours: int [vocab_size], our row of each HF id (`amber_jax.text.hf_tokenizer.hf_to_ours_order`)
       for a run on a re-indexed HF tokenizer; None keeps the rows as they are.
+    arch: 'bert' (BertForMaskedLM / BertModel) or 'xlm-roberta' (XLMRobertaForMaskedLM /
+      XLMRobertaModel); the position table is laid out as the architecture reads it.
 
   Returns:
     The output directory: config.json, model.safetensors (+ README.md, tokenizer files).
@@ -355,17 +426,20 @@ def export(params: Mapping[str, Any], cfg: EncoderConfig, out_dir: str | os.Path
   if dtype not in EXPORT_DTYPES:
     raise ValueError(f'dtype={dtype!r} is not supported for export; use one of {EXPORT_DTYPES}.')
   np_dtype = np.float32 if dtype == 'float32' else ml_dtypes.bfloat16
+  spec = arch_spec(arch)
   params, cfg = strip_vocab_padding(params, cfg)
-  pad_token_id = PAD_ID
   if hf_to_ours is not None:
     params = reorder_vocab(params, hf_to_ours)
-    pad_token_id = int(np.flatnonzero(np.asarray(hf_to_ours) == PAD_ID)[0])
-  state = to_hf_state_dict(params, cfg, head)
+  order = np.arange(cfg.vocab_size) if hf_to_ours is None else np.asarray(hf_to_ours)
+  pad, cls, sep = (int(np.flatnonzero(order == i)[0]) for i in (PAD_ID, model_lib.CLS_ID,
+                                                                 model_lib.SEP_ID))
+  extra = {'bos_token_id': cls, 'eos_token_id': sep} if arch == 'xlm-roberta' else {}
+  params, cfg = shift_positions(params, cfg, pad + 1 if arch == 'xlm-roberta' else 0)
+  state = to_hf_state_dict(params, cfg, head, arch)
   out = pathlib.Path(out_dir)
   out.mkdir(parents=True, exist_ok=True)
-  arch = 'BertForMaskedLM' if head == 'mlm' else 'BertModel'
-  hf_config(cfg, architectures=[arch], dtype=dtype,
-            pad_token_id=pad_token_id).save_pretrained(out)
+  hf_config(cfg, arch, architectures=[spec.classes[head]], dtype=dtype, pad_token_id=pad,
+            **extra).save_pretrained(out)
   safetensors.numpy.save_file(
       {k: np.ascontiguousarray(v.astype(np_dtype)) for k, v in state.items()},
       str(out / 'model.safetensors'), metadata={'format': 'pt'})

@@ -1,14 +1,17 @@
-"""A local HuggingFace BERT folder -> a run folder of ours, ready for `amber-jax train` to continue.
+"""A local HuggingFace BERT or XLM-R folder -> a run folder that `amber-jax train` continues.
 
   amber-jax import HF_DIR OUT_WORKDIR [--config=configs/tiny.py --config.a.b=V ...]
 
-HF_DIR holds config.json (model_type 'bert'), the weights (model.safetensors, sharded safetensors,
-or pytorch_model.bin read with `torch.load(weights_only=True)`) and the tokenizer (tokenizer.json,
-or vocab.txt which transformers converts). OUT_WORKDIR receives:
+HF_DIR holds config.json (model_type 'bert' or 'xlm-roberta'), the weights (model.safetensors,
+sharded safetensors, or pytorch_model.bin read with `torch.load(weights_only=True)`) and the
+tokenizer (tokenizer.json, or vocab.txt / sentencepiece.bpe.model which transformers converts).
+An XLM-R keeps its positions as HF numbers them (from padding_idx + 1: `position_offset`) and its
+single token type (segment ids of pairs read it too). OUT_WORKDIR receives:
   config.json     the run config: the given config (data, objectives, optimizer, train) with the
                   model fields taken from HF's config.json, data.vocab_path -> tokenizer/
   config.py       `get_config()` reading config.json, for `amber-jax train --config=OUT/config.py`
   tokenizer/      the HF tokenizer (tokenizer.json, tokenizer_config.json ...)
+  import.json     where it came from: the HF folder, its architecture, the Hub base model if known
   checkpoints/0   the orbax state at step 0 as `amber_jax.training.loop` lays it out: the imported params,
                   `opt_state` = the optimizer's init of them, counters at zero
 `amber-jax train` resumes from the latest step of its workdir, so it continues from step 0.
@@ -46,6 +49,12 @@ from amber_jax.training import checkpoint, train_state
 # Architectures whose weights are laid out like ours (BertForPreTraining adds a pooler and an NSP
 # head, which are dropped).
 BERT_ARCHITECTURES = ('BertForMaskedLM', 'BertModel', 'BertForPreTraining')
+XLMR_ARCHITECTURES = ('XLMRobertaForMaskedLM', 'XLMRobertaModel')
+# model_type -> the architectures we read (the model_type is also our arch name, `hf.ARCHS`).
+MODEL_TYPES = {'bert': BERT_ARCHITECTURES, 'xlm-roberta': XLMR_ARCHITECTURES}
+# The tokenizer files of a HF folder: tokenizer.json as it is, the others converted by transformers.
+TOKENIZER_SOURCES = ('tokenizer.json', 'vocab.txt', 'sentencepiece.bpe.model')
+IMPORT_FILE = 'import.json'
 TOKENIZER_DIR = 'tokenizer'
 # The weight files of a HF folder, in the order `load_hf_state_dict` looks for them.
 WEIGHT_FILES = ('model.safetensors', 'model.safetensors.index.json', 'pytorch_model.bin')
@@ -61,6 +70,8 @@ HEAD_INIT = {
     'cls.predictions.transform.LayerNorm.bias': 'zeros',
     'cls.predictions.bias': 'zeros',
 }
+# The same under XLM-R's names.
+XLMR_HEAD_INIT = {x[1]: HEAD_INIT[b[1]] for b, x in zip(hf.MLM_HEAD_TABLE, hf.XLMR_MLM_HEAD_TABLE)}
 RUN_CONFIG_PY = '''"""This run's config, written by `amber-jax import`: config.json, next to this.
 
   amber-jax train --config={config_py} --config.train.steps=N
@@ -118,22 +129,27 @@ def load_hf_state_dict(hf_dir: str | os.PathLike) -> dict[str, np.ndarray]:
 
 
 def encoder_config_from_hf(config: Mapping[str, Any], **overrides) -> EncoderConfig:
-  """The EncoderConfig of a HF BERT config.json (a dict); `overrides` set our other fields.
+  """The EncoderConfig of a HF BERT or XLM-R config.json (a dict); `overrides` set our other fields.
+
+  An XLM-R's position table keeps HF's rows: position_offset = pad_token_id + 1 rows come before
+  position 0, and max_position_embeddings counts the positions a text can use (HF's less those).
 
   Raises:
-    errors.UserError: a model that is not laid out like ours: model_type other than 'bert', an
-      architecture outside BERT_ARCHITECTURES, an activation other than exact 'gelu', or relative
-      position embeddings; or a config without one of the shape fields.
+    errors.UserError: a model that is not laid out like ours: model_type other than 'bert' or
+      'xlm-roberta', an architecture outside BERT_ARCHITECTURES / XLMR_ARCHITECTURES, an activation
+      other than exact 'gelu', or relative position embeddings; or a config without one of the
+      shape fields.
   """
   model_type = config.get('model_type')
   archs = list(config.get('architectures') or [])
-  bad_archs = [a for a in archs if a not in BERT_ARCHITECTURES]
-  if model_type != 'bert' or bad_archs:
+  known = MODEL_TYPES.get(model_type, ())
+  bad_archs = [a for a in archs if a not in known]
+  if not known or bad_archs:
     raise errors.UserError(
-        f"Expected a BERT checkpoint (model_type 'bert', architectures among "
-        f'{list(BERT_ARCHITECTURES)}); found model_type={model_type!r}, architectures={archs}. '
-        'amber_jax.export.hf converts BERT-layout checkpoints only (RoBERTa/XLM-R, GPT-2 etc. '
-        'differ in names and embeddings).')
+        f"Expected a BERT or XLM-R checkpoint (model_type 'bert' with architectures among "
+        f"{list(BERT_ARCHITECTURES)}, or 'xlm-roberta' with {list(XLMR_ARCHITECTURES)}); found "
+        f'model_type={model_type!r}, architectures={archs}. amber_jax.export.hf converts these '
+        'layouts only (RoBERTa, GPT-2 etc. differ in names, vocabulary or embeddings).')
   if config.get('hidden_act', 'gelu') != 'gelu':
     raise errors.UserError(
         f"hidden_act={config['hidden_act']!r}; our encoder uses exact GELU ('gelu').")
@@ -143,19 +159,23 @@ def encoder_config_from_hf(config: Mapping[str, Any], **overrides) -> EncoderCon
   missing = [k for k in ('vocab_size', 'hidden_size', 'num_hidden_layers', 'num_attention_heads',
                          'intermediate_size', 'max_position_embeddings') if k not in config]
   if missing:
-    raise errors.UserError(f'the BERT config has no {", ".join(missing)}; a config.json written by '
-                           'save_pretrained has them all.')
+    raise errors.UserError(f'the {model_type} config has no {", ".join(missing)}; a config.json '
+                           'written by save_pretrained has them all.')
+  xlmr = model_type == 'xlm-roberta'
+  pad = config.get('pad_token_id')
+  offset = (1 if pad is None else pad) + 1 if xlmr else 0  # XLM-R: padding_idx + 1
   fields = dict(
       vocab_size=config['vocab_size'],
       hidden_size=config['hidden_size'],
       num_layers=config['num_hidden_layers'],
       num_heads=config['num_attention_heads'],
       intermediate_size=config['intermediate_size'],
-      max_position_embeddings=config['max_position_embeddings'],
-      type_vocab_size=config.get('type_vocab_size', 2),
+      max_position_embeddings=config['max_position_embeddings'] - offset,
+      position_offset=offset,
+      type_vocab_size=config.get('type_vocab_size', 1 if xlmr else 2),
       dropout_rate=config.get('hidden_dropout_prob', 0.1),
       attention_dropout_rate=config.get('attention_probs_dropout_prob', 0.1),
-      layer_norm_eps=config.get('layer_norm_eps', 1e-12),
+      layer_norm_eps=config.get('layer_norm_eps', 1e-5 if xlmr else 1e-12),
       initializer_range=config.get('initializer_range', 0.02),
   )
   fields.update(overrides)
@@ -179,20 +199,25 @@ def init_mlm_head(cfg: EncoderConfig, seed: int) -> dict[str, Any]:
 
 
 def params_from_hf(state_dict: Mapping[str, Any], cfg: EncoderConfig, seed: int = 0):
-  """Our params from any BERT-layout state dict, with or without `bert.` prefix and MLM head.
+  """Our params from a BERT (or, for a cfg with a position offset, XLM-R) state dict, with or
+  without the `bert.` (`roberta.`) prefix and MLM head.
 
   Returns:
     (params, HF names of the MLM head that were initialised (empty if the head was there),
      HF names dropped knowingly (pooler, NSP head, position_ids)).
   """
-  extras = [re.compile(p) for p in hf.HF_EXTRAS]
+  arch = hf.arch_of(cfg)
+  spec = hf.arch_spec(arch)
+  extras = [re.compile(p) for p in spec.extras]
   dropped = sorted(k for k in state_dict if any(p.fullmatch(k) for p in extras))
-  if any(k.startswith('cls.predictions.') for k in state_dict):
-    return hf.from_hf_state_dict(state_dict, cfg, 'mlm', ignore=hf.HF_EXTRAS), [], dropped
-  unprefixed = {k[len('bert.'):] if k.startswith('bert.') else k: v for k, v in state_dict.items()}
-  params = hf.from_hf_state_dict(unprefixed, cfg, 'base', ignore=hf.HF_EXTRAS)
+  head_prefix = spec.head_table[0][1].split('.')[0] + '.'  # cls. / lm_head.
+  if any(k.startswith(head_prefix) for k in state_dict):
+    params = hf.from_hf_state_dict(state_dict, cfg, 'mlm', ignore=spec.extras, arch=arch)
+    return params, [], dropped
+  unprefixed = {k.removeprefix(spec.prefix): v for k, v in state_dict.items()}
+  params = hf.from_hf_state_dict(unprefixed, cfg, 'base', ignore=spec.extras, arch=arch)
   params.update(init_mlm_head(cfg, seed))
-  return params, list(HEAD_INIT), dropped
+  return params, list(HEAD_INIT if arch == 'bert' else XLMR_HEAD_INIT), dropped
 
 
 def _check_folder(hf_dir: pathlib.Path) -> None:
@@ -210,15 +235,16 @@ def _check_folder(hf_dir: pathlib.Path) -> None:
     raise NotAnHFFolderError(
         f'No weights in {hf_dir} (found {present}): expected {", ".join(WEIGHT_FILES[:-1])} or '
         f'{WEIGHT_FILES[-1]}, as save_pretrained writes them{run}.')
-  if not any((hf_dir / name).is_file() for name in (hf_tokenizer.TOKENIZER_FILE, 'vocab.txt')):
+  if not any((hf_dir / name).is_file() for name in TOKENIZER_SOURCES):
     raise NotAnHFFolderError(
-        f'No tokenizer in {hf_dir} (found {present}): expected tokenizer.json or vocab.txt. Save '
-        "the model's tokenizer into the folder (tokenizer.save_pretrained(folder)).")
+        f'No tokenizer in {hf_dir} (found {present}): expected one of '
+        f'{", ".join(TOKENIZER_SOURCES)}. ' "Save the model's tokenizer into the folder "
+        '(tokenizer.save_pretrained(folder)).')
 
 
 def read_hf_config(hf_dir: pathlib.Path) -> EncoderConfig:
   """The EncoderConfig of `hf_dir`/config.json; errors.UserError naming the file when it is no
-  JSON or not a BERT config we can load."""
+  JSON or not a BERT / XLM-R config we can load."""
   path = hf_dir / 'config.json'
   try:
     return encoder_config_from_hf(json.loads(path.read_text(encoding='utf-8')))
@@ -227,7 +253,8 @@ def read_hf_config(hf_dir: pathlib.Path) -> EncoderConfig:
 
 
 def _write_tokenizer(hf_dir: pathlib.Path, out: pathlib.Path) -> hf_tokenizer.HFTokenizer:
-  """Copies tokenizer.json (+ its config) into `out`, or converts a vocab.txt with transformers."""
+  """Copies tokenizer.json (+ its config) into `out`, or converts a vocab.txt or a SentencePiece
+  sentencepiece.bpe.model (XLM-R, with the fairseq ids) with transformers."""
   if hf_tokenizer.is_hf_tokenizer(hf_dir):
     hf_tokenizer.write_tokenizer(hf_dir, out)
   else:
@@ -237,8 +264,9 @@ def _write_tokenizer(hf_dir: pathlib.Path, out: pathlib.Path) -> hf_tokenizer.HF
 
 
 def import_run(hf_dir: str | os.PathLike, workdir: str | os.PathLike, config, *,
-               print_fn: Callable[[str], Any] = print) -> pathlib.Path:
-  """Writes a run folder (see the module docstring) from a local HF BERT folder.
+               print_fn: Callable[[str], Any] = print,
+               base_model: str | None = None) -> pathlib.Path:
+  """Writes a run folder (see the module docstring) from a local HF BERT or XLM-R folder.
 
   Args:
     hf_dir: the HF folder.
@@ -246,6 +274,9 @@ def import_run(hf_dir: str | os.PathLike, workdir: str | os.PathLike, config, *,
     config: the run's config (e.g. configs/tiny.py with overrides); its model fields are replaced
       by HF's, data.vocab_path and workdir are set; config.seed seeds a missing MLM head.
     print_fn: where the report goes (initialised and dropped parameters, next command).
+    base_model: the Hub id of the checkpoint (e.g. 'FacebookAI/xlm-roberta-base') for the
+      exported model card's `base_model`; default: config.json's `_name_or_path` when it is no
+      local path.
 
   Returns:
     The run folder.
@@ -267,8 +298,9 @@ def import_run(hf_dir: str | os.PathLike, workdir: str | os.PathLike, config, *,
   mcfg = read_hf_config(hf_dir)
   _check_lengths(config, mcfg)
   state_dict = load_hf_state_dict(hf_dir)
+  prefix = hf.arch_spec(hf.arch_of(mcfg)).prefix
   rows = state_dict.get('embeddings.word_embeddings.weight',
-                        state_dict.get('bert.embeddings.word_embeddings.weight'))
+                        state_dict.get(f'{prefix}embeddings.word_embeddings.weight'))
   if rows is not None and rows.shape[0] != mcfg.vocab_size:
     raise errors.UserError(
         f'{hf_dir}: config.json says vocab_size={mcfg.vocab_size} but the word embeddings have '
@@ -291,15 +323,23 @@ def import_run(hf_dir: str | os.PathLike, workdir: str | os.PathLike, config, *,
   workdir.mkdir(parents=True, exist_ok=True)
   (workdir / 'config.json').write_text(config.to_json_best_effort(indent=2))
   (workdir / 'config.py').write_text(RUN_CONFIG_PY.format(config_py=workdir / 'config.py'))
+  if base_model is None:
+    name = json.loads((hf_dir / 'config.json').read_text(encoding='utf-8')).get('_name_or_path')
+    hub_id = isinstance(name, str) and re.fullmatch(r'[\w.-]+/[\w.-]+', name)
+    base_model = name if hub_id and not pathlib.Path(name).exists() else None
+  (workdir / IMPORT_FILE).write_text(json.dumps(
+      {'hf_dir': str(hf_dir.absolute()), 'arch': hf.arch_of(mcfg), 'base_model': base_model},
+      indent=2))
   _save_step_zero(config, params, {'imported_from': str(hf_dir.absolute())})
 
   n_params = sum(np.size(x) for x in jax.tree_util.tree_leaves(params))
-  print_fn(f'Imported {hf_dir} ({mcfg.num_layers} layers, hidden {mcfg.hidden_size}, vocabulary '
-           f'{mcfg.vocab_size}, {n_params / 1e6:.1f}M parameters) into {workdir}')
+  print_fn(f'Imported {hf_dir} ({hf.arch_of(mcfg)}, {mcfg.num_layers} layers, hidden '
+           f'{mcfg.hidden_size}, vocabulary {mcfg.vocab_size}, {n_params / 1e6:.1f}M parameters) '
+           f'into {workdir}')
   if initialised:
     print_fn('The checkpoint has no MLM head; initialised (decoder tied to the word embeddings):')
     for name in initialised:
-      print_fn(f'  {name}: {HEAD_INIT[name]}')
+      print_fn(f'  {name}: {(HEAD_INIT | XLMR_HEAD_INIT)[name]}')
   if dropped:
     print_fn(f'Dropped (no counterpart in our encoder): {", ".join(dropped)}')
   moved = {p: i for p, i in zip(tok.special_pieces.values(), tok.hf_specials)}

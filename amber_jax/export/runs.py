@@ -18,6 +18,7 @@ from amber_jax.core import objectives
 from amber_jax.core.model import EncoderConfig
 from amber_jax.eval import retrieval
 from amber_jax.export import hf, hf_import
+from amber_jax.export import model_card as card_lib
 from amber_jax.parallel import mesh as mesh_lib
 from amber_jax.text import hf_tokenizer, tokenizer
 from amber_jax.training import checkpoint, train_state
@@ -91,15 +92,20 @@ def load_params(workdir: str | pathlib.Path, step: int | None = None):
   return params, mcfg, config, step
 
 
-def model_card(config, step: int, figures: dict | None = None) -> str:
-  """The exported folder's README.md: the run's objectives (every registered one's weight), data,
-  batch and shape, and `figures` ({name: value}) under '## Evaluation' when given."""
+def model_card(config, step: int, figures: dict | None = None, imported: dict | None = None) -> str:
+  """The exported folder's README.md text: the run's objectives (every registered one's weight),
+  data, batch and shape, what it was imported from (`imported`, the run's import.json), and
+  `figures` ({name: value}) under '## Evaluation' when given."""
   o = config.objectives
   weights = objectives.weights(o)
+  origin = []
+  if imported:
+    origin = [f"Continued from {imported.get('base_model') or imported.get('hf_dir')} "
+              f"({imported.get('arch')}, imported with `amber-jax import`).", '']
   lines = [
       '# AMBER encoder (amber-jax export)', '',
       'A BERT-style multilingual encoder pretrained with the AMBER objectives '
-      '(Hu et al., arXiv 2010.07972) by amber-jax.', '',
+      '(Hu et al., arXiv 2010.07972) by amber-jax.', '', *origin,
       f'- steps: {step}',
       f'- objectives (weights): {weights}',
       f'- sentence alignment: cosine={o.sa_cosine}, temperature={o.sa_temperature}, '
@@ -118,17 +124,41 @@ def model_card(config, step: int, figures: dict | None = None) -> str:
   return '\n'.join(lines) + '\n'
 
 
+def _languages(config) -> list[str]:
+  """The run's languages: config.data.languages, else those of its (local) corpus's mono/."""
+  if config.data.languages:
+    return list(config.data.languages)
+  mono = pathlib.Path(config.data.get('corpus_dir') or '.') / 'mono'
+  return sorted(p.name for p in mono.iterdir() if p.is_dir()) if mono.is_dir() else []
+
+
 def export_run(workdir, out_dir, *, step=None, head='mlm', dtype='float32',
-               figures: dict | None = None) -> pathlib.Path:
-  """Writes a transformers folder (config, safetensors, tokenizer, model card) for a run."""
+               figures: dict | None = None, arch: str | None = None,
+               license_id: str = card_lib.DEFAULT_LICENSE) -> pathlib.Path:
+  """Writes a transformers folder (config, safetensors, tokenizer, model card with the Hub's
+  metadata, sentence-transformers files) for a run.
+
+  Args:
+    arch: 'bert' or 'xlm-roberta'; default the one the run began as (`hf.arch_of`: XLM-R for a
+      run imported from XLM-R, BERT for the others).
+    license_id: the model card's license.
+  """
   params, mcfg, config, step = load_params(workdir, step)
+  arch = arch or hf.arch_of(mcfg)
   out = pathlib.Path(out_dir)
   vocab = storage.local(config.data.vocab_path)  # a gs:// vocabulary: this host's mirror
-  hf.export(params, mcfg, out, head=head, dtype=dtype,
+  import_file = storage.path(workdir) / hf_import.IMPORT_FILE
+  imported = json.loads(import_file.read_text()) if import_file.exists() else None
+  meta = card_lib.front_matter(
+      languages=_languages(config), head=head, datasets=[config.data.task_prefix],
+      base_model=(imported or {}).get('base_model'), license_id=license_id, tags=[arch])
+  hf.export(params, mcfg, out, head=head, dtype=dtype, arch=arch,
             hf_to_ours=hf_tokenizer.hf_to_ours_order(vocab, mcfg.vocab_size),
             tokenizer_fn=lambda d: hf_tokenizer.write_tokenizer(
                 vocab, d, model_max_length=mcfg.max_position_embeddings),
-            model_card=model_card(config, step, figures))
+            model_card=meta + model_card(config, step, figures, imported))
+  card_lib.write_sentence_transformers(out, hidden_size=mcfg.hidden_size,
+                                       max_seq_length=mcfg.max_position_embeddings)
   return out
 
 

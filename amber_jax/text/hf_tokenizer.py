@@ -3,12 +3,14 @@
 Every vocabulary a run trains with has [PAD]=0 [UNK]=1 [CLS]=2 [SEP]=3 [MASK]=4
 (`amber_jax.core.model`): the batcher frames with them, masking writes [MASK] and never picks
 [PAD]/[CLS]/[SEP]. A BERT WordPiece tokenizer has them elsewhere ([PAD]=0 [UNK]=100 [CLS]=101
-[SEP]=102 [MASK]=103). Rather than thread configurable ids through data, masking, objectives and
-evaluation, a foreign tokenizer is re-indexed at the boundary by a permutation of the ids
-(`special_order`) that swaps its five specials into 0..4 and the tokens that sat there into the
-specials' old places (BERT: our ids 100..103 are HF's [unused0]..[unused3]); every other id keeps
-its number. Inside a run everything uses our ids (batches, the checkpoint's embedding rows and MLM
-bias); HF's ids appear only at the boundary:
+[SEP]=102 [MASK]=103), XLM-R's SentencePiece with the fairseq ids elsewhere again (<s>=0 <pad>=1
+</s>=2 <unk>=3, <mask> last). Rather than thread configurable ids through data, masking,
+objectives and evaluation, a foreign tokenizer is re-indexed at the boundary by a permutation of
+the ids (`special_order`) that swaps its five specials into 0..4 and the tokens that sat there
+into the specials' old places (BERT: our ids 100..103 are HF's [unused0]..[unused3]; XLM-R: the
+first piece, HF 4, moves to <mask>'s id); every other id keeps its number. Inside a run
+everything uses our ids (batches, the checkpoint's embedding rows and MLM bias); HF's ids appear
+only at the boundary:
   text     `HFTokenizer` / `HFTokenizerVocabulary` map the tokenizer's ids to ours;
   import   `amber_jax.export.hf_import` takes the embedding rows and the MLM bias in our order;
   export   `amber_jax.export.hf.export(..., hf_to_ours=hf_to_ours_order(...))` puts them back,
@@ -43,7 +45,9 @@ from amber_jax.text import vocab
 
 TOKENIZER_FILE = 'tokenizer.json'
 # The files of a tokenizer folder that `write_tokenizer` copies next to an exported model.
-TOKENIZER_FILES = (TOKENIZER_FILE, 'tokenizer_config.json', 'special_tokens_map.json', 'vocab.txt')
+# (an XLM-R folder's sentencepiece.bpe.model travels too, for code that reads the SentencePiece).
+TOKENIZER_FILES = (TOKENIZER_FILE, 'tokenizer_config.json', 'special_tokens_map.json', 'vocab.txt',
+                   'sentencepiece.bpe.model')
 # transformers' names of the specials, in the order of our ids 0..4; then the fallbacks that
 # SentencePiece-style tokenizers use when they name no [CLS]/[SEP] (<s>, </s>).
 SPECIAL_NAMES = ('pad_token', 'unk_token', 'cls_token', 'sep_token', 'mask_token')
