@@ -19,6 +19,7 @@ import test_train
 from amber_jax import cli
 from amber_jax.core.model import Encoder
 from amber_jax.corpora import layout
+from amber_jax.eval import retrieval
 from amber_jax.export import hf, hf_import, model_card, runs
 from amber_jax.text import hf_tokenizer
 from amber_jax.training import loop
@@ -233,6 +234,13 @@ def test_model_card_metadata_and_sentence_transformers(xlmr_run, sentences, tmp_
     print(f'SentenceTransformer({folder.name}) vs retrieval embeddings, {len(sentences)} '
           f'sentences: max |diff| {diff:.2e}')
     assert theirs.shape == ours.shape and diff <= TOL
+
+  # `amber-jax eval retrieval EXPORT` too, on a text longer than the model's 64 positions.
+  long = [' '.join(sentences[:12])]
+  for folder in (out, base):
+    theirs = retrieval.hf_embedder(str(folder))(sentences + long)[-1]
+    ours_long = runs.embedder_for(xlmr_run[0])(sentences + long)[-1]
+    assert float(np.abs(ours_long - theirs).max()) <= TOL
 
 
 def test_imported_xlmr_trains_with_tlm_sa_wa(xlmr_run, django_corpus, tmp_path):

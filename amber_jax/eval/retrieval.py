@@ -67,12 +67,14 @@ def hf_embedder(hf_dir: str, *, max_length: int = 128, batch_size: int = 64) -> 
   from transformers import AutoConfig, AutoModel, AutoModelForMaskedLM, AutoTokenizer
 
   tok = AutoTokenizer.from_pretrained(hf_dir)
+  max_length = min(max_length, tok.model_max_length)  # no more than the model has positions for
   config = AutoConfig.from_pretrained(hf_dir)
   # Our exports carry no pooler (pooled states are means here): don't build a random one.
   if any(a.endswith('ForMaskedLM') for a in config.architectures or ()):
     model = AutoModelForMaskedLM.from_pretrained(hf_dir).base_model.eval()  # the head is unused
   else:
-    extra = {'add_pooling_layer': False} if config.model_type == 'bert' else {}
+    pooler = config.model_type in ('bert', 'xlm-roberta')
+    extra = {'add_pooling_layer': False} if pooler else {}
     model = AutoModel.from_pretrained(hf_dir, **extra).eval()
 
   def embed(sentences):
