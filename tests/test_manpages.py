@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import hashlib
 import json
 import pathlib
 import re
@@ -222,7 +223,7 @@ def test_matching_pages_align_block_by_block(tmp_path):
 
 def test_output_is_readable_and_split_by_english(tmp_path):
   root = _tree(tmp_path)
-  manifest = _build(tmp_path, root, validation_fraction=0.5)
+  manifest = _build(tmp_path, root, validation_fraction=0.5, split_by='block')
   out = tmp_path / 'out'
   assert json.loads((out / 'manifest.json').read_text(encoding='utf-8')) == manifest
   for split in layout.SPLITS:
@@ -232,6 +233,33 @@ def test_output_is_readable_and_split_by_english(tmp_path):
     mono = layout.read_mono(out, split)
     assert mono['en'] == list(dict.fromkeys(en for en, _ in pairs))
     assert mono['de'] == list(dict.fromkeys(de for _, de in pairs))
+
+
+def _page_hash(key: str) -> float:
+  return int(hashlib.sha1(key.encode('utf-8')).hexdigest()[:15], 16) / 16**15
+
+
+def test_whole_pages_are_held_out_and_shared_blocks_stay_in_train(tmp_path):
+  root = _tree(tmp_path)  # man1/frob.1, and a second page that shares only the `-q` block
+  _write(root, 'man1/zap.1.gz', ENGLISH_PAGE.replace('widget', 'sprocket'))
+  _write(root, 'de/man1/zap.1.gz', GERMAN_PAGE.replace('Widget', 'Sprocket'))
+  held, kept = sorted(['man1/frob.1', 'man1/zap.1'], key=_page_hash)
+  fraction = (_page_hash(held) + _page_hash(kept)) / 2  # holds out `held`, not `kept`
+  manifest = _build(tmp_path, root, validation_fraction=fraction)
+  _assert_accounted(manifest)
+  assert manifest['split_by'] == 'page' and manifest['heldout_pages'] == [held]
+  out = tmp_path / 'out'
+  validation, train = (layout.read_pairs(out, s)['de'] for s in ('validation', 'train'))
+  word = 'widget' if held == 'man1/frob.1' else 'sprocket'
+  other = 'sprocket' if word == 'widget' else 'widget'
+  assert len(validation) == 4 and all(word in en for en, _ in validation)
+  shared = ('-q Print nothing at all, not even the errors.',
+            '-q Gibt gar nichts aus, nicht einmal die Fehler.')
+  assert shared in train and shared not in validation  # the training page has it too
+  assert not {en for en, _ in validation} & {en for en, _ in train}
+  assert sum(other in en for en, _ in train) == 4
+  with pytest.raises(ValueError, match="split_by must be one of"):
+    _build(tmp_path, root, split_by='sentence')
 
 
 def test_structure_mismatch_is_counted(tmp_path):
@@ -396,6 +424,10 @@ def test_main_prints_a_summary(tmp_path, capsys):
   printed = capsys.readouterr().out
   assert 'en-de' in printed and 'too_short 6' in printed
   assert layout.load_manifest(tmp_path / 'cli') == manifest
+  assert manifest['split_by'] == 'page'
+  manifest = cli.main(['data', 'build', 'manpages', '--out', str(tmp_path / 'cli'), '--man-roots',
+                       str(root), '--english-roots', str(root), '--split-by', 'block'])
+  assert manifest['split_by'] == 'block' and manifest['heldout_pages'] == []
 
 
 # The real packages.

@@ -113,6 +113,8 @@ def build_manpages(argv: list[str]) -> dict:
                  '(default: all)')
   p.add_argument('--max-pages', type=int, default=None,
                  help='read at most N translated pages per language')
+  p.add_argument('--split-by', choices=manpages.SPLIT_BY, default='page',
+                 help='hold out whole pages (default) or paragraphs by hash')
   p.add_argument('--cache', default='', help='package cache (default: <cache>/packages/manpages)')
   p.add_argument('--man-roots', default='', help='comma-separated folders laid out like '
                  '/usr/share/man to read instead of fetching the packages')
@@ -125,7 +127,7 @@ def build_manpages(argv: list[str]) -> dict:
     manifest = manpages.build_manpages_corpus(
         out, man_roots=_comma_list(args.man_roots), english_roots=_comma_list(args.english_roots),
         languages=_comma_list(args.languages), max_pages=args.max_pages,
-        cache_dir=args.cache or None)
+        cache_dir=args.cache or None, split_by=args.split_by)
   except (debian.FetchError, FileNotFoundError, FileExistsError, ValueError) as error:
     raise SystemExit(f'amber-jax data build manpages: {error}') from None
   seconds = time.time() - start

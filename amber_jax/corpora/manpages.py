@@ -67,6 +67,7 @@ DEFAULT_PACKAGES = ('manpages',) + LANGUAGE_PACKAGES
 SYSTEM_MAN_DIR = pathlib.Path('/usr/share/man')
 MAN_SUBDIR = pathlib.Path('usr/share/man')  # Where a package's pages lie in its unpacked tree.
 MAX_SO_HOPS = 4
+SPLIT_BY = ('page', 'block')  # how `build_manpages_corpus` holds out validation text
 
 # Reasons that count whole translated pages; every other reason counts block positions.
 FILE_REASONS = ('redirect', 'no_english_page', 'unsupported_format', 'read_error',
@@ -102,6 +103,11 @@ def default_cache_dir() -> pathlib.Path:
 
 
 # Finding and reading pages.
+
+
+def is_heldout_page(key: str, validation_fraction: float) -> bool:
+  """Whether the page `key` (`man1/ls.1`), in every language, is held out for validation."""
+  return layout.is_validation(key, validation_fraction)
 
 
 def _page_key(relative: pathlib.PurePath) -> str:
@@ -172,9 +178,11 @@ def _block_has_bad_line(block: Block, bad_lines: set[int]) -> int | None:
 
 
 def _collect(language_pages, english: EnglishPages, min_words, ratio, tally):
-  """Aligns every page; returns (pairs by language, counts of blocks/pages read and used)."""
+  """Aligns every page; returns (pairs by language, counts of blocks/pages read and used, the
+  pages each kept English block came from)."""
   pairs = collections.defaultdict(list)
   seen = collections.defaultdict(set)
+  pages_of = collections.defaultdict(set)
   counts = collections.Counter()
   for lang, pages in language_pages.items():
     for path, file in pages:
@@ -222,6 +230,7 @@ def _collect(language_pages, english: EnglishPages, min_words, ratio, tally):
           continue
         reason = pair_skip_reason(*pair, min_words, ratio)
         if reason is None:
+          pages_of[pair[0]].add(key)
           if pair in seen[lang]:
             reason = 'duplicate'
           else:
@@ -234,7 +243,7 @@ def _collect(language_pages, english: EnglishPages, min_words, ratio, tally):
         counts['pages_used'] += 1
       else:
         tally.skip('no_pairs', file, None, f'{len(page.blocks)} blocks, none kept')
-  return pairs, counts
+  return pairs, counts, pages_of
 
 
 def build_manpages_corpus(out_dir: str | pathlib.Path, *,
@@ -244,7 +253,8 @@ def build_manpages_corpus(out_dir: str | pathlib.Path, *,
                           validation_fraction: float = 0.15, min_words: int = 4,
                           ratio: tuple[float, float] = (0.4, 3.0),
                           max_pages: int | None = None,
-                          cache_dir: str | pathlib.Path | None = None) -> dict:
+                          cache_dir: str | pathlib.Path | None = None,
+                          split_by: str = 'page') -> dict:
   """Builds the man-page corpus into `out_dir`, replacing any corpus there atomically.
 
   Args:
@@ -255,19 +265,24 @@ def build_manpages_corpus(out_dir: str | pathlib.Path, *,
     english_roots: folders with English `man*/` subfolders, searched in order; None means each man
       root, then `/usr/share/man`.
     languages: language codes (`de`, `pt-br`) or folder names (`pt_BR`) to read; None reads all.
-    validation_fraction: share of distinct English blocks (with all of their translations) that
-      go to the validation split.
+    validation_fraction: share of the English pages (`split_by='page'`) or of the distinct
+      English blocks (`'block'`) that go, with all of their translations, to the validation split.
     min_words: fewest English words for a pair to be kept.
     ratio: allowed (min, max) of characters translation / English.
     max_pages: read at most this many translated pages per language (in path order); None: all.
     cache_dir: package cache for `debian.fetch_packages` when `man_roots` is None (default
       `<cache>/packages/manpages`, see `amber_jax.paths`).
+    split_by: 'page' holds out whole pages (`man1/ls.1` in every language): a block is
+      validation when every page it was found in is held out, so no validation text was seen in
+      training. 'block' splits by a hash of each English block, as the Django corpus once did.
 
   Returns:
     The manifest, as also written to `out_dir/manifest.json`.
   """
   if not 0.0 <= validation_fraction < 1.0:
     raise ValueError(f'validation_fraction must be in [0, 1), got {validation_fraction}')
+  if split_by not in SPLIT_BY:
+    raise ValueError(f'split_by must be one of {SPLIT_BY}, got {split_by!r}')
   if not 0 < ratio[0] <= ratio[1]:
     raise ValueError(f'ratio must be (min, max) with 0 < min <= max, got {ratio}')
   if man_roots is None:
@@ -307,7 +322,8 @@ def build_manpages_corpus(out_dir: str | pathlib.Path, *,
     raise FileNotFoundError(f'no English pages (man*/*) under {[str(r) for r in english_dirs]}')
 
   tally = layout.Tally(FILE_REASONS)
-  pairs, counts = _collect(dict(sorted(language_pages.items())), english, min_words, ratio, tally)
+  pairs, counts, pages_of = _collect(dict(sorted(language_pages.items())), english, min_words,
+                                     ratio, tally)
   blocks_kept = sum(len(v) for v in pairs.values())
   if counts['blocks_read'] != blocks_kept + tally.entries_skipped():
     raise RuntimeError(
@@ -318,7 +334,12 @@ def build_manpages_corpus(out_dir: str | pathlib.Path, *,
         f'bookkeeping error: {counts["pages_read"]} pages but {counts["pages_used"]} used and '
         f'{tally.files_skipped()} skipped; this is a bug in {__name__}')
 
-  by_split, mono = layout.split_corpus(pairs, validation_fraction)
+  held_out = None
+  if split_by == 'page':
+    held_out = lambda english: all(is_heldout_page(key, validation_fraction)
+                                   for key in pages_of[english])
+  by_split, mono = layout.split_corpus(pairs, validation_fraction, held_out=held_out)
+  pages = sorted(set().union(*pages_of.values())) if pages_of else []
   manifest = {
       'name': CORPUS_NAME,
       'source': 'man pages under ' + ', '.join(str(r) for r in roots) + '; English from '
@@ -335,6 +356,9 @@ def build_manpages_corpus(out_dir: str | pathlib.Path, *,
                  'files_skipped': tally.files_skipped(), 'entries_read': counts['blocks_read'],
                  'entries_kept': blocks_kept, 'entries_skipped': tally.entries_skipped()},
       'validation_fraction': validation_fraction,
+      'split_by': split_by,
+      'heldout_pages': [k for k in pages if is_heldout_page(k, validation_fraction)]
+                       if split_by == 'page' else [],
       'min_words': min_words,
       'ratio': list(ratio),
       'max_pages': max_pages,
