@@ -33,6 +33,8 @@ HELP = {
     ('eval', 'transfer'): ('usage: amber-jax eval', '--epochs', '--learning-rate',
                            '--freeze-encoder'),
     ('align',): ('usage: amber-jax align', '--pairs', '--method', '--rule', '--gold', '--heatmap'),
+    ('mine',): ('usage: amber-jax mine', '--src', '--tgt', '--out', '--src-lang', '--tgt-lang',
+                '--threshold', '--index', '--candidates'),
     ('import',): ('usage: amber-jax import', 'hf_dir', 'workdir', *CONFIG),
     ('demo',): ('usage: amber-jax demo', '--out', *CONFIG),
     ('experiment', 'ablation'): ('usage: amber-jax experiment', '--steps', '--seeds',

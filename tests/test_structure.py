@@ -26,6 +26,7 @@ LAYERS = {
 HEAVY = ('tensorflow', 'tensorflow_datasets', 'seqio', 'torch', 'transformers', 'matplotlib',
          'tensorboardX', 'apache_beam', 'tasks',
          'grain', 'array_record',  # the cache's reader: not on the GPU machines
+         'faiss',  # `amber-jax mine` only
          'jax.experimental.pallas')  # TPU kernels: their modules move between jax releases
 MAX_LINES = 450
 

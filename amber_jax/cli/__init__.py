@@ -15,6 +15,7 @@ usage: amber-jax COMMAND ... (every command answers -h/--help)
   amber-jax export WORKDIR OUT_DIR [--head mlm|base] [--dtype float32|bfloat16]
   amber-jax eval retrieval|mining|transfer WORKDIR_OR_HF_DIR [--pairs FILE.tsv] [--plot PNG]
   amber-jax align WORKDIR_OR_HF_DIR --pairs FILE [--method attention|similarity] [--gold FILE]
+  amber-jax mine WORKDIR_OR_HF_DIR --src A.txt --tgt B.txt --out DIR   mined pairs (MINING.md)
   amber-jax import HF_DIR OUT_WORKDIR [--config=configs/tiny.py --config.a.b=V ...]
   amber-jax experiment ablation [--steps N1,N2] [--seeds 0,1,2] [--languages de,fr,...]
                                 [--out docs/RESULTS.md] [--config.a.b=V ...]
@@ -27,7 +28,8 @@ Exit codes: 0 done; 1 a fault (with its traceback); 2 a user error (one line nam
 74 a checkpoint could not be written; 75 preempted: a checkpoint was saved, rerun to resume.
 
 Modules: train (train, compile), data (data ..., vocab train), model (export, import), evaluate
-(eval, align), experiments (demo, experiment ablation), parsing (the --config help and parse).
+(eval, align), mine (mine), experiments (demo, experiment ablation), parsing (the --config help
+and parse).
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ import os
 import sys
 
 from amber_jax import errors, quiet
-from amber_jax.cli import data, evaluate, experiments, model, train
+from amber_jax.cli import data, evaluate, experiments, mine, model, train
 
 quiet.install()  # before any command imports TensorFlow
 
@@ -45,7 +47,7 @@ USAGE = __doc__[__doc__.index('usage:'):__doc__.index('\nModules:')].rstrip()
 COMMANDS = {'train': train.cmd_train, 'compile': train.cmd_compile, 'data': data.cmd_data,
             'vocab': data.cmd_vocab, 'export': model.cmd_export, 'eval': evaluate.cmd_eval,
             'demo': experiments.cmd_demo, 'import': model.cmd_import, 'align': evaluate.cmd_align,
-            'experiment': experiments.cmd_experiment}
+            'experiment': experiments.cmd_experiment, 'mine': mine.cmd_mine}
 
 
 def main(argv: list[str] | None = None):
