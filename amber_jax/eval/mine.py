@@ -146,9 +146,7 @@ def char_ngram_candidates(sources: Sequence[str], targets: Sequence[str], *, n: 
   (`retrieval.char_ngrams`), dense, O(n * m) memory: for evaluation sets."""
   grams = retrieval.char_ngrams(list(sources) + list(targets), n)
   sim = (grams[:len(sources)] @ grams[len(sources):].T).toarray()   # [n, m] cosines
-  r_x, r_y = mining.knn_mean(sim, k), mining.knn_mean(sim.T, k)
-  denom = (r_x[:, None] + r_y[None, :]) / 2
-  return mining.candidates(sim / np.where(np.abs(denom) < 1e-9, 1e-9, denom), mode)
+  return mining.candidates(mining.margin_of_similarity(sim, k), mode)
 
 
 # Reading sentences.

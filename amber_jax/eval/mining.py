@@ -52,7 +52,11 @@ def margin_scores(x: np.ndarray, y: np.ndarray, k: int = 4) -> np.ndarray:
     y: float [m, d] embeddings of the other.
     k: neighbourhood size (4 in Artetxe & Schwenk).
   """
-  sim = cosine_matrix(x, y)            # [n, m]
+  return margin_of_similarity(cosine_matrix(x, y), k)
+
+
+def margin_of_similarity(sim: np.ndarray, k: int = 4) -> np.ndarray:
+  """Ratio margin of every cell of a similarity matrix `sim` [n, m] (cosines of any kind)."""
   r_x = knn_mean(sim, k)               # [n]: mean cosine of x_i to its k nearest y
   r_y = knn_mean(sim.T, k)             # [m]: mean cosine of y_j to its k nearest x
   denom = (r_x[:, None] + r_y[None, :]) / 2
