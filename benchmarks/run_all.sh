@@ -14,6 +14,9 @@ $py benchmarks/input_pipeline.py    # tokens/s per core: token cache vs seqio on
 $py benchmarks/memory.py          # 8 fake CPU devices: per-device bytes of the base step per mesh
 $py benchmarks/compile_time.py    # lower + compile seconds of the base step, default vs options
 $py benchmarks/checkpoint_storage.py  # base state: save/restore, local folder vs gs:// (emulator)
+$py -m benchmarks.mining           # 1e5 x 1e5 sentences: faiss IVF / exact vs dense numpy
+# benchmarks/heldout_retrieval.py and benchmarks/mining_proof.py judge trained runs: see
+# docs/RESULTS.md and docs/MINING.md for their commands.
 if [ "$($py -c 'import jax; print(jax.default_backend())' 2>/dev/null)" = gpu ]; then
   PYTHON=$py bash benchmarks/gpu_check.sh  # tokens/s and MFU of base on this GPU (bf16, seq 128 and 512)
 else
