@@ -7,6 +7,7 @@ import lzma
 
 import numpy as np
 import pytest
+from test_mining import margin_loop
 
 from amber_jax import cli
 from amber_jax.cli import mine as mine_cli
@@ -14,24 +15,11 @@ from amber_jax.corpora import layout
 from amber_jax.eval import mine, mining
 
 
-def _margin_loop(x, y, k):
-  """margin(x, y) = cos(x, y) / (sum_{z in NN_k(x)} cos(x, z) / 2k
-                                 + sum_{z in NN_k(y)} cos(y, z) / 2k)."""
-  cos = lambda a, b: float(a @ b / np.linalg.norm(a) / np.linalg.norm(b))
-  out = np.zeros((len(x), len(y)))
-  for i, a in enumerate(x):
-    nn_x = sorted((cos(a, z) for z in y), reverse=True)[:k]
-    for j, b in enumerate(y):
-      nn_y = sorted((cos(b, z) for z in x), reverse=True)[:k]
-      out[i, j] = cos(a, b) / (sum(nn_x) / (2 * k) + sum(nn_y) / (2 * k))
-  return out
-
-
 @pytest.mark.parametrize('mode', mining.MODES)
 def test_faiss_margins_equal_the_loops_and_the_dense_path(mode):
   rng = np.random.default_rng(0)
   x, y = rng.normal(size=(9, 8)), rng.normal(size=(12, 8))
-  loops = _margin_loop(x, y, 3)
+  loops = margin_loop(x, y, 3)
   found = mine.margin_candidates(x, y, k=3, candidates=12, mode=mode, index='flat')
   assert found, mode
   for i, j, score in found:

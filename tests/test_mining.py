@@ -6,7 +6,7 @@ import pytest
 from amber_jax.eval import mining
 
 
-def _margin_loop(x, y, k):
+def margin_loop(x, y, k):
   """margin(x, y) = cos(x, y) / (sum_{z in NN_k(x)} cos(x, z) / 2k + sum_{z in NN_k(y)} cos(y, z) / 2k)."""
   cos = lambda a, b: float(a @ b / np.linalg.norm(a) / np.linalg.norm(b))
   out = np.zeros((len(x), len(y)))
@@ -21,7 +21,7 @@ def _margin_loop(x, y, k):
 def test_margin_scores_match_the_formula_written_as_loops():
   rng = np.random.default_rng(0)
   x, y = rng.normal(size=(5, 8)), rng.normal(size=(7, 8))
-  np.testing.assert_allclose(mining.margin_scores(x, y, k=3), _margin_loop(x, y, 3), rtol=1e-6)
+  np.testing.assert_allclose(mining.margin_scores(x, y, k=3), margin_loop(x, y, 3), rtol=1e-6)
 
 
 # x0, x1 = e0, e1. y0 is x0's translation (cos 0.5), y1 = x1's (cos 1). The hub h is the nearest
