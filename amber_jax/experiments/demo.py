@@ -32,10 +32,10 @@ from amber_jax.training import loop, metrics, train_state
 
 PRESET = 'demo'  # configs/demo.py: the recipe the demo trains
 
-# The demo recipe's pace on the 2-core reference machine (its 500 steps in 8.9 min, in the
-# newcomer check of 2026-12-04), and what the demo spends outside training (corpus, vocabulary,
-# evaluation, export): what `--minutes` turns into steps.
-STEPS_PER_MINUTE = 56
+# The demo recipe's pace on the 2-core reference machine, a little under what it measured (700
+# steps in 10.35 min, 68 a minute, in the newcomer check of 2026-12-04), and what the demo spends
+# outside training (corpus, vocabulary, evaluation, export): what `--minutes` turns into steps.
+STEPS_PER_MINUTE = 64
 OVERHEAD_MINUTES = 2.0
 
 
