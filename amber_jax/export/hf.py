@@ -4,9 +4,8 @@ Our encoder is shaped exactly like `BertForMaskedLM` (see `amber_jax.core.model`
 renaming plus a few reshapes. `ENCODER_TABLE` and `MLM_HEAD_TABLE` hold one row per parameter:
 (our path, HF name, transform), with `{i}` standing for the layer index. Export reads a row left to
 right (`transform.to_hf`), import right to left (`transform.from_hf`); nothing else knows a name.
-XLM-RoBERTa has the same encoder under `roberta.` and its own head names (`XLMR_MLM_HEAD_TABLE`;
-`ARCH_SPECS` holds both architectures); its positions start at padding_idx + 1, which our
-EncoderConfig holds as `position_offset` (rows of the table before position 0; `shift_positions`).
+XLM-RoBERTa has the same encoder under `roberta.` and its own head (`XLMR_MLM_HEAD_TABLE`;
+`ARCH_SPECS` holds both); its positions start at padding_idx + 1 (`position_offset`).
 
 Two heads:
   'mlm'  -> `BertForMaskedLM` (`XLMRobertaForMaskedLM`): encoder names under `bert.` (`roberta.`)
@@ -178,6 +177,11 @@ def arch_spec(arch: str) -> Arch:
   if arch not in ARCH_SPECS:
     raise ValueError(f'arch={arch!r} is not supported; use one of {ARCHS}.')
   return ARCH_SPECS[arch]
+
+
+def position_offset(arch: str, pad_token_id: int) -> int:
+  """Rows before position 0 in `arch`'s table: XLM-R counts from padding_idx + 1, BERT from 0."""
+  return pad_token_id + 1 if arch == 'xlm-roberta' else 0
 
 
 def arch_of(cfg: EncoderConfig) -> str:
@@ -352,8 +356,8 @@ def weight_to_numpy(name: str, x) -> np.ndarray:
 
 
 def shift_positions(params: Mapping[str, Any], cfg: EncoderConfig, offset: int):
-  """(params, cfg) with `offset` position rows before position 0 (zeros where new): what a BERT
-  (0) or an XLM-R (padding_idx + 1) config reads; the rows of positions 0.. are kept as they are."""
+  """(params, cfg) with `offset` position rows (zeros where new) before the rows of positions 0..,
+  which are kept: the table as `arch` reads it when offset is `position_offset(arch, pad)`."""
   if offset == cfg.position_offset:
     return params, cfg
   flat = traverse_util.flatten_dict(nn.meta.unbox(dict(params)), sep='/')
@@ -369,8 +373,7 @@ def hf_config(cfg: EncoderConfig, arch: str = 'bert', **extra):
   fields (e.g. architectures, the XLM-R bos/eos ids).
 
   Activation 'gelu' is HF's exact (erf) GELU, as ours; pad_token_id is our PAD_ID unless given.
-  XLM-R's positions start at padding_idx (= pad_token_id) + 1: 'xlm-roberta' needs
-  `cfg.position_offset == pad_token_id + 1`, 'bert' 0 (see `shift_positions`).
+  `cfg.position_offset` must be `position_offset(arch, pad_token_id)` (see `shift_positions`).
   """
   import transformers  # pylint: disable=g-import-not-at-top
   fields = dict(
@@ -391,7 +394,7 @@ def hf_config(cfg: EncoderConfig, arch: str = 'bert', **extra):
       architectures=[arch_spec(arch).classes['mlm']],
   )
   fields.update(extra)
-  want = fields['pad_token_id'] + 1 if arch == 'xlm-roberta' else 0
+  want = position_offset(arch, fields['pad_token_id'])
   if cfg.position_offset != want:
     raise ValueError(f'position_offset={cfg.position_offset} but {arch} reads position 0 at row '
                      f'{want}; lay the table out with shift_positions(params, cfg, {want}).')
@@ -417,8 +420,7 @@ def export(params: Mapping[str, Any], cfg: EncoderConfig, out_dir: str | os.Path
     model_card: text of README.md, written when given.
     hf_to_ours: int [vocab_size], our row of each HF id (`amber_jax.text.hf_tokenizer.hf_to_ours_order`)
       for a run on a re-indexed HF tokenizer; None keeps the rows as they are.
-    arch: 'bert' (BertForMaskedLM / BertModel) or 'xlm-roberta' (XLMRobertaForMaskedLM /
-      XLMRobertaModel); the position table is laid out as the architecture reads it.
+    arch: 'bert' or 'xlm-roberta' (the classes `ARCH_SPECS` names), positions laid out as it reads.
 
   Returns:
     The output directory: config.json, model.safetensors (+ README.md, tokenizer files).
@@ -426,20 +428,18 @@ def export(params: Mapping[str, Any], cfg: EncoderConfig, out_dir: str | os.Path
   if dtype not in EXPORT_DTYPES:
     raise ValueError(f'dtype={dtype!r} is not supported for export; use one of {EXPORT_DTYPES}.')
   np_dtype = np.float32 if dtype == 'float32' else ml_dtypes.bfloat16
-  spec = arch_spec(arch)
   params, cfg = strip_vocab_padding(params, cfg)
-  if hf_to_ours is not None:
-    params = reorder_vocab(params, hf_to_ours)
   order = np.arange(cfg.vocab_size) if hf_to_ours is None else np.asarray(hf_to_ours)
+  params = params if hf_to_ours is None else reorder_vocab(params, order)
   pad, cls, sep = (int(np.flatnonzero(order == i)[0]) for i in (PAD_ID, model_lib.CLS_ID,
                                                                  model_lib.SEP_ID))
   extra = {'bos_token_id': cls, 'eos_token_id': sep} if arch == 'xlm-roberta' else {}
-  params, cfg = shift_positions(params, cfg, pad + 1 if arch == 'xlm-roberta' else 0)
+  params, cfg = shift_positions(params, cfg, position_offset(arch, pad))
   state = to_hf_state_dict(params, cfg, head, arch)
   out = pathlib.Path(out_dir)
   out.mkdir(parents=True, exist_ok=True)
-  hf_config(cfg, arch, architectures=[spec.classes[head]], dtype=dtype, pad_token_id=pad,
-            **extra).save_pretrained(out)
+  hf_config(cfg, arch, architectures=[arch_spec(arch).classes[head]], dtype=dtype,
+            pad_token_id=pad, **extra).save_pretrained(out)
   safetensors.numpy.save_file(
       {k: np.ascontiguousarray(v.astype(np_dtype)) for k, v in state.items()},
       str(out / 'model.safetensors'), metadata={'format': 'pt'})

@@ -163,7 +163,7 @@ def encoder_config_from_hf(config: Mapping[str, Any], **overrides) -> EncoderCon
                            'written by save_pretrained has them all.')
   xlmr = model_type == 'xlm-roberta'
   pad = config.get('pad_token_id')
-  offset = (1 if pad is None else pad) + 1 if xlmr else 0  # XLM-R: padding_idx + 1
+  offset = hf.position_offset(model_type, 1 if pad is None else pad)  # XLM-R: padding_idx + 1
   fields = dict(
       vocab_size=config['vocab_size'],
       hidden_size=config['hidden_size'],
