@@ -14,7 +14,7 @@ import importlib.util
 import json
 import pathlib
 
-from amber_jax import paths
+from amber_jax import paths, storage
 
 DEFAULT_PRESET = 'configs/tiny.py'
 
@@ -76,7 +76,7 @@ CHOICES = {
     'model.remat': ('none', 'dots', 'full'),
     'model.attention': ('explicit', 'dot_product', 'auto', 'splash'),
     'model.attention_implementation': ('', 'xla', 'cudnn'),
-    'objectives.wa_mask': ('paper', 'cross'),
+    'objectives.wa_mask': ('paper', 'cross', 'full'),
     'data.too_long': ('truncate', 'drop'),
     'mesh.dcn_axis': ('auto', 'data', 'fsdp'),
     'mesh.rules': ('fsdp_tensor', 'fsdp', 'data_parallel'),
@@ -190,6 +190,11 @@ def resolve_paths(config) -> None:
   with config.unlocked():
     if not config.data.corpus_dir:
       config.data.corpus_dir = str(paths.corpus_dir(config.data.task_prefix))
+    pairs = config.data.get('align_pairs') and storage.path(config.data.align_pairs)
+    if not config.data.vocab_path and pairs and pairs.is_file():  # trained on the pairs
+      digest = hashlib.sha256(pairs.read_bytes()).hexdigest()
+      name = f'align-{digest[:12]}-{config.model.vocab_size}'
+      config.data.vocab_path = str(paths.vocab_path(name))
     if not config.data.vocab_path:
       config.data.vocab_path = str(paths.vocab_path(config.data.task_prefix))
     if not config.workdir:

@@ -46,7 +46,8 @@ def get_config() -> ml_collections.ConfigDict:
       sa_temperature=1.0,    # scores divided by it
       sa_margin=0.0,         # additive margin on the positive (LaBSE)
       sa_bidirectional=False,  # paper: x->y only
-      wa_mask='paper',       # 'paper' (y sees x and earlier y) or 'cross' (each side sees the other)
+      wa_mask='paper',       # 'paper' (y sees x and earlier y), 'cross' (each side sees the other), 'full'
+      guided_weight=0.0,     # guided alignment: WA attention against a teacher's links (data.align_pairs)
   ))
 
   # Input: two seqio mixtures, registered by `task_module.register(config.data)`.
@@ -68,6 +69,11 @@ def get_config() -> ml_collections.ConfigDict:
       packing=False,         # several monolingual texts per row (segment-aware attention)
       pair_packing=True,     # several translation pairs per row in TLM, SA and WA (exact; amber_jax.data.pairs)
       cache_dir='',          # pretokenized shards from `amber-jax data cache` ('' = tokenize live)
+      # Word alignment on your own pairs (configs/align.py): a file of pre-tokenised pairs
+      # `src words<TAB>tgt words` read instead of the mixtures, with eflomal's links as a teacher
+      # (amber_jax.data.aligned); '' = the mixtures above.
+      align_pairs='',
+      teacher='grow-diag-final-and',  # how eflomal's two directions combine (data/teacher.py)
   ))
 
   c.optimizer = ml_collections.ConfigDict(dict(

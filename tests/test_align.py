@@ -11,6 +11,7 @@ import pytest
 import sentencepiece as spm
 
 from amber_jax.eval import align
+from amber_jax.data import aligned
 from amber_jax.core import masking
 from amber_jax.core import objectives
 from amber_jax.core.model import CLS_ID, PAD_ID, SEP_ID, Encoder, EncoderConfig, init_params
@@ -44,7 +45,7 @@ TINY = EncoderConfig(vocab_size=60, hidden_size=32, num_layers=2, num_heads=2,
     (['▁un', 'believ', 'able', '▁!'], [0, 0, 0, 1]),
 ])
 def test_word_index(pieces, expected):
-  assert align.word_index(pieces) == expected
+  assert aligned.word_index(pieces) == expected
 
 
 def test_words_from_pieces_links_a_word_pair_when_any_pieces_link():
@@ -163,7 +164,7 @@ def test_align_gives_word_links_in_range(aligner, method):
 
 def test_read_word_pairs_both_formats(tmp_path):
   (tmp_path / 'p').write_text('the cat\tdie Katze\na dog ||| ein Hund\n')
-  assert align.read_word_pairs(tmp_path / 'p') == [(['the', 'cat'], ['die', 'Katze']),
+  assert aligned.read_word_pairs(tmp_path / 'p') == [(['the', 'cat'], ['die', 'Katze']),
                                                    (['a', 'dog'], ['ein', 'Hund'])]
 
 

@@ -82,7 +82,8 @@ def test_the_model_card_plots_and_demo_table_read_the_registry(toy, tmp_path):
   card = runs.model_card(toy, 7)
   assert "'toy_weight': 2.0" in card and "'mlm_weight': 1.0" in card
 
-  assert plots.loss_keys() == ('loss', 'mlm_loss', 'tlm_loss', 'sa_loss', 'wa_loss', 'toy_loss')
+  assert plots.loss_keys() == ('loss', 'mlm_loss', 'tlm_loss', 'sa_loss', 'wa_loss',
+                               'guided_loss', 'toy_loss')
   path = tmp_path / 'metrics.jsonl'
   path.write_text('\n'.join(f'{{"step": {s}, "toy_loss": {1 / s}}}' for s in (1, 2, 3)) + '\n')
   assert plots.training_curves(path, tmp_path / 'curves.png').exists()
@@ -98,11 +99,13 @@ def test_the_model_card_plots_and_demo_table_read_the_registry(toy, tmp_path):
 def test_the_registry_names_every_weight_of_the_config():
   fields = {k for k in default.get_config().objectives if k.endswith('_weight')}
   assert [o.weight for o in objectives.OBJECTIVES] == ['mlm_weight', 'tlm_weight', 'sa_weight',
-                                                       'wa_weight']
+                                                       'wa_weight', 'guided_weight']
   assert {o.weight for o in objectives.OBJECTIVES} == fields
   names = [o.name for o in objectives.OBJECTIVES]
   assert len(set(names)) == len(names)
-  assert objectives.weights(default.get_config().objectives) == {f: 1.0 for f in sorted(fields)}
+  # the four AMBER losses are on by default; guided alignment needs a teacher (configs/align.py)
+  assert objectives.weights(default.get_config().objectives) == {
+      f: 0.0 if f == 'guided_weight' else 1.0 for f in sorted(fields)}
 
 
 @pytest.mark.parametrize('pair_packing', [False, True])
@@ -111,10 +114,14 @@ def test_each_objective_reads_keys_of_one_part_of_the_batch_contract(pair_packin
   with data.unlocked():
     data.packing = True  # mono_seq too
     data.pair_packing = pair_packing  # the packed pair keys, or src/tgt_ids
+    data.align_pairs = '' if pair_packing else 'pairs.txt'  # the guide: one pair per row only
   spec = batches.batch_spec(data)
-  layout = batches.SENTENCE_KEYS if pair_packing else batches.PACKED_PAIR_KEYS
+  layout = (batches.SENTENCE_KEYS + batches.GUIDE_KEYS if pair_packing
+            else batches.PACKED_PAIR_KEYS)
   assert set(spec) == {k for keys in batches.PARTS.values() for k in keys} - set(layout)
   for o in objectives.OBJECTIVES:
+    if pair_packing and o.name == 'guided':
+      continue  # no packed layout: configs/align.py reads one pair per row
     keys = set(o.keys_of(spec)) | (set(o.optional_keys) & set(spec))
     assert keys <= set(spec), (o.name, keys - set(spec))
     assert any(keys <= set(part) for part in batches.PARTS.values()), o.name

@@ -27,6 +27,8 @@ HEAVY = ('tensorflow', 'tensorflow_datasets', 'seqio', 'torch', 'transformers', 
          'tensorboardX', 'apache_beam', 'tasks',
          'grain', 'array_record',  # the cache's reader: not on the GPU machines
          'faiss',  # `amber-jax mine` only
+         'eflomal',  # the teacher of configs/align.py: a native build, not on the GPU machines
+         'pysword',  # the Bible corpus of benchmarks/word_alignment.py
          'jax.experimental.pallas')  # TPU kernels: their modules move between jax releases
 MAX_LINES = 450
 

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import argparse
 import pathlib
+import sys
 
 from amber_jax import paths
 from amber_jax.corpora import layout
+from amber_jax.data import aligned, teacher
 from amber_jax.eval import align, mining, plots, retrieval, transfer
 from amber_jax.export import runs
 
@@ -98,9 +100,14 @@ def _align_parser() -> argparse.ArgumentParser:
   p.add_argument('model', help='a training run folder or an exported HF folder')
   p.add_argument('--pairs', required=True, help='`src words<TAB>tgt words` (or `src ||| tgt`) '
                  'lines, pre-tokenised')
-  p.add_argument('--method', choices=['attention', 'similarity'], default='attention')
-  p.add_argument('--rule', choices=['argmax', 'product'], default='argmax',
-                 help='attention: how the two passes combine')
+  p.add_argument('--method', choices=align.METHODS, default=None,
+                 help="default: 'guided' for a run trained with a teacher (configs/align.py), "
+                 "else 'attention'")
+  p.add_argument('--teacher-pairs', default=None,
+                 help="guided: the pairs eflomal learns from besides --pairs (default: the "
+                 "run's config.data.align_pairs, when that file is there)")
+  p.add_argument('--rule', choices=align.ATTENTION_RULES, default='argmax',
+                 help='attention: how the two directions combine')
   p.add_argument('--threshold', type=float, default=None,
                  help='product threshold (0.1) or similarity softmax threshold (1e-3)')
   p.add_argument('--layer', type=int, default=None, help='similarity: layer (default 2/3 deep)')
@@ -112,14 +119,33 @@ def _align_parser() -> argparse.ArgumentParser:
   return p
 
 
+def _teacher_links(args, config, pairs):
+  """eflomal's (forward, reverse) links of `pairs`, learnt together with the teacher pairs (the
+  run's training pairs unless --teacher-pairs says otherwise; none when they are `pairs`)."""
+  extra = args.teacher_pairs
+  if extra is None:
+    extra = config.data.get('align_pairs', '') if config is not None else ''
+    extra = extra if extra and pathlib.Path(extra).is_file() else ''
+  same = extra and pathlib.Path(extra).resolve() == pathlib.Path(args.pairs).resolve()
+  more = aligned.read_word_pairs(extra) if extra and not same else []
+  print(f'Teacher: eflomal on {len(more) + len(pairs):,} pairs', file=sys.stderr)
+  both = more + pairs
+  forward, reverse = teacher.eflomal_directions([s for s, _ in both], [t for _, t in both])
+  return list(zip(forward[len(more):], reverse[len(more):]))
+
+
 def cmd_align(argv: list[str]) -> None:
   """`align MODEL --pairs FILE [--method attention|similarity] [--gold FILE] ...`."""
   args = _align_parser().parse_args(argv)
   params, cfg, tok, config = runs.load_encoder(args.model)
   wa_mask = config.objectives.wa_mask if config is not None else 'paper'
   aligner = align.Aligner(params, cfg, tok, wa_mask=wa_mask, layer=args.layer)
-  pairs = align.read_word_pairs(args.pairs)
-  links = aligner.align(pairs, args.method, rule=args.rule, threshold=args.threshold)
+  pairs = aligned.read_word_pairs(args.pairs)
+  guided = config is not None and config.objectives.get('guided_weight', 0.0) > 0
+  method = args.method or ('guided' if guided else 'attention')
+  teacher_links = _teacher_links(args, config, pairs) if method == 'guided' else None
+  links = aligner.align(pairs, method, rule=args.rule, threshold=args.threshold,
+                        teacher_links=teacher_links)
   text = '\n'.join(align.to_pharaoh(l) for l in links) + '\n'
   if args.out:
     pathlib.Path(args.out).write_text(text, encoding='utf-8')
@@ -128,7 +154,7 @@ def cmd_align(argv: list[str]) -> None:
     print(text, end='')
   if args.gold:
     gold = align.read_gold(args.gold, args.possible or None)
-    print(f'AER {align.aer(links, gold):.4f} ({args.method}, {len(links)} pairs)')
+    print(f'AER {align.aer(links, gold):.4f} ({method}, {len(links)} pairs)')
   if args.heatmap:
     m = aligner.matrices(*pairs[args.index])
     out = plots.alignment_heatmap({k: m[k] for k in ('attention', 'similarity')},

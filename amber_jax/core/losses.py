@@ -109,3 +109,38 @@ def word_alignment_loss(a_x2y: Array, a_y2x: Array, x_mask: Array, y_mask: Array
     valid = jnp.ones(per_pair.shape, jnp.float32)
   valid = valid * (jnp.minimum(xm.sum(-1), ym.sum(-1)) > 0)
   return (per_pair * valid).sum() / jnp.maximum(valid.sum(), 1.0), per_pair
+
+
+def guided_alignment_loss(a_x2y: Array, a_y2x: Array, guide: Array, x_mask: Array,
+                          y_mask: Array) -> Array:
+  """Cross-entropy of the attention against a teacher's links (Garg et al. 2019), both ways.
+
+  Each linked token's attention over the other side (mean over heads, renormalised over that
+  side's real tokens, as `amber_jax.eval.align` reads it) is pulled towards the uniform
+  distribution over the tokens it is linked to:
+    L = mean over linked x tokens i of -sum_j g_ij / |g_i| log A_x2y[i, j], plus the same for y.
+
+  Args:
+    a_x2y: float [batch, heads, nx, ny], x queries over y keys.
+    a_y2x: float [batch, heads, ny, nx], y queries over x keys.
+    guide: [batch, nx, ny], 1 where x token i and y token j are linked.
+    x_mask, y_mask: bool [batch, nx], [batch, ny], the real tokens.
+
+  Returns:
+    the scalar loss: (mean over linked x tokens + mean over linked y tokens) / 2.
+  """
+  pair = x_mask[:, :, None] & y_mask[:, None, :]  # [batch, nx, ny]
+  guide = guide.astype(jnp.float32) * pair
+
+  def one_way(attention, g, keys):  # attention [b, h, q, k], g [b, q, k], keys [b, k]
+    probs = attention.astype(jnp.float32).mean(axis=1) * keys[:, None, :]
+    probs = probs / jnp.maximum(probs.sum(-1, keepdims=True), 1e-9)
+    links = g.sum(-1)  # [b, q]
+    target = g / jnp.maximum(links, 1.0)[..., None]
+    nll = -(target * jnp.log(jnp.maximum(probs, 1e-9))).sum(-1)  # [b, q]
+    linked = (links > 0).astype(jnp.float32)
+    return (nll * linked).sum() / jnp.maximum(linked.sum(), 1.0)
+
+  to_y = one_way(a_x2y, guide, y_mask.astype(jnp.float32))
+  to_x = one_way(a_y2x, jnp.swapaxes(guide, 1, 2), x_mask.astype(jnp.float32))
+  return 0.5 * (to_y + to_x)

@@ -73,6 +73,8 @@ def wa_attention_mask(ids: Array, segments: Array, variant: str = 'paper') -> Ar
     before it (the paper's figure).
   'cross': x attends to y only and y attends to x only (specials of the own side included so
     that no row is empty).
+  'full': every real token attends to every real token of both sentences (TLM's attention), so
+    one pass over [x; y] holds both directions (configs/align.py).
 
   Returns:
     bool [batch, length(query), length(key)].
@@ -90,6 +92,9 @@ def wa_attention_mask(ids: Array, segments: Array, variant: str = 'paper') -> Ar
     own_special_first = q_first & k_first & special[:, None, :]
     own_special_second = q_second & k_second & special[:, None, :]
     mask = (q_first & k_second) | (q_second & k_first) | own_special_first | own_special_second
+  elif variant == 'full':
+    real = first | second
+    mask = real[:, :, None] & real[:, None, :]
   else:
-    raise ValueError(f"Unknown WA mask variant {variant!r}; allowed: 'paper', 'cross'.")
+    raise ValueError(f"Unknown WA mask variant {variant!r}; allowed: 'paper', 'cross', 'full'.")
   return mask

@@ -109,8 +109,18 @@ def _cross_block(probs, first_len, n_first, n_second):
   return rows[..., a_pos]                                          # [batch, heads, n_b, n_a]
 
 
-def word_alignment(model: Encoder, params, batch, ocfg, dropout_rng, deterministic):
-  """L_WA from the two masked passes. Returns (loss, per-pair loss)."""
+def _first_over_second(probs, first_len, n_first, n_second):
+  """From [batch, heads, L, L] probabilities of a [CLS] a [SEP] b [SEP] input, the block of
+  a queries over b keys: [batch, heads, n_first, n_second]."""
+  a_pos = 1 + jnp.arange(n_first)
+  b_pos = jnp.minimum(first_len[:, None] + 2 + jnp.arange(n_second)[None, :], probs.shape[-1] - 1)
+  return jnp.take_along_axis(probs[:, :, a_pos, :], b_pos[:, None, None, :], axis=3)
+
+
+def alignment_attention(model: Encoder, params, batch, ocfg, dropout_rng, deterministic):
+  """The WA passes' cross blocks (one pair per row): (A_x2y [b, h, nx, ny], A_y2x
+  [b, h, ny, nx], x_mask [b, nx], y_mask [b, ny]), nx = ny = L_s - 2. Two passes, [x; y] and
+  [y; x]; with wa_mask 'full' the one [x; y] pass holds both blocks."""
   n_side = batch['src_ids'].shape[1] - 2
   len_x, len_y = _side_lengths(batch['src_ids'], batch['tgt_ids'])
   r1, r2 = jax.random.split(dropout_rng)
@@ -122,12 +132,21 @@ def word_alignment(model: Encoder, params, batch, ocfg, dropout_rng, determinist
     return out['last_probs']  # [batch, heads, L, L]
 
   p_xy = last_probs(batch['pair_ids'], batch['pair_segments'], r1)   # [x; y]
-  p_yx = last_probs(batch['swap_ids'], batch['swap_segments'], r2)   # [y; x]
   a_y2x = _cross_block(p_xy, len_x, n_side, n_side)  # y queries over x keys [b, h, ny, nx]
-  a_x2y = _cross_block(p_yx, len_y, n_side, n_side)  # x queries over y keys [b, h, nx, ny]
+  if ocfg.wa_mask == 'full':
+    a_x2y = _first_over_second(p_xy, len_x, n_side, n_side)
+  else:
+    p_yx = last_probs(batch['swap_ids'], batch['swap_segments'], r2)   # [y; x]
+    a_x2y = _cross_block(p_yx, len_y, n_side, n_side)  # x queries over y keys [b, h, nx, ny]
   x_mask = jnp.arange(n_side)[None, :] < len_x[:, None]
   y_mask = jnp.arange(n_side)[None, :] < len_y[:, None]
-  return losses.word_alignment_loss(a_x2y, a_y2x, x_mask, y_mask)
+  return a_x2y, a_y2x, x_mask, y_mask
+
+
+def word_alignment(model: Encoder, params, batch, ocfg, dropout_rng, deterministic):
+  """L_WA from the two masked passes. Returns (loss, per-pair loss)."""
+  return losses.word_alignment_loss(
+      *alignment_attention(model, params, batch, ocfg, dropout_rng, deterministic))
 
 
 def sentence_embeddings(model: Encoder, params, ids, dropout_rng, deterministic):
@@ -317,6 +336,17 @@ def _wa(model, params, batch, keys, ocfg, deterministic):
   return loss, {'wa_loss': loss}
 
 
+def _guided(model, params, batch, keys, ocfg, deterministic):
+  """Guided alignment: the WA passes' attention against a teacher's links (`batch['guide']`,
+  amber_jax.data.aligned; one pair per row)."""
+  a_x2y, a_y2x, x_mask, y_mask = alignment_attention(model, params, batch, ocfg, keys.dropout,
+                                                     deterministic)
+  side = a_x2y.shape[-1]
+  guide = batch['guide'].reshape(-1, side, side)
+  loss = losses.guided_alignment_loss(a_x2y, a_y2x, guide, x_mask, y_mask)
+  return loss, {'guided_loss': loss}
+
+
 _PAIR_KEYS = ('pair_ids', 'pair_segments')
 _SWAP_KEYS = ('swap_ids', 'swap_segments')
 _SENTENCE_KEYS = ('src_ids', 'tgt_ids')
@@ -334,6 +364,9 @@ OBJECTIVES: tuple[Objective, ...] = (
                                 ((2 * s['src_ids'][0], s['src_ids'][1], False),))),
     Objective('wa', 'wa_weight', _SENTENCE_KEYS + _PAIR_KEYS + _SWAP_KEYS, ('wa_loss',), _wa,
               packed_keys=_PAIR_KEYS + _SWAP_KEYS + ('pair_seq',),
+              passes=lambda s: ((*s['pair_ids'], False), (*s['swap_ids'], False))),
+    Objective('guided', 'guided_weight', _SENTENCE_KEYS + _PAIR_KEYS + _SWAP_KEYS + ('guide',),
+              ('guided_loss',), _guided,
               passes=lambda s: ((*s['pair_ids'], False), (*s['swap_ids'], False))),
 )
 

@@ -25,7 +25,12 @@ L_p = 2 L_s, each holding as many whole pairs as fit (amber_jax.data.pairs), eve
                  pair and swap rows (a pair's unit has the same span in both)
   sent_ids       [CLS] x1 [SEP] [CLS] y1 [SEP] [CLS] x2 [SEP] ... PAD: the SA pass's sentences
   sent_seq       2k - 1 on x_k's [CLS] x_k [SEP], 2k on y_k's, 0 on pads
-A row holds at most `amber_jax.core.objectives.max_pairs_per_row(L_p)` pairs. x and y are cut to
+A row holds at most `amber_jax.core.objectives.max_pairs_per_row(L_p)` pairs.
+
+With config.data.align_pairs (a user's word-aligned pairs, amber_jax.data.aligned; one pair per
+row, no monolingual part) the parallel part adds
+  guide          [B_p, (L_s - 2)^2]  1 at i (L_s - 2) + j when piece i of x and piece j of y
+                                     belong to words a teacher links x and y are cut to
 L_s - 2 tokens as in the one-pair layout, so the same pairs give the same tokens in both.
 
 The keys come in groups of one shape (MONO_KEYS, PACKED_KEYS, SENTENCE_KEYS, PAIR_KEYS) and two
@@ -47,9 +52,10 @@ PACKED_KEYS = ('mono_seq',)  # [B_m, L_m], only with config.data.packing
 SENTENCE_KEYS = ('src_ids', 'tgt_ids')  # [B_p, L_s]
 PAIR_KEYS = ('pair_ids', 'pair_segments', 'swap_ids', 'swap_segments')  # [B_p, 2 L_s]
 PACKED_PAIR_KEYS = ('pair_seq', 'sent_ids', 'sent_seq')  # [R, 2 L_s], with config.data.pair_packing
+GUIDE_KEYS = ('guide',)  # [B_p, (L_s - 2)^2], with config.data.align_pairs
 # The parts of a batch: part -> every key it may hold (its batch size 0: none of them).
 PARTS = {'mono': MONO_KEYS + PACKED_KEYS,
-         'parallel': SENTENCE_KEYS + PAIR_KEYS + PACKED_PAIR_KEYS}
+         'parallel': SENTENCE_KEYS + PAIR_KEYS + PACKED_PAIR_KEYS + GUIDE_KEYS}
 
 
 def batch_spec(data_cfg) -> dict[str, tuple[tuple[int, int], np.dtype]]:
@@ -68,6 +74,8 @@ def batch_spec(data_cfg) -> dict[str, tuple[tuple[int, int], np.dtype]]:
   elif bp:
     spec.update({name: ((bp, ls), int32) for name in SENTENCE_KEYS})
     spec.update({name: ((bp, 2 * ls), int32) for name in PAIR_KEYS})
+    if data_cfg.get('align_pairs'):
+      spec.update({name: ((bp, (ls - 2) ** 2), int32) for name in GUIDE_KEYS})
   return spec
 
 

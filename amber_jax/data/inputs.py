@@ -16,7 +16,7 @@ import numpy as np
 
 from amber_jax import storage
 from amber_jax.core.model import CLS_ID, NUM_SPECIALS, SEP_ID
-from amber_jax.data import batches, pairs, pipeline
+from amber_jax.data import aligned, batches, pairs, pipeline
 from amber_jax.text.tokenizer import check_vocabulary
 
 # The config.data paths that may be gs:// URLs: the pipeline reads this host's mirror of them.
@@ -28,6 +28,10 @@ def real_batches(config, start_step: int, data_seed: int | None = None) -> Itera
 
   `data_seed` seeds shuffling and mixture sampling (default config.seed; a stage passes its own).
   """
+  seed = config.seed if data_seed is None else data_seed
+  if config.data.align_pairs:  # a user's word-aligned pairs with a teacher's links
+    return aligned.guided_input(config, start_step, seed=seed, process=jax.process_index(),
+                                processes=jax.process_count())
   check_vocabulary(config)
   # config.data's batch sizes are global; each process reads and batches its share of the rows.
   local = mirrored(ml_collections.ConfigDict(config.data.to_dict()))
@@ -36,7 +40,6 @@ def real_batches(config, start_step: int, data_seed: int | None = None) -> Itera
       raise ValueError(f'config.data.{field}={local[field]} is not divisible by the '
                        f'{jax.process_count()} processes; make it a multiple.')
     local[field] //= jax.process_count()
-  seed = config.seed if data_seed is None else data_seed
   return pipeline.make_train_iterator(local, seed=seed, start_step=start_step,
                                   shard_index=jax.process_index(),
                                   num_shards=jax.process_count())

@@ -15,11 +15,20 @@ Two extractors, both returning piece-level bool [n_src_pieces, n_tgt_pieces]:
                 j's best in A_y->x (the intersection of the two argmaxes).
                 method 'product': linked when A_x->y[i, j] * A_y->x[j, i] >= threshold (0.1:
                 e.g. both ~0.32), which can link one word to several.
+                method 'grow-diag-final-and': the two argmaxes symmetrised as statistical
+                aligners' directions are (`amber_jax.data.teacher.symmetrize`): the intersection
+                grown by neighbouring links of either direction; how configs/align.py's
+                teacher links are made.
   'similarity'  awesome-align (Dou & Neubig 2021): x and y encoded separately, token states of one
                 layer, S = h_x h_y^T; linked when softmax(S) over y (row) and softmax(S) over x
                 (column) both exceed 1e-3.
 
 A word pair is linked when any of their pieces are (awesome-align's rule).
+
+  'guided'      for a run trained with a teacher (configs/align.py): the attention as word-level
+                probabilities (`word_attention`) and the teacher's two directions on the same
+                pairs vote (`vote_links`): a link needs both teacher directions, or one and the
+                student's support, or the student's confidence both ways.
 
 AER (Och & Ney 2003) against sure links S and possible links P (S ⊆ P; a gold line writes sure
 links `i-j` and possible-only ones `i?j`, or the possible links come from a second file):
@@ -39,29 +48,18 @@ import numpy as np
 from amber_jax import errors
 from amber_jax.core import masking
 from amber_jax.core.model import Encoder, EncoderConfig
+from amber_jax.data import aligned, teacher
 from amber_jax.text import framing
 
 Links = set[tuple[int, int]]
-METHODS = ('attention', 'similarity')
-ATTENTION_RULES = ('argmax', 'product')
-WORD_START = '\u2581'  # SentencePiece's '▁'
+METHODS = ('attention', 'similarity', 'guided')
+# The 'guided' vote (`vote_links`), chosen on the Romans verses of benchmarks/word_alignment.py's
+# held-out books (its other books are the test): docs/EVAL.md.
+VOTE_WEIGHT, VOTE_THRESHOLD = 0.5, 0.4
+ATTENTION_RULES = ('argmax', 'product', 'grow-diag-final-and')
 
 
 # ---- subwords -> words, Pharaoh files, AER (pure) ----
-
-def word_index(pieces: Sequence[str]) -> list[int]:
-  """The word each piece belongs to: a piece starting with '▁' starts a new word.
-
-  The first piece always starts word 0 (with or without '▁'). A lone '▁' piece starts a word
-  whose text is in the following pieces.
-  """
-  index, word = [], -1
-  for n, piece in enumerate(pieces):
-    if n == 0 or piece.startswith(WORD_START):
-      word += 1
-    index.append(word)
-  return index
-
 
 def words_from_pieces(piece_links: np.ndarray, src_words: Sequence[int],
                       tgt_words: Sequence[int]) -> Links:
@@ -117,25 +115,12 @@ def _parsed(path) -> list[tuple[Links, Links]]:
   """`parse_pharaoh` of each line of a file; errors.UserError names the file and line of a bad
   link."""
   out = []
-  for number, line in enumerate(_lines(path), start=1):
+  for number, line in enumerate(aligned.read_lines(path), start=1):
     try:
       out.append(parse_pharaoh(line))
     except ValueError as e:
       raise errors.UserError(f'{path}:{number}: {e}') from None
   return out
-
-
-def _lines(path) -> list[str]:
-  """The lines of a text file (a final newline ends the last line; blank lines are kept)."""
-  path = pathlib.Path(path)
-  if not path.is_file():
-    raise errors.UserError(f'the file {path} does not exist (or is not a file).')
-  try:
-    text = path.read_text(encoding='utf-8')
-  except UnicodeDecodeError as e:
-    raise errors.UserError(f'{path} is not UTF-8 text ({e.reason}); save it as UTF-8.') from None
-  lines = text.split('\n')
-  return lines[:-1] if lines and lines[-1] == '' else lines
 
 
 def aer_counts(predicted: Links, sure: Links, possible: Links) -> np.ndarray:
@@ -180,8 +165,8 @@ def attention_links(a_x2y: np.ndarray, a_y2x: np.ndarray, rule: str = 'argmax',
   Args:
     a_x2y: float [n_x, n_y], x queries over y keys.
     a_y2x: float [n_y, n_x], y queries over x keys.
-    rule: 'argmax' (both argmaxes agree) or 'product' (A_x->y * A_y->x^T >= threshold); rows are
-      renormalised first.
+    rule: 'argmax' (both argmaxes agree), 'product' (A_x->y * A_y->x^T >= threshold) or
+      'grow-diag-final-and' (the argmaxes symmetrised); rows are renormalised first.
     threshold: for 'product'.
   """
   if rule not in ATTENTION_RULES:
@@ -195,7 +180,51 @@ def attention_links(a_x2y: np.ndarray, a_y2x: np.ndarray, rule: str = 'argmax',
   fwd[np.arange(n_x), x2y.argmax(axis=1)] = True
   bwd = np.zeros((n_x, n_y), bool)
   bwd[y2x.argmax(axis=1), np.arange(n_y)] = True
-  return fwd & bwd
+  if rule == 'argmax':
+    return fwd & bwd
+  links = teacher.symmetrize(set(zip(*np.nonzero(fwd))), set(zip(*np.nonzero(bwd))), rule)
+  out = np.zeros((n_x, n_y), bool)
+  for i, j in links:
+    out[i, j] = True
+  return out
+
+
+def word_attention(x2y: np.ndarray, y2x: np.ndarray, src_words: Sequence[int],
+                   tgt_words: Sequence[int], n_src: int, n_tgt: int
+                   ) -> tuple[np.ndarray, np.ndarray]:
+  """Word-level attention from the piece-level blocks: W_x->y [n_src, n_tgt] holds, for source
+  word a, the mean over its pieces of the (row-renormalised) mass on target word b's pieces;
+  W_y->x [n_tgt, n_src] likewise. Words past the pieces (cut) have zero rows and columns.
+
+  Args:
+    x2y, y2x: float [n_x, n_y], [n_y, n_x] piece blocks (`Aligner.attention`).
+    src_words, tgt_words: `word_index` of each side's pieces.
+    n_src, n_tgt: the words of each side.
+  """
+  def words(block, rows, cols, n_rows, n_cols):
+    block = block / np.maximum(block.sum(axis=1, keepdims=True), 1e-12)
+    to_words = np.zeros((len(rows), n_cols))
+    np.add.at(to_words.T, np.asarray(cols), block.T)  # piece row -> mass on each word
+    out = np.zeros((n_rows, n_cols))
+    np.add.at(out, np.asarray(rows), to_words)
+    return out / np.maximum(np.bincount(rows, minlength=n_rows), 1)[:, None]
+  return (words(x2y, src_words, tgt_words, n_src, n_tgt),
+          words(y2x, tgt_words, src_words, n_tgt, n_src))
+
+
+def vote_links(w_x2y: np.ndarray, w_y2x: np.ndarray, forward: Links, reverse: Links, *,
+               weight: float = VOTE_WEIGHT, threshold: float = VOTE_THRESHOLD) -> Links:
+  """Links from the student's word attention and the teacher's two directions:
+  score = weight (W_x->y + W_y->x^T) / 2 + (1 - weight) (F + R) / 2, linked above `threshold`.
+  With the defaults: both teacher directions (0.5), or one and W_x->y + W_y->x^T > 0.6, or
+  neither and W_x->y + W_y->x^T > 1.6."""
+  score = weight * (w_x2y + w_y2x.T) / 2
+  n, m = score.shape
+  for links in (forward, reverse):
+    for i, j in links:
+      if i < n and j < m:
+        score[i, j] += (1 - weight) / 2
+  return {(int(i), int(j)) for i, j in zip(*np.nonzero(score > threshold))}
 
 
 # ---- the model side ----
@@ -223,7 +252,7 @@ class Aligner:
 
   Attributes:
     params, cfg, sp: the encoder and its tokenizer (`encode`, `id_to_piece`).
-    wa_mask: the WA mask variant of the attention extractor ('paper' or 'cross').
+    wa_mask: the WA mask variant of the attention extractor ('paper', 'cross' or 'full').
     layer: the layer of the similarity extractor (0 = embeddings); default 2/3 of the depth, as
       awesome-align's layer 8 of mBERT's 12.
   """
@@ -238,32 +267,31 @@ class Aligner:
 
   def pieces(self, words: Sequence[str]) -> tuple[list[int], list[str], list[int]]:
     """(ids, pieces, word index of each piece) of a word list, truncated to max_pieces."""
-    full = self.sp.encode([' '.join(words)])[0]
-    ids = full[:self.max_pieces]
-    pieces = [self.sp.id_to_piece(i) for i in ids]
-    index = word_index(pieces)
-    starts = index[-1] + 1 if ids else 0
-    if starts > len(words) or (len(full) == len(ids) and starts != len(words)):
-      raise ValueError(f'{len(words)} words gave {starts} word starts (pieces {pieces}): every '
-                       "word must begin a piece with '▁'; pass whitespace-split words without "
-                       'empty or invisible ones.')
+    ids, pieces, index, _ = aligned.word_pieces(self.sp, words, self.max_pieces)
     return ids, pieces, index
 
   def attention(self, src_ids: Sequence[Sequence[int]], tgt_ids: Sequence[Sequence[int]]
                 ) -> list[tuple[np.ndarray, np.ndarray]]:
     """(A_x->y [n_x, n_y], A_y->x [n_y, n_x]) per pair: the two WA passes, mean over heads."""
-    def blocks(first, second):
+    def probs(first, second):  # [CLS] first [SEP] second [SEP] -> [batch, L, L], mean of heads
       rows = [framing.frame_pair(a, b) for a, b in zip(first, second)]
       ids = framing.pad_rows(rows)  # [batch, L], L a multiple of 16
       segments = np.zeros_like(ids)
       for n, (a, b) in enumerate(zip(first, second)):
         segments[n, len(a) + 2:len(a) + len(b) + 3] = 1
-      probs = np.asarray(self._wa_probs(self.params, ids, segments))  # [batch, L, L]
-      # second-side queries (after [CLS] a [SEP]) over first-side keys (after [CLS]).
-      return [probs[n, len(a) + 2:len(a) + 2 + len(b), 1:1 + len(a)]
+      return np.asarray(self._wa_probs(self.params, ids, segments))
+
+    def blocks(first, second, p):  # second-side queries (after [CLS] a [SEP]) over first's keys
+      return [p[n, len(a) + 2:len(a) + 2 + len(b), 1:1 + len(a)]
               for n, (a, b) in enumerate(zip(first, second))]
-    y2x = blocks(src_ids, tgt_ids)  # [n_y, n_x] each
-    x2y = blocks(tgt_ids, src_ids)  # [n_x, n_y] each
+
+    p_xy = probs(src_ids, tgt_ids)
+    y2x = blocks(src_ids, tgt_ids, p_xy)  # [n_y, n_x] each
+    if self.wa_mask == 'full':  # one pass holds both: x queries (after [CLS]) over y's keys
+      x2y = [p_xy[n, 1:1 + len(a), len(a) + 2:len(a) + 2 + len(b)]
+             for n, (a, b) in enumerate(zip(src_ids, tgt_ids))]
+    else:
+      x2y = blocks(tgt_ids, src_ids, probs(tgt_ids, src_ids))  # [n_x, n_y] each
     return list(zip(x2y, y2x))
 
   def token_states(self, ids: Sequence[Sequence[int]]) -> list[np.ndarray]:
@@ -273,24 +301,36 @@ class Aligner:
     return [h[n, 1:1 + len(r)] for n, r in enumerate(ids)]
 
   def align(self, pairs: Sequence[tuple[Sequence[str], Sequence[str]]], method: str = 'attention',
-            *, rule: str = 'argmax', threshold: float | None = None, batch_size: int = 32
-            ) -> list[Links]:
+            *, rule: str = 'argmax', threshold: float | None = None, batch_size: int = 32,
+            teacher_links: Sequence[tuple[Links, Links]] | None = None) -> list[Links]:
     """Word links of each (source words, target words) pair.
 
     Args:
       pairs: pre-tokenised sentence pairs.
-      method: 'attention' or 'similarity' (module docstring).
-      rule: the attention rule, 'argmax' or 'product'.
-      threshold: 'product' threshold (default 0.1) or the similarity softmax threshold (1e-3).
+      method: 'attention', 'similarity' or 'guided' (module docstring).
+      rule: the attention rule, 'argmax', 'product' or 'grow-diag-final-and'.
+      threshold: 'product' threshold (default 0.1), the similarity softmax threshold (1e-3) or the
+        guided vote's (`VOTE_THRESHOLD`).
       batch_size: pairs per forward pass.
+      teacher_links: 'guided': the teacher's (forward, reverse) links of each pair
+        (`amber_jax.data.teacher.eflomal_directions`).
     """
     if method not in METHODS:
       raise ValueError(f'method={method!r}; allowed: {METHODS}.')
+    if method == 'guided' and (teacher_links is None or len(teacher_links) != len(pairs)):
+      raise ValueError("method='guided' needs the teacher's (forward, reverse) links of each pair")
     result = []
     for start in range(0, len(pairs), batch_size):
       chunk = pairs[start:start + batch_size]
       src = [self.pieces(s) for s, _ in chunk]
       tgt = [self.pieces(t) for _, t in chunk]
+      if method == 'guided':
+        mats = self.attention([s[0] for s in src], [t[0] for t in tgt])
+        for (x2y, y2x), s, t, (x, y), (fwd, rev) in zip(
+            mats, src, tgt, chunk, teacher_links[start:start + batch_size]):
+          words = word_attention(x2y, y2x, s[2], t[2], len(x), len(y))
+          result.append(vote_links(*words, fwd, rev, threshold=threshold or VOTE_THRESHOLD))
+        continue
       if method == 'attention':
         mats = self.attention([s[0] for s in src], [t[0] for t in tgt])
         links = [attention_links(x2y, y2x, rule, 0.1 if threshold is None else threshold)
@@ -323,17 +363,3 @@ class Aligner:
     similarity = (fwd / fwd.sum(1, keepdims=True)) * (bwd / bwd.sum(0, keepdims=True))
     return {'src_pieces': s_pieces, 'tgt_pieces': t_pieces, 'attention': x2y * y2x.T,
             'similarity': similarity}
-
-
-def read_word_pairs(path: str | pathlib.Path) -> list[tuple[list[str], list[str]]]:
-  """Pre-tokenised pairs, one a line: `src words<TAB>tgt words` or `src words ||| tgt words`
-  (awesome-align's input); words are split on whitespace."""
-  pairs = []
-  for number, line in enumerate(_lines(path), start=1):
-    sep = '\t' if '\t' in line else ' ||| '
-    parts = line.split(sep)
-    if len(parts) != 2 or not parts[0].split() or not parts[1].split():
-      raise errors.UserError(f'{path}:{number}: expected `source words<TAB>target words` (or '
-                             f'`src ||| tgt`), both non-empty; found {line[:80]!r}.')
-    pairs.append((parts[0].split(), parts[1].split()))
-  return pairs
