@@ -31,14 +31,20 @@ import json
 import pathlib
 import time
 
+import numpy as np
+
 from amber_jax import paths
 from amber_jax.corpora import bible
-from amber_jax.data import aligned
-from amber_jax.eval import proxy_gold
+from amber_jax.data import aligned, teacher
+from amber_jax.eval import align, proxy_gold
+from amber_jax.experiments import statistics
+from amber_jax.export import runs
 
 CORPUS_NAME = 'bible-en-es'
 EFLOMAL_SYMMETRIZATIONS = ('intersection', 'grow-diag-final-and', 'forward', 'reverse')
 FREQUENT = 100
+DEV_BOOK = 'Rom'  # the held-out book the guided vote's settings were chosen on (align.py)
+HAND_GOLD = pathlib.Path(__file__).parent / 'data' / 'bible_manual_gold.tsv'
 
 
 def content_gold(gold, heldout, train) -> list[proxy_gold.Links]:
@@ -60,19 +66,57 @@ def corpus(out_dir: pathlib.Path, train_limit: int, rebuild: bool = False) -> di
   return bible.build_bible_corpus(out_dir, train_limit=train_limit)
 
 
-def eflomal_rows(train, heldout) -> tuple[dict[str, list[proxy_gold.Links]], float]:
-  """{'eflomal <sym>': links of the held-out pairs}, and the seconds eflomal took."""
-  from amber_jax.data import teacher  # pylint: disable=import-outside-toplevel
-
+def eflomal_rows(train, heldout) -> tuple[dict[str, list[proxy_gold.Links]], list, float]:
+  """{'eflomal <sym>': links of the held-out pairs}, their (forward, reverse) links, and the
+  seconds eflomal took."""
   pairs = list(train) + list(heldout)
   start = time.perf_counter()
   forward, reverse = teacher.eflomal_directions([s for s, _ in pairs], [t for _, t in pairs])
   seconds = time.perf_counter() - start
-  first = len(train)
-  rows = {f'eflomal {sym}': [teacher.symmetrize(f, r, sym)
-                             for f, r in zip(forward[first:], reverse[first:])]
+  directions = list(zip(forward[len(train):], reverse[len(train):]))
+  rows = {f'eflomal {sym}': [teacher.symmetrize(f, r, sym) for f, r in directions]
           for sym in EFLOMAL_SYMMETRIZATIONS}
-  return rows, seconds
+  return rows, directions, seconds
+
+
+def run_rows(run: str, heldout, directions) -> dict[str, list[proxy_gold.Links]]:
+  """A training run's alignments of the held-out pairs, as `amber-jax align RUN` makes them:
+  'attention' (the student alone) and, given the teacher's directions, 'guided'."""
+  params, cfg, sp, config = runs.load_encoder(run)
+  aligner = align.Aligner(params, cfg, sp, wa_mask=config.objectives.wa_mask)
+  name = pathlib.Path(run).name
+  rows = {f'{name} attention': aligner.align(heldout, 'attention')}
+  if directions is not None:
+    rows[f'{name} guided'] = aligner.align(heldout, 'guided', teacher_links=directions)
+  return rows
+
+
+def hand_aligned(rows, refs: list[str], path, baseline: str, replicates: int = 2000) -> dict:
+  """AER on the hand-aligned verses (`ref<TAB>Pharaoh` lines; `i?j` possible), each row's 95%
+  paired-bootstrap interval over verses, and its difference from `baseline`'s."""
+  lines = pathlib.Path(path).read_text(encoding='utf-8').splitlines()
+  where = {ref: k for k, ref in enumerate(refs)}
+  index = [where[line.split('\t')[0]] for line in lines]
+  gold = [align.parse_pharaoh(line.partition('\t')[2]) for line in lines]
+  weights = statistics.bootstrap_weights(len(gold), replicates, seed=0)
+
+  def counts(links):  # [verses, 4]: |A∩S|, |A∩P|, |A|, |S|
+    return np.array([align.aer_counts(links[k], *g) for k, g in zip(index, gold)], float)
+
+  def aer(c):  # c: [verses, 4] -> per replicate
+    total = weights @ c
+    return 1 - (total[:, 0] + total[:, 1]) / (total[:, 2] + total[:, 3])
+
+  table = {}
+  base = aer(counts(rows[baseline])) if baseline in rows else None
+  for name, links in rows.items():
+    c = counts(links)
+    point = 1 - (c[:, 0].sum() + c[:, 1].sum()) / (c[:, 2].sum() + c[:, 3].sum())
+    boot = aer(c)
+    table[name] = {'aer': float(point), 'interval': statistics.interval(boot)}
+    if base is not None and name != baseline:
+      table[name]['minus_baseline'] = statistics.interval(boot - base)
+  return {'verses': len(gold), 'baseline': baseline, 'rows': table}
 
 
 def _fmt(value, spec='.3f') -> str:
@@ -88,6 +132,12 @@ def main(argv=None) -> dict:
   p.add_argument('--pharaoh', action='append', default=[], metavar='NAME=FILE',
                  help='predicted links for heldout.txt, one Pharaoh line per pair')
   p.add_argument('--eflomal', action='store_true', help='also score eflomal (trained here)')
+  p.add_argument('--run', action='append', default=[],
+                 help="a training run (configs/align.py): its 'attention' rows and, with "
+                 "--eflomal, 'guided' (the same eflomal sample as the teacher)")
+  p.add_argument('--hand', default=str(HAND_GOLD),
+                 help='hand-aligned verses, `ref<TAB>Pharaoh` lines (default: the 60 of '
+                 'benchmarks/data)')
   p.add_argument('--out', default='', help='write the computed rows\' links here (Pharaoh)')
   p.add_argument('--json', default='', help='also write the figures here')
   args = p.parse_args(argv)
@@ -112,10 +162,16 @@ def main(argv=None) -> dict:
     rows[name], seconds[name] = links, None
   train = aligned.read_word_pairs(out_dir / 'train.txt')
   content = content_gold(gold, heldout, train)
+  directions = None
   if args.eflomal:
-    links, took = eflomal_rows(train, heldout)
+    links, directions, took = eflomal_rows(train, heldout)
     rows.update(links)
     seconds.update({name: took for name in links})
+  for run in args.run:
+    start = time.perf_counter()
+    links = run_rows(run, heldout, directions)
+    rows.update(links)
+    seconds.update({name: (time.perf_counter() - start) / len(links) for name in links})
   if args.out:
     pathlib.Path(args.out).mkdir(parents=True, exist_ok=True)
     for name, links in rows.items():
@@ -140,8 +196,24 @@ def main(argv=None) -> dict:
           f'{_fmt(result["aer"]):>7s}{result["predicted"]:7d}{result["predicted_covered"]:8d}'
           f'{_fmt(other["precision"]):>10s}{_fmt(other["recall"]):>7s}{_fmt(other["aer"]):>7s}'
           f'{_fmt(seconds[name], ".1f"):>7s}')
+  refs = (out_dir / 'heldout.refs').read_text(encoding='utf-8').split()
+  test = [k for k, ref in enumerate(refs) if not ref.startswith(DEV_BOOK + '.')]
+  test_scores = {name: proxy_gold.score([links[k] for k in test], [gold[k] for k in test])
+                 for name, links in rows.items()}
+  hand = hand_aligned(rows, refs, args.hand, 'eflomal grow-diag-final-and')
+  print(f'\nproxy AER without {DEV_BOOK} (where the guided vote was tuned), and AER on '
+        f'{hand["verses"]} hand-aligned verses (sure and possible links) with 95% bootstrap '
+        f'intervals; last column: minus {hand["baseline"]}')
+  print(f'{"aligner":30s}{"proxy":>7s}{"hand AER":>10s}{"interval":>17s}{"difference":>19s}')
+  for name, row in hand['rows'].items():
+    low, high = row['interval']
+    diff = row.get('minus_baseline')
+    diff = f'[{diff[0]:+.3f}, {diff[1]:+.3f}]' if diff else '-'
+    print(f'{name[:30]:30s}{_fmt(test_scores[name]["aer"]):>7s}{row["aer"]:10.3f}'
+          f'{f"[{low:.3f}, {high:.3f}]":>17s}{diff:>19s}')
   result = {'corpus': str(out_dir), 'manifest': manifest, 'rows': scores,
-            'content_rows': content_scores, 'frequent': FREQUENT, 'seconds': seconds}
+            'content_rows': content_scores, 'frequent': FREQUENT, 'seconds': seconds,
+            'test_rows': test_scores, 'dev_book': DEV_BOOK, 'hand': hand}
   if args.json:
     with open(args.json, 'w', encoding='utf-8') as f:
       json.dump(result, f, indent=2, ensure_ascii=False)

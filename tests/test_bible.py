@@ -275,6 +275,8 @@ def test_benchmark_scores_pharaoh_files(tmp_path, monkeypatch, capsys):
   (corpus / 'heldout.txt').write_text('God said the word\tDios dijo la palabra\n'
                                       'the son\tel hijo\n', encoding='utf-8')
   (corpus / 'train.txt').write_text('the God\tel Dios\n', encoding='utf-8')
+  (corpus / 'heldout.refs').write_text('Ruth.1.1\nRom.1.1\n', encoding='utf-8')
+  (tmp_path / 'hand.tsv').write_text('Ruth.1.1\t0-0 1-1 2?2 3-3\n', encoding='utf-8')
   (corpus / 'manifest.json').write_text(json.dumps({
       'train_limit': 8000, 'counts': {'heldout': 2, 'train': 1},
       'heldout_books': {'Ruth': 2}}), encoding='utf-8')
@@ -282,6 +284,7 @@ def test_benchmark_scores_pharaoh_files(tmp_path, monkeypatch, capsys):
   (tmp_path / 'pred.pharaoh').write_text('0-0 2-2 3-1\n0-1\n', encoding='utf-8')
   result = word_alignment.main(['--cache', str(corpus), '--pharaoh',
                                 f'mine={tmp_path}/pred.pharaoh',
+                                '--hand', str(tmp_path / 'hand.tsv'),
                                 '--json', str(tmp_path / 'out.json')])
   assert (corpus / 'heldout.gold').read_text() == '0-0 2-2 3-3\n0-0 1-1\n'
   mine = result['rows']['mine']
@@ -292,6 +295,13 @@ def test_benchmark_scores_pharaoh_files(tmp_path, monkeypatch, capsys):
   assert (content['correct'], content['predicted_covered'], content['gold']) == (0, 1, 2)
   assert 'mine' in capsys.readouterr().out
   assert json.loads((tmp_path / 'out.json').read_text())['rows']['mine']['recall'] == 0.4
+  # the test books leave out Romans (the second verse): 'mine' has 0-0 and 2-2 right of 3 there
+  assert result['test_rows']['mine']['correct'] == 2 and result['test_rows']['mine']['gold'] == 3
+  # hand gold of Ruth.1.1 (S = 3 sure, P adds 2?2): 'mine' has A = 3, A∩S = 1 (0-0),
+  # A∩P = 2 (0-0, 2-2): AER = 1 - 3/6; the diagonal links i-i: 1 - (3 + 4) / (4 + 3) = 0
+  hand = result['hand']['rows']
+  assert hand['mine']['aer'] == pytest.approx(0.5) and hand['diagonal']['aer'] == 0.0
+  assert 'minus_baseline' not in hand['mine']  # no eflomal row to compare with
   (tmp_path / 'short.pharaoh').write_text('0-0\n', encoding='utf-8')
   with pytest.raises(SystemExit, match='1 lines'):
     word_alignment.main(['--cache', str(corpus), '--pharaoh', f'{tmp_path}/short.pharaoh'])

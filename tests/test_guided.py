@@ -157,6 +157,8 @@ def test_batches_are_a_function_of_the_step_and_split_over_processes():
   halves = [next(guided.batches(4, 8, seed=3, process=p, processes=2)) for p in (0, 1)]
   np.testing.assert_array_equal(np.concatenate([halves[0]['src_ids'], halves[1]['src_ids']]),
                                 run[4]['src_ids'][np.r_[0:8:2, 1:8:2]])
+  assert first.stats['pairs'] == 9 * 8  # the loop's input/* counts
+  assert first.stats['src_truncated'] == 0 and resumed.stats['pairs'] == 2 * 8
   epochs = {tuple(run[k]['src_ids'][:, 1]) for k in (0, 6)}
   assert len(epochs) == 2  # a new order each epoch
   with pytest.raises(errors.UserError, match='cannot fill a batch of 64'):
@@ -250,19 +252,19 @@ def test_full_mask_reads_both_directions_from_one_pass():
   `amber-jax align` reads (Aligner.attention), and x attends over both sentences."""
   from flax import linen as nn  # pylint: disable=import-outside-toplevel
   from amber_jax.core import objectives  # pylint: disable=import-outside-toplevel
-  from amber_jax.core.model import Encoder, EncoderConfig, init_params  # pylint: disable=import-outside-toplevel
+  from amber_jax.core import model as model_lib  # pylint: disable=import-outside-toplevel
   from amber_jax.eval import align  # pylint: disable=import-outside-toplevel
 
   pairs, gold = cipher_corpus(20)
   sp = small_sp(pairs)
-  cfg = EncoderConfig(vocab_size=80, hidden_size=32, num_layers=2, num_heads=2,
+  cfg = model_lib.EncoderConfig(vocab_size=80, hidden_size=32, num_layers=2, num_heads=2,
                       intermediate_size=64, max_position_embeddings=96)
-  params = nn.meta.unbox(init_params(cfg, jax.random.key(0)))
+  params = nn.meta.unbox(model_lib.init_params(cfg, jax.random.key(0)))
   guided = aligned.GuidedPairs(pairs, gold, sp, sentence_length=40)
   batch = guided.rows([0, 1, 2])
   ocfg = ml_collections.ConfigDict({'wa_mask': 'full'})
   a_x2y, a_y2x, x_mask, y_mask = objectives.alignment_attention(
-      Encoder(cfg), params, batch, ocfg, jax.random.key(1), True)
+      model_lib.Encoder(cfg), params, batch, ocfg, jax.random.key(1), True)
   aligner = align.Aligner(params, cfg, sp, wa_mask='full')
   for row, k in enumerate([0, 1, 2]):
     ids = [aligner.pieces(words)[0] for words in pairs[k]]

@@ -24,7 +24,7 @@ from __future__ import annotations
 import hashlib
 import json
 import pathlib
-from typing import Iterator, Sequence
+from typing import Sequence
 
 import numpy as np
 
@@ -162,14 +162,15 @@ class GuidedPairs:
   def __init__(self, word_pairs, links, sp, sentence_length: int):
     self.side = sentence_length - 2
     self.length = sentence_length
-    self.items = []
-    self.cut = 0
+    self.items, cuts = [], []
     for (src, tgt), pair_links in zip(word_pairs, links):
       x_ids, _, x_words, x_cut = word_pieces(sp, src, self.side)
       y_ids, _, y_words, y_cut = word_pieces(sp, tgt, self.side)
-      self.cut += x_cut or y_cut
+      cuts.append((x_cut, y_cut))
       self.items.append((np.asarray(x_ids, np.int32), np.asarray(y_ids, np.int32),
                          x_words, y_words, pair_links))
+    self.cuts = np.array(cuts, np.int64).reshape(-1, 2)  # [pairs, 2]: x, y cut to `side`
+    self.cut = int(self.cuts.any(axis=1).sum())
 
   def rows(self, indices: Sequence[int]) -> dict[str, np.ndarray]:
     """The batch of the pairs `indices`: the one-pair-per-row layout plus `guide`."""
@@ -184,24 +185,44 @@ class GuidedPairs:
     return batch
 
   def batches(self, start_step: int, batch_size: int, *, seed: int, process: int = 0,
-              processes: int = 1) -> Iterator[dict[str, np.ndarray]]:
+              processes: int = 1) -> 'Batches':
     """Global batches of `batch_size` pairs from `start_step` on, this process's rows of each."""
-    n = len(self.items)
-    if n < batch_size:
-      raise errors.UserError(f'{n} pairs cannot fill a batch of {batch_size}; lower '
-                             'config.data.parallel_batch_size or give more pairs.')
-    per_epoch = n // batch_size  # the last partial batch of an epoch is skipped
-    step = start_step
-    while True:
-      epoch, within = divmod(step, per_epoch)
-      order = np.random.default_rng([seed, epoch]).permutation(n)
-      chosen = order[within * batch_size:(within + 1) * batch_size]
-      yield self.rows(chosen[process::processes].tolist())
-      step += 1
+    if len(self.items) < batch_size:
+      raise errors.UserError(f'{len(self.items)} pairs cannot fill a batch of {batch_size}; '
+                             'lower config.data.parallel_batch_size or give more pairs.')
+    return Batches(self, start_step, batch_size, seed, process, processes)
+
+
+class Batches:
+  """The iterator of `GuidedPairs.batches`; `stats` counts the pairs it gave and how many had
+  a side cut (what the training loop reports as `input/*`)."""
+
+  def __init__(self, guided: GuidedPairs, step: int, batch_size: int, seed: int, process: int,
+               processes: int):
+    self.guided, self.step, self.batch_size, self.seed = guided, step, batch_size, seed
+    self.process, self.processes = process, processes
+    self.stats = {'pairs': 0, 'src_truncated': 0, 'tgt_truncated': 0}
+
+  def __iter__(self) -> 'Batches':
+    return self
+
+  def __next__(self) -> dict[str, np.ndarray]:
+    n = len(self.guided.items)
+    per_epoch = n // self.batch_size  # the last partial batch of an epoch is skipped
+    epoch, within = divmod(self.step, per_epoch)
+    order = np.random.default_rng([self.seed, epoch]).permutation(n)
+    chosen = order[within * self.batch_size:(within + 1) * self.batch_size]
+    mine = chosen[self.process::self.processes]
+    self.step += 1
+    cut = self.guided.cuts[mine].sum(axis=0)
+    self.stats['pairs'] += len(mine)
+    self.stats['src_truncated'] += int(cut[0])
+    self.stats['tgt_truncated'] += int(cut[1])
+    return self.guided.rows(mine.tolist())
 
 
 def guided_input(config, start_step: int, *, seed: int, process: int = 0, processes: int = 1,
-                 print_fn=print) -> Iterator[dict[str, np.ndarray]]:
+                 print_fn=print) -> Batches:
   """This process's batches of config.data.align_pairs with the teacher's links, from
   `start_step` on (config.data.parallel_batch_size is the global batch)."""
   data = config.data
