@@ -16,6 +16,9 @@ Passes per step:
   parallel rows:  one masked pass on [x; y]              -> TLM
                   one unmasked pass on x and y (stacked) -> SA
                   two passes with the WA mask, [x; y] and [y; x], last layer's probabilities -> WA
+                  (with wa_mask 'full' one [x; y] pass holds both directions)
+  guided rows:    the WA passes' attention against a teacher's links (batch key `guide`,
+                  config.data.align_pairs, configs/align.py)                   -> guided
 A loss whose weight is 0 costs nothing: its passes are not traced.
 
 Packed monolingual rows (several texts per row) add one optional batch key:
@@ -393,10 +396,11 @@ def objective_keys(rng: Array, registry: tuple[Objective, ...]) -> dict[str, Key
 
 
 def _runs(o: Objective, batch: Mapping[str, Array], ocfg) -> bool:
-  """Whether `o` runs on `batch`: its arrays are there and its weight is non-zero."""
+  """Whether `o` runs on `batch`: its arrays are there and its weight is non-zero (a config
+  without the weight field, e.g. one written before the objective existed, leaves it off)."""
   keys = o.keys_of(batch)
   present = [k in batch for k in keys]
-  if not any(present) or not getattr(ocfg, o.weight):
+  if not any(present) or not getattr(ocfg, o.weight, 0.0):
     return False
   if not all(present):
     missing = [k for k, p in zip(keys, present) if not p]
