@@ -144,6 +144,13 @@ def test_guide_rows_mark_the_pieces_of_linked_words():
                                   sp.encode(' '.join(src))[:side])
 
 
+def test_an_invisible_word_is_named_by_file_and_line():
+  pairs, gold = cipher_corpus(10)
+  pairs[3] = (pairs[3][0][:2] + ['\u200b'], pairs[3][1])  # vanishes in normalisation
+  with pytest.raises(errors.UserError, match=r'my.txt:4: 3 words gave 2 word starts'):
+    aligned.GuidedPairs(pairs, gold, small_sp(cipher_corpus(60)[0]), 12, where='my.txt')
+
+
 def test_batches_are_a_function_of_the_step_and_split_over_processes():
   pairs, gold = cipher_corpus(50)
   guided = aligned.GuidedPairs(pairs, gold, small_sp(pairs), sentence_length=24)
@@ -163,6 +170,15 @@ def test_batches_are_a_function_of_the_step_and_split_over_processes():
   assert len(epochs) == 2  # a new order each epoch
   with pytest.raises(errors.UserError, match='cannot fill a batch of 64'):
     next(guided.batches(0, 64, seed=0))
+
+
+def test_too_few_pairs_for_the_vocabulary_get_what_they_give(tmp_path):
+  pairs, _ = cipher_corpus(50)
+  lines = []
+  aligned.ensure_vocab(pairs, tmp_path / 'v.model', 8000, seed=0, print_fn=lines.append)
+  size = spm.SentencePieceProcessor(model_file=str(tmp_path / 'v.model')).vocab_size()
+  assert size < 200 and lines == [f'Vocabulary: the pairs give {size:,} pieces, not 8,000; '
+                                  f'using {size:,}']
 
 
 def test_teacher_links_are_saved_and_checked(tmp_path):

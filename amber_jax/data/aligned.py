@@ -159,13 +159,18 @@ def teacher_links(word_pairs, workdir, *, symmetrization: str, process: int = 0,
 class GuidedPairs:
   """Pieces and piece-level teacher links of every pair, and the batches of a step."""
 
-  def __init__(self, word_pairs, links, sp, sentence_length: int):
+  def __init__(self, word_pairs, links, sp, sentence_length: int, where: str = 'pairs'):
+    """Raises errors.UserError naming `where` and the line of a pair whose words do not each
+    start a piece (an empty or invisible word)."""
     self.side = sentence_length - 2
     self.length = sentence_length
     self.items, cuts = [], []
-    for (src, tgt), pair_links in zip(word_pairs, links):
-      x_ids, _, x_words, x_cut = word_pieces(sp, src, self.side)
-      y_ids, _, y_words, y_cut = word_pieces(sp, tgt, self.side)
+    for line, ((src, tgt), pair_links) in enumerate(zip(word_pairs, links), start=1):
+      try:
+        x_ids, _, x_words, x_cut = word_pieces(sp, src, self.side)
+        y_ids, _, y_words, y_cut = word_pieces(sp, tgt, self.side)
+      except ValueError as e:
+        raise errors.UserError(f'{where}:{line}: {e}') from None
       cuts.append((x_cut, y_cut))
       self.items.append((np.asarray(x_ids, np.int32), np.asarray(y_ids, np.int32),
                          x_words, y_words, pair_links))
@@ -181,7 +186,7 @@ class GuidedPairs:
         dropped=0, src_cut=np.zeros(n, np.int32), tgt_cut=np.zeros(n, np.int32))
     batch = pairs.pair_rows(selection, self.length)
     batch['guide'] = np.stack([piece_guide(l, xw, yw, self.side).reshape(-1)
-                                 for _, _, xw, yw, l in chosen])
+                               for _, _, xw, yw, l in chosen])
     return batch
 
   def batches(self, start_step: int, batch_size: int, *, seed: int, process: int = 0,
@@ -231,11 +236,12 @@ def guided_input(config, start_step: int, *, seed: int, process: int = 0, proces
                            'config.data.mono_batch_size=0 and pair_packing=False '
                            '(configs/align.py does).')
   word_pairs = read_word_pairs(data.align_pairs)
-  ensure_vocab(word_pairs, data.vocab_path, config.model.vocab_size, seed=config.seed)
+  ensure_vocab(word_pairs, data.vocab_path, config.model.vocab_size, seed=config.seed,
+               print_fn=print_fn)
   links = teacher_links(word_pairs, config.workdir, symmetrization=data.teacher,
                         process=process, print_fn=print_fn)
   sp = tokenizer.load_processor(data.vocab_path)
-  guided = GuidedPairs(word_pairs, links, sp, data.sentence_length)
+  guided = GuidedPairs(word_pairs, links, sp, data.sentence_length, where=data.align_pairs)
   if start_step == 0:
     print_fn(f'Aligned pairs: {len(word_pairs):,} from {data.align_pairs}; '
              f'{guided.cut:,} cut to {guided.side} pieces a side')
@@ -243,12 +249,22 @@ def guided_input(config, start_step: int, *, seed: int, process: int = 0, proces
                         process=process, processes=processes)
 
 
-def ensure_vocab(word_pairs, vocab_path, vocab_size: int, *, seed: int) -> None:
+def ensure_vocab(word_pairs, vocab_path, vocab_size: int, *, seed: int, print_fn=print) -> None:
   """Trains a SentencePiece vocabulary on the pairs' two sides at `vocab_path` if none is
-  there (deterministic: every host trains the same one)."""
+  there (deterministic: every host trains the same one). Pairs too few for `vocab_size` pieces
+  get as many as they give (the model's embedding rows past them stay unused)."""
   if storage.path(vocab_path).exists():
     return
   texts = vocab_texts(word_pairs)
   pathlib.Path(vocab_path).parent.mkdir(parents=True, exist_ok=True)
-  vocab.train_sentencepiece(texts, vocab_path, validation=texts, vocab_size=vocab_size,
-                            alpha=1.0, seed=seed, source={'align_pairs': len(word_pairs)})
+  train = lambda size: vocab.train_sentencepiece(
+      texts, vocab_path, validation=texts, vocab_size=size, alpha=1.0, seed=seed,
+      source={'align_pairs': len(word_pairs)})
+  try:
+    train(vocab_size)
+  except vocab.VocabSizeError as e:
+    if not e.largest:
+      raise
+    print_fn(f'Vocabulary: the pairs give {e.largest:,} pieces, not {vocab_size:,}; using '
+             f'{e.largest:,}')
+    train(e.largest)

@@ -42,7 +42,15 @@ _PIECE_TYPES = {  # SentencePiece ModelProto.SentencePiece.Type of each special.
 
 class VocabSizeError(errors.UserError, RuntimeError):
   """A vocab_size the text cannot fill (too large) or its characters do not fit in (too small);
-  the message names the size that works. A RuntimeError too, as SentencePiece's failure is."""
+  the message names the size that works. A RuntimeError too, as SentencePiece's failure is.
+
+  Attributes:
+    largest: for a size too large, the most pieces the text gives (else None).
+  """
+
+  def __init__(self, message: str, largest: int | None = None):
+    super().__init__(message)
+    self.largest = largest
 
 
 def metadata_path(model_path: str | os.PathLike) -> pathlib.Path:
@@ -241,7 +249,7 @@ def _size_error(message: str, vocab_size: int, where: str) -> VocabSizeError | N
     return VocabSizeError(
         f'vocab_size={vocab_size} is too large for the {where}: they give at most '
         f'{found.group(1)} pieces. Decrease vocab_size to <= {found.group(1)} (amber-jax vocab '
-        f'train --size {found.group(1)}), or give more text.')
+        f'train --size {found.group(1)}), or give more text.', largest=int(found.group(1)))
   found = re.search(r'smaller than required_chars\. \d+ vs (\d+)', message)
   if found:
     return VocabSizeError(
