@@ -31,7 +31,7 @@ from typing import Union
 from etils import epath
 import fsspec
 
-from amber_jax import paths
+from amber_jax import errors, paths
 
 # epath picks tf.io.gfile for gs:// whenever TensorFlow is installed; fsspec works everywhere.
 os.environ.setdefault('EPATH_USE_TF', 'false')
@@ -72,6 +72,25 @@ def makedirs(p) -> Path:
     raise FileNotFoundError(f'the bucket {bucket} does not exist (create it first, e.g. '
                             f'`gcloud storage buckets create {bucket}`)')
   return target
+
+
+def read_text(p, what: str = 'file') -> str:
+  """The UTF-8 text of the file `p` (local or a URL).
+
+  Raises:
+    errors.UserError: `p` is not a file, or not UTF-8 (naming `p` and the line), `what` saying
+      which file it is in the first message.
+  """
+  file = path(p)
+  if not file.is_file():
+    raise errors.UserError(f'the {what} {p} does not exist (or is not a file).')
+  data = file.read_bytes()
+  try:
+    return data.decode('utf-8')
+  except UnicodeDecodeError as e:
+    line = data[:e.start].count(b'\n') + 1
+    raise errors.UserError(f'{p}:{line}: not UTF-8 text ({e.reason}); save the file as '
+                           'UTF-8.') from None
 
 
 def write_text(p, text: str) -> None:

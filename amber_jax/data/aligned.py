@@ -41,15 +41,7 @@ def read_lines(path) -> list[str]:
   Raises:
     errors.UserError: the file is missing or not UTF-8, named in the message.
   """
-  p = storage.path(path)
-  if not p.is_file():
-    raise errors.UserError(f'the file {path} does not exist (or is not a file).')
-  try:
-    text = p.read_bytes().decode('utf-8')
-  except UnicodeDecodeError as e:
-    line = p.read_bytes()[:e.start].count(b'\n') + 1
-    raise errors.UserError(f'{path}:{line}: not UTF-8 text ({e.reason}); save it as UTF-8.'
-                           ) from None
+  text = storage.read_text(path)
   lines = text.split('\n')
   return lines[:-1] if lines and lines[-1] == '' else lines
 

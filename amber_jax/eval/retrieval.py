@@ -103,7 +103,7 @@ def read_pairs_tsv(path: str | pathlib.Path, default_lang: str = 'xx') -> dict[s
   """
   path = pathlib.Path(path)
   result: dict[str, list] = {}
-  for number, line in enumerate(_read_text(path).split('\n'), start=1):
+  for number, line in enumerate(storage.read_text(path, 'pairs file').split('\n'), start=1):
     if not line.strip():
       continue
     fields = line.rstrip('\r').split('\t')
@@ -117,18 +117,6 @@ def read_pairs_tsv(path: str | pathlib.Path, default_lang: str = 'xx') -> dict[s
   if not result:
     raise errors.UserError(f'{path} holds no sentence pair; expected `src<TAB>tgt` lines.')
   return result
-
-
-def _read_text(path: pathlib.Path) -> str:
-  """The UTF-8 text of a pairs file; errors.UserError naming it when it cannot be read."""
-  if not path.is_file():
-    raise errors.UserError(f'the pairs file {path} does not exist (or is not a file).')
-  try:
-    return path.read_text(encoding='utf-8')
-  except UnicodeDecodeError as e:
-    line = path.read_bytes()[:e.start].count(b'\n') + 1
-    raise errors.UserError(f'{path}:{line}: not UTF-8 text ({e.reason}); save the file as '
-                           'UTF-8.') from None
 
 
 def unique_pairs(pairs: Sequence[tuple[str, str]]) -> list[tuple[str, str]]:
