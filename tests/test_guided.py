@@ -251,7 +251,7 @@ def test_guided_training_learns_the_cipher_alignment(tmp_path, monkeypatch, caps
   assert 'Teacher: eflomal on 700 pairs' in printed.err
   guided = float(printed.out.split('AER ')[1].split()[0])
   assert '(guided, 100 pairs)' in printed.out and guided < min(trained, 0.1), (guided, trained)
-  assert align.aer([teacher.parse_links(l) for l in out.read_text().splitlines()],
+  assert align.aer([align.parse_pharaoh(l)[0] for l in out.read_text().splitlines()],
                    gold_sp) == pytest.approx(guided, abs=1e-4)
 
 

@@ -136,15 +136,14 @@ def teacher_links(word_pairs, workdir, *, symmetrization: str, process: int = 0,
       raise errors.UserError(
           f'{path} holds teacher links for other pairs or settings ({header}); the pairs file '
           'or config.data.teacher changed since this run started: use a new workdir.')
-    return [teacher.parse_links(line) for line in lines[1:1 + len(word_pairs)]]
+    return [teacher.parse_pharaoh(line)[0] for line in lines[1:1 + len(word_pairs)]]
   print_fn(f'Teacher: eflomal on {len(word_pairs):,} pairs ({symmetrization})')
   links = teacher.eflomal_links([s for s, _ in word_pairs], [t for _, t in word_pairs],
                                 symmetrization=symmetrization)
   header = json.dumps({'pairs_sha256': digest, 'symmetrization': symmetrization,
                        'pairs': len(word_pairs)})
   storage.makedirs(workdir)
-  storage.write_text(path, '\n'.join([header] + [
-      ' '.join(f'{i}-{j}' for i, j in sorted(l)) for l in links]) + '\n')
+  storage.write_text(path, '\n'.join([header] + [teacher.to_pharaoh(l) for l in links]) + '\n')
   return links
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 import tempfile
-from typing import Sequence
+from typing import Iterable, Sequence
 
 from amber_jax import errors
 
@@ -72,9 +72,29 @@ def symmetrize(forward: Links, reverse: Links, method: str = 'grow-diag-final-an
   return links
 
 
-def parse_links(line: str) -> Links:
-  """'0-0 1-2' -> {(0, 0), (1, 2)}."""
-  return {tuple(int(n) for n in token.split('-')) for token in line.split()}
+def to_pharaoh(links: Iterable[tuple[int, int]]) -> str:
+  """'0-0 1-2 ...' (Pharaoh) sorted by source then target."""
+  return ' '.join(f'{i}-{j}' for i, j in sorted(links))
+
+
+def parse_pharaoh(line: str) -> tuple[Links, Links]:
+  """(sure, possible) of one Pharaoh line: `i-j` is sure (and so possible), `i?j` possible only.
+
+  Raises:
+    ValueError: a token that is neither, with 0-based word indices.
+  """
+  sure, possible = set(), set()
+  for token in line.split():
+    sep = '-' if '-' in token else '?'
+    parts = token.split(sep)
+    if len(parts) != 2 or not all(p.isdigit() for p in parts):
+      raise ValueError(f'bad link {token!r} in {line!r}: expected `i-j` (sure) or `i?j` '
+                       '(possible) with 0-based word indices.')
+    link = (int(parts[0]), int(parts[1]))
+    possible.add(link)
+    if sep == '-':
+      sure.add(link)
+  return sure, possible
 
 
 def eflomal_directions(src: Sequence[Sequence[str]], tgt: Sequence[Sequence[str]], *,
@@ -112,7 +132,7 @@ def eflomal_directions(src: Sequence[Sequence[str]], tgt: Sequence[Sequence[str]
 
 def _read_links(path: str, count: int) -> list[Links]:
   with open(path, encoding='utf-8') as f:
-    links = [parse_links(line) for line in f.read().splitlines()]
+    links = [parse_pharaoh(line)[0] for line in f.read().splitlines()]
   if len(links) != count:
     raise RuntimeError(f'eflomal wrote {len(links)} lines of links for {count} sentence pairs')
   return links

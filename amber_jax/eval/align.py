@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import functools
 import pathlib
-from typing import Iterable, Sequence
+from typing import Sequence
 
 import jax
 import jax.numpy as jnp
@@ -73,25 +73,9 @@ def words_from_pieces(piece_links: np.ndarray, src_words: Sequence[int],
   return {(src_words[r], tgt_words[c]) for r, c in zip(rows, cols)}
 
 
-def to_pharaoh(links: Iterable[tuple[int, int]]) -> str:
-  """'0-0 1-2 ...' sorted by source then target."""
-  return ' '.join(f'{i}-{j}' for i, j in sorted(links))
-
-
-def parse_pharaoh(line: str) -> tuple[Links, Links]:
-  """(sure, possible) of one gold line: `i-j` is sure (and so possible), `i?j` possible only."""
-  sure, possible = set(), set()
-  for token in line.split():
-    sep = '-' if '-' in token else '?'
-    parts = token.split(sep)
-    if len(parts) != 2 or not all(p.isdigit() for p in parts):
-      raise ValueError(f'bad link {token!r} in {line!r}: expected `i-j` (sure) or `i?j` '
-                       '(possible) with 0-based word indices.')
-    link = (int(parts[0]), int(parts[1]))
-    possible.add(link)
-    if sep == '-':
-      sure.add(link)
-  return sure, possible
+# The Pharaoh format lives beside the teacher that writes it (the data layer reads it too).
+to_pharaoh = teacher.to_pharaoh
+parse_pharaoh = teacher.parse_pharaoh
 
 
 def read_gold(path: str | pathlib.Path, possible_path: str | pathlib.Path | None = None
