@@ -69,11 +69,9 @@ def corpus(out_dir: pathlib.Path, train_limit: int, rebuild: bool = False) -> di
 def eflomal_rows(train, heldout) -> tuple[dict[str, list[proxy_gold.Links]], list, float]:
   """{'eflomal <sym>': links of the held-out pairs}, their (forward, reverse) links, and the
   seconds eflomal took."""
-  pairs = list(train) + list(heldout)
   start = time.perf_counter()
-  forward, reverse = teacher.eflomal_directions([s for s, _ in pairs], [t for _, t in pairs])
+  directions = teacher.pair_directions(heldout, learn_with=train)
   seconds = time.perf_counter() - start
-  directions = list(zip(forward[len(train):], reverse[len(train):]))
   rows = {f'eflomal {sym}': [teacher.symmetrize(f, r, sym) for f, r in directions]
           for sym in EFLOMAL_SYMMETRIZATIONS}
   return rows, directions, seconds

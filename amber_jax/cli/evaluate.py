@@ -129,9 +129,7 @@ def _teacher_links(args, config, pairs):
   same = extra and pathlib.Path(extra).resolve() == pathlib.Path(args.pairs).resolve()
   more = aligned.read_word_pairs(extra) if extra and not same else []
   print(f'Teacher: eflomal on {len(more) + len(pairs):,} pairs', file=sys.stderr)
-  both = more + pairs
-  forward, reverse = teacher.eflomal_directions([s for s, _ in both], [t for _, t in both])
-  return list(zip(forward[len(more):], reverse[len(more):]))
+  return teacher.pair_directions(pairs, learn_with=more)
 
 
 def cmd_align(argv: list[str]) -> None:

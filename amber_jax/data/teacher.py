@@ -130,6 +130,16 @@ def eflomal_directions(src: Sequence[Sequence[str]], tgt: Sequence[Sequence[str]
   return forward, reverse
 
 
+def pair_directions(pairs: Sequence[tuple[Sequence[str], Sequence[str]]],
+                    learn_with: Sequence[tuple[Sequence[str], Sequence[str]]] = ()
+                    ) -> list[tuple[Links, Links]]:
+  """eflomal's (forward, reverse) links of each (source words, target words) pair, learnt
+  together with the `learn_with` pairs (whose own links are not returned)."""
+  both = list(learn_with) + list(pairs)
+  forward, reverse = eflomal_directions([s for s, _ in both], [t for _, t in both])
+  return list(zip(forward[len(learn_with):], reverse[len(learn_with):]))
+
+
 def _read_links(path: str, count: int) -> list[Links]:
   with open(path, encoding='utf-8') as f:
     links = [parse_pharaoh(line)[0] for line in f.read().splitlines()]
