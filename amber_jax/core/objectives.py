@@ -112,14 +112,6 @@ def _cross_block(probs, first_len, n_first, n_second):
   return rows[..., a_pos]                                          # [batch, heads, n_b, n_a]
 
 
-def _first_over_second(probs, first_len, n_first, n_second):
-  """From [batch, heads, L, L] probabilities of a [CLS] a [SEP] b [SEP] input, the block of
-  a queries over b keys: [batch, heads, n_first, n_second]."""
-  a_pos = 1 + jnp.arange(n_first)
-  b_pos = jnp.minimum(first_len[:, None] + 2 + jnp.arange(n_second)[None, :], probs.shape[-1] - 1)
-  return jnp.take_along_axis(probs[:, :, a_pos, :], b_pos[:, None, None, :], axis=3)
-
-
 def alignment_attention(model: Encoder, params, batch, ocfg, dropout_rng, deterministic):
   """The WA passes' cross blocks (one pair per row): (A_x2y [b, h, nx, ny], A_y2x
   [b, h, ny, nx], x_mask [b, nx], y_mask [b, ny]), nx = ny = L_s - 2. Two passes, [x; y] and
@@ -137,7 +129,8 @@ def alignment_attention(model: Encoder, params, batch, ocfg, dropout_rng, determ
   p_xy = last_probs(batch['pair_ids'], batch['pair_segments'], r1)   # [x; y]
   a_y2x = _cross_block(p_xy, len_x, n_side, n_side)  # y queries over x keys [b, h, ny, nx]
   if ocfg.wa_mask == 'full':
-    a_x2y = _first_over_second(p_xy, len_x, n_side, n_side)
+    # x queries over y keys: the y-over-x block of the transposed probabilities, transposed.
+    a_x2y = jnp.swapaxes(_cross_block(jnp.swapaxes(p_xy, -1, -2), len_x, n_side, n_side), -1, -2)
   else:
     p_yx = last_probs(batch['swap_ids'], batch['swap_segments'], r2)   # [y; x]
     a_x2y = _cross_block(p_yx, len_y, n_side, n_side)  # x queries over y keys [b, h, nx, ny]

@@ -115,11 +115,6 @@ def vocab_texts(word_pairs) -> dict[str, list[str]]:
           'target': [' '.join(t) for _, t in word_pairs]}
 
 
-def file_digest(path) -> str:
-  """sha256 (hex) of a file's bytes."""
-  return hashlib.sha256(storage.path(path).read_bytes()).hexdigest()
-
-
 def teacher_links(word_pairs, workdir, *, symmetrization: str, process: int = 0,
                   print_fn=print) -> list[set[tuple[int, int]]]:
   """The teacher's links of every pair: read from the workdir, or computed by eflomal and saved.

@@ -271,9 +271,8 @@ class Aligner:
 
     p_xy = probs(src_ids, tgt_ids)
     y2x = blocks(src_ids, tgt_ids, p_xy)  # [n_y, n_x] each
-    if self.wa_mask == 'full':  # one pass holds both: x queries (after [CLS]) over y's keys
-      x2y = [p_xy[n, 1:1 + len(a), len(a) + 2:len(a) + 2 + len(b)]
-             for n, (a, b) in enumerate(zip(src_ids, tgt_ids))]
+    if self.wa_mask == 'full':  # one pass holds both: x over y is y over x of p transposed
+      x2y = [m.T for m in blocks(src_ids, tgt_ids, p_xy.transpose(0, 2, 1))]
     else:
       x2y = blocks(tgt_ids, src_ids, probs(tgt_ids, src_ids))  # [n_x, n_y] each
     return list(zip(x2y, y2x))
