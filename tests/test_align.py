@@ -23,7 +23,11 @@ WORDS = ('the cat dog house tree sat ran on under big small red green a an der d
 def tiny_sp(vocab_size=60):
   """A SentencePiece model with our specials, trained here on random word strings (<1 s)."""
   rng = np.random.default_rng(0)
-  lines = [' '.join(rng.choice(WORDS, size=6)) for _ in range(400)]
+  return sp_from_lines([' '.join(rng.choice(WORDS, size=6)) for _ in range(400)], vocab_size)
+
+
+def sp_from_lines(lines, vocab_size):
+  """A SentencePiece model with our specials, trained in memory on `lines`."""
   model = io.BytesIO()
   spm.SentencePieceTrainer.train(
       sentence_iterator=iter(lines), model_writer=model, vocab_size=vocab_size,

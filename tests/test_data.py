@@ -79,7 +79,12 @@ def write_corpus(root, *, pairs=PAIRS, mono=MONO, bad_lines=()):
 
 @pytest.fixture(scope='module')
 def vocab_path(tmp_path_factory):
-  folder = tmp_path_factory.mktemp('vocab')
+  return write_vocab(tmp_path_factory.mktemp('vocab'))
+
+
+def write_vocab(folder):
+  """Trains a 160-piece SentencePiece model with our specials on `sentence`s into folder/sp.model;
+  returns its path."""
   text = [sentence(lang, i) for lang in WORDS for i in range(60)]
   (folder / 'text.txt').write_text('\n'.join(text), encoding='utf-8')
   spm.SentencePieceTrainer.train(

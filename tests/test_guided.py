@@ -5,7 +5,6 @@ from; the whole recipe (configs/align.py shrunk) by training on a cipher languag
 alignment is known and reading the alignments back with `amber-jax align`'s Aligner.
 """
 
-import io
 import json
 
 import jax
@@ -18,6 +17,7 @@ import sentencepiece as spm
 from amber_jax import errors
 from amber_jax.core import losses
 from amber_jax.data import aligned, teacher
+import test_align
 
 # ---- symmetrisation ----
 
@@ -111,13 +111,8 @@ def test_guided_loss_matches_loops():
 # ---- the input ----
 
 def small_sp(pairs, vocab_size=80):
-  model = io.BytesIO()
   lines = [' '.join(s) for s, _ in pairs] + [' '.join(t) for _, t in pairs]
-  spm.SentencePieceTrainer.train(
-      sentence_iterator=iter(lines), model_writer=model, vocab_size=vocab_size,
-      pad_id=0, unk_id=1, bos_id=2, eos_id=3, pad_piece='[PAD]', unk_piece='[UNK]',
-      bos_piece='[CLS]', eos_piece='[SEP]', user_defined_symbols=['[MASK]'], minloglevel=2)
-  return spm.SentencePieceProcessor(model_proto=model.getvalue())
+  return test_align.sp_from_lines(lines, vocab_size)
 
 
 def test_guide_rows_mark_the_pieces_of_linked_words():

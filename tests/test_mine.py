@@ -172,16 +172,8 @@ def test_cli_mines_a_known_answer_and_the_corpus_is_read_back_as_a_task(
 
 
 def _vocab(tmp_path):
-  import sentencepiece as spm
   import test_data
-  text = [test_data.sentence(lang, i) for lang in test_data.WORDS for i in range(60)]
-  (tmp_path / 'v.txt').write_text('\n'.join(text), encoding='utf-8')
-  spm.SentencePieceTrainer.train(
-      input=str(tmp_path / 'v.txt'), model_prefix=str(tmp_path / 'sp'), vocab_size=160,
-      pad_id=0, unk_id=1, bos_id=2, eos_id=3, pad_piece='[PAD]', unk_piece='[UNK]',
-      bos_piece='[CLS]', eos_piece='[SEP]', user_defined_symbols=['[MASK]'],
-      character_coverage=1.0, hard_vocab_limit=False, minloglevel=2)
-  return str(tmp_path / 'sp.model')
+  return test_data.write_vocab(tmp_path)
 
 
 def _user_error(argv, capsys):
