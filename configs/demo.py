@@ -2,7 +2,7 @@
 
 Found on held-out Django apps (docs/RESULTS.md, "A model against lexical overlap"): what lifts
 retrieval on text never trained on at this size is more steps of sentence alignment, and TLM and
-WA cost twice SA's time without lifting it. So the run spends most of its steps on MLM + SA, then
+WA cost two to four times a step of MLM + SA without lifting it. So the run spends most of its steps on MLM + SA, then
 trains all four AMBER objectives together for a short last stage: 850 steps, 816 of them MLM + SA,
 fit the demo's 15 minutes on 2 CPU cores. 700 steps at a 0.85 share (595 + 105) reached 0.541;
 840 at this share (806 + 34), in half a minute more, 0.550. 850 keeps the share exact (24/25), so
