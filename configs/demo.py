@@ -1,13 +1,13 @@
 """The demo's recipe (`amber-jax demo`): the `tiny` model, two stages, judged on held-out apps.
 
 Found on held-out Django apps (docs/RESULTS.md, "A model against lexical overlap"): what lifts
-retrieval on text never trained on at this size is more steps of sentence alignment, and TLM and
-WA cost two to four times a step of MLM + SA without lifting it. So the run spends most of its steps on MLM + SA, then
-trains all four AMBER objectives together for a short last stage: 850 steps, 816 of them MLM + SA,
-fit the demo's 15 minutes on 2 CPU cores. 700 steps at a 0.85 share (595 + 105) reached 0.541;
-840 at this share (806 + 34), in half a minute more, 0.550. 850 keeps the share exact (24/25), so
-`--minutes` and `--config.train.steps` scale it without rounding. The corpus is the Django-app
-catalogs (Django's own and Wagtail's).
+retrieval on text never trained on at this size is more steps of sentence alignment, and a step with
+TLM and WA costs two to four of MLM + SA without lifting it. So the run spends most of its steps on
+MLM + SA, then trains all four AMBER objectives together for a short last stage: 850 steps, 816 of
+them MLM + SA, fit the demo's 15 minutes on 2 CPU cores. 700 steps at a 0.85 share (595 + 105)
+reached 0.541; 840 at this share (806 + 34), in half a minute more, 0.550. 850 keeps the share exact
+(24/25), so `--minutes` and `--config.train.steps` scale it without rounding. The corpus is the
+Django-app catalogs (Django's own and Wagtail's).
 """
 
 from configs import tiny
