@@ -54,7 +54,7 @@ RANGES = {
     'train.max_nonfinite_steps': (1, None),
     'data.mono_batch_size': (0, None), 'data.parallel_batch_size': (0, None),
     'data.mono_length': (0, None), 'data.sentence_length': (0, None),
-    'data.shuffle_buffer': (1, None), 'data.alpha': (0.0, None),
+    'data.shuffle_buffer': (1, None), 'data.input_threads': (0, None), 'data.alpha': (0.0, None),
     'model.vocab_size': (1, None), 'model.vocab_multiple': (1, None), 'model.hidden_size': (1, None), 'model.num_layers': (1, None),
     'model.num_heads': (1, None), 'model.intermediate_size': (1, None),
     'model.max_position_embeddings': (1, None), 'model.dropout_rate': (0.0, 1.0),

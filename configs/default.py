@@ -69,6 +69,9 @@ def get_config() -> ml_collections.ConfigDict:
       packing=False,         # several monolingual texts per row (segment-aware attention)
       pair_packing=True,     # several translation pairs per row in TLM, SA and WA (exact; amber_jax.data.pairs)
       cache_dir='',          # pretokenized shards from `amber-jax data cache` ('' = tokenize live)
+      # Threads of the live (tf.data) pipeline: 0 = TensorFlow's own pools, autotuned; N = a
+      # private pool of N, not autotuned, for hosts with few cores (configs/tiny.py).
+      input_threads=0,
       # Word alignment on your own pairs (configs/align.py): a file of pre-tokenised pairs
       # `src words<TAB>tgt words` read instead of the mixtures, with eflomal's links as a teacher
       # (amber_jax.data.aligned); '' = the mixtures above.

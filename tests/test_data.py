@@ -252,6 +252,15 @@ def test_same_seed_gives_identical_batches_and_another_seed_does_not(cfg, first_
   assert any(not np.array_equal(different[k], want[k]) for k in want)
 
 
+def test_a_private_input_thread_pool_yields_the_same_batches(corpus, vocab_path, first_batches):
+  """config.data.input_threads (small hosts) changes how tf.data runs, not what it yields."""
+  it = pipeline.make_train_iterator(make_cfg(corpus, vocab_path, input_threads=1), seed=0)
+  for want in first_batches[0]:
+    got = next(it)
+    for k in want:
+      np.testing.assert_array_equal(got[k], want[k], err_msg=k)
+
+
 def test_start_step_yields_the_batches_of_a_fresh_iterator_from_that_step(cfg, first_batches):
   it = pipeline.make_train_iterator(cfg, seed=0, start_step=5)
   for want in first_batches[0][5:8]:

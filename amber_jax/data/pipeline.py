@@ -79,9 +79,16 @@ class _SeqioSource:
     self._shard = seqio.ShardInfo(index=shard_index, num_shards=num_shards)
     self._options = tf.data.Options()
     self._options.deterministic = True
+    self._prefetch = tf.data.AUTOTUNE
+    threads = getattr(data_cfg, 'input_threads', 0)
+    if threads:  # a small host: TF's own pools and autotuning would take cores from the step
+      self._options.threading.private_threadpool_size = threads
+      self._options.threading.max_intra_op_parallelism = 1
+      self._options.autotune.enabled = False
+      self._prefetch = 2
 
   def _numpy(self, ds):
-    return ds.with_options(self._options).prefetch(self._tf.data.AUTOTUNE).as_numpy_iterator()
+    return ds.with_options(self._options).prefetch(self._prefetch).as_numpy_iterator()
 
   def mono_rows(self):
     """Chunks (int32 [B_m, L_m] framed ids, int32 [B_m] cut flags)."""
