@@ -32,10 +32,11 @@ from amber_jax.training import loop, metrics, train_state
 
 PRESET = 'demo'  # configs/demo.py: the recipe the demo trains
 
-# The demo recipe's pace on the 2-core reference machine, a little under what it measured (840
-# steps in 11.74 min, 72 a minute, compilation included, on 2026-12-04), and what the demo spends
-# outside training (corpus, vocabulary, evaluation, export): what `--minutes` turns into steps.
-STEPS_PER_MINUTE = 70
+# The demo recipe's pace on the 2-core reference machine (850 steps in 9.4 min on 2026-12-04, with
+# one input thread: 90 a minute, compilation included; a longer run goes a little faster), and
+# what the demo spends outside training (corpus, vocabulary, evaluation, export): what `--minutes`
+# turns into steps.
+STEPS_PER_MINUTE = 90
 OVERHEAD_MINUTES = 2.0
 
 
